@@ -1,0 +1,126 @@
+"""Reductions over axes: sum mean max (NumPy's axis=None|int|tuple, negative axes, keepdims)."""
+
+from __future__ import annotations
+
+
+
+import numpy as np
+
+from microgradcnn.tensor import Array, Context, Function, Tensor
+
+Axis = int | tuple[int, ...] | None
+
+
+def normalize_axes(axis: Axis, ndim: int, op: str) -> tuple[int, ...]:
+    """``axis`` as a sorted tuple of non-negative axes; None means all.
+
+    Raises:
+        ValueError: naming ``op``, for an axis out of range or given twice.
+    """
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int | np.integer) else tuple(axis)
+    out = []
+    for a in axes:
+        if not -ndim <= a < ndim and not (ndim == 0 and a in (0, -1)):
+            raise ValueError(f"{op}: axis {a} is out of range for a tensor with {ndim} dims")
+        out.append(int(a) % (ndim or 1))
+    if len(set(out)) != len(out):
+        raise ValueError(f"{op}: repeated axis in {axis}")
+    return tuple(sorted(out)) if ndim else ()
+
+
+def _grad_to_input(grad: Array, in_shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> Array:
+    """Put back the reduced axes of ``grad`` (as size 1) so that it broadcasts against the input."""
+    if keepdims or not axes:
+        return grad
+    return np.expand_dims(grad, axes)
+
+
+class SumFn(Function):
+    """Sum over axes. Backward: grad copied to every element of its slice."""
+
+    name = "sum"
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, axis: tuple[int, ...], keepdims: bool) -> Array:
+        ctx.save_for_backward(x.shape)
+        return np.sum(x, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def backward(ctx: Context, grad: Array) -> tuple[Array]:
+        (shape,) = ctx.saved_tensors
+        g = _grad_to_input(grad, shape, ctx.attrs["axis"], ctx.attrs["keepdims"])
+        return (np.broadcast_to(g, shape),)
+
+
+def sum(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001 - mirrors np.sum
+    """Sum over ``axis`` (None: every axis). Shapes: the input less the reduced axes (kept as 1 with keepdims)."""
+    return SumFn.apply(x, axis=normalize_axes(axis, x.ndim, "sum"), keepdims=bool(keepdims))
+
+
+class MeanFn(Function):
+    """Mean over axes. Backward: grad / n to every element of its slice (n = slice size)."""
+
+    name = "mean"
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, axis: tuple[int, ...], keepdims: bool) -> Array:
+        ctx.save_for_backward(x.shape)
+        return np.mean(x, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def backward(ctx: Context, grad: Array) -> tuple[Array]:
+        (shape,) = ctx.saved_tensors
+        axes = ctx.attrs["axis"]
+        n = int(np.prod([shape[a] for a in axes]))
+        g = _grad_to_input(grad, shape, axes, ctx.attrs["keepdims"])
+        return (np.broadcast_to(g / grad.dtype.type(n or 1), shape),)
+
+
+def mean(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
+    """Mean over ``axis`` (None: every axis), as ``numpy.mean``."""
+    return MeanFn.apply(x, axis=normalize_axes(axis, x.ndim, "mean"), keepdims=bool(keepdims))
+
+
+class MaxFn(Function):
+    """Maximum over axes. Backward: each slice's whole grad to its first maximum in row-major order.
+
+    One position per slice, as ``torch.max(x, dim)`` and max-pooling do (``torch.amax`` splits ties).
+    """
+
+    name = "max"
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, axis: tuple[int, ...], keepdims: bool) -> Array:
+        kept = [a for a in range(x.ndim) if a not in axis]
+        # Reduced axes last, in their original order, then flattened: argmax's first hit is then the first
+        # maximum in row-major order over the reduced axes.
+        moved = np.transpose(x, (*kept, *axis)).reshape((*(x.shape[a] for a in kept), -1))
+        if moved.shape[-1] == 0:
+            raise ValueError(f"max: cannot reduce an empty axis of shape {x.shape}")
+        idx = np.argmax(moved, axis=-1)[..., None]
+        ctx.save_for_backward(x.shape, moved.shape, idx, kept)
+        out = np.take_along_axis(moved, idx, axis=-1)[..., 0]
+        return np.expand_dims(out, axis) if keepdims else out
+
+    @staticmethod
+    def backward(ctx: Context, grad: Array) -> tuple[Array]:
+        shape, moved_shape, idx, kept = ctx.saved_tensors
+        axes = ctx.attrs["axis"]
+        g = grad.reshape(moved_shape[:-1] + (1,))
+        dmoved = np.zeros(moved_shape, dtype=grad.dtype)
+        np.put_along_axis(dmoved, idx, g, axis=-1)
+        dx = dmoved.reshape(tuple(shape[a] for a in (*kept, *axes)))
+        return (np.transpose(dx, np.argsort((*kept, *axes))),)
+
+
+def max(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001 - mirrors np.max
+    """Maximum over ``axis`` (None: every axis); the gradient goes to one position per reduced slice.
+
+    Raises:
+        ValueError: for an empty reduced axis or an axis out of range.
+    """
+    return MaxFn.apply(x, axis=normalize_axes(axis, x.ndim, "max"), keepdims=bool(keepdims))
+
+

@@ -1,0 +1,130 @@
+"""Shape ops: reshape transpose getitem, and flatten composed from reshape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from microgradcnn.tensor import Array, Context, Function, Tensor
+
+
+class ReshapeFn(Function):
+    """The same elements in a new shape. Backward: grad reshaped back."""
+
+    name = "reshape"
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, shape: tuple[int, ...]) -> Array:
+        ctx.save_for_backward(x.shape)
+        return x.reshape(shape)
+
+    @staticmethod
+    def backward(ctx: Context, grad: Array) -> tuple[Array]:
+        (shape,) = ctx.saved_tensors
+        return (grad.reshape(shape),)
+
+
+def reshape(x: Tensor, shape: Any) -> Tensor:
+    """``x`` with the same elements in ``shape`` (an int or a tuple; one entry may be -1).
+
+    Raises:
+        ValueError: naming both shapes when the sizes differ.
+    """
+    shape = (int(shape),) if isinstance(shape, int | np.integer) else tuple(int(s) for s in shape)
+    known = int(np.prod([s for s in shape if s != -1]))
+    if (
+        shape.count(-1) > 1
+        or any(s < -1 for s in shape)
+        or (-1 not in shape and known != x.size)
+        or (-1 in shape and (known == 0 or x.size % known))
+    ):
+        raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} ({x.size} elements) to {shape}")
+    return ReshapeFn.apply(x, shape=shape)
+
+
+class TransposeFn(Function):
+    """Permute the axes. Backward: grad permuted by the inverse permutation."""
+
+    name = "transpose"
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, axes: tuple[int, ...]) -> Array:
+        return np.transpose(x, axes)
+
+    @staticmethod
+    def backward(ctx: Context, grad: Array) -> tuple[Array]:
+        return (np.transpose(grad, np.argsort(ctx.attrs["axes"])),)
+
+
+def transpose(x: Tensor, axes: Any = None) -> Tensor:
+    """Permute the axes of ``x`` (``None``: reverse them), as ``numpy.transpose``.
+
+    Raises:
+        ValueError: naming the shape, when ``axes`` is not a permutation of the axes.
+    """
+    perm = tuple(reversed(range(x.ndim))) if axes is None else tuple(int(a) for a in axes)
+    if sorted(a % x.ndim if x.ndim else a for a in perm) != list(range(x.ndim)):
+        raise ValueError(f"transpose: axes {perm} are not a permutation of the axes of shape {x.shape}")
+    return TransposeFn.apply(x, axes=tuple(a % x.ndim for a in perm))
+
+
+def _plain_index(index: Any) -> Any:
+    """Tensors inside an index become arrays; lists become integer/bool arrays."""
+    items = index if isinstance(index, tuple) else (index,)
+    plain = tuple(
+        i.data.astype(np.intp) if isinstance(i, Tensor) else np.asarray(i) if isinstance(i, list) else i
+        for i in items
+    )
+    return plain if isinstance(index, tuple) else plain[0]
+
+
+def _is_basic(index: Any) -> bool:
+    items = index if isinstance(index, tuple) else (index,)
+    return all(i is None or i is Ellipsis or isinstance(i, int | slice | np.integer) for i in items)
+
+
+class GetitemFn(Function):
+    """x[index]. Backward: grad scattered into zeros of x's shape, repeated indices adding up (np.add.at)."""
+
+    name = "getitem"
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, index: Any) -> Array:
+        ctx.save_for_backward(x.shape)
+        return x[index]
+
+    @staticmethod
+    def backward(ctx: Context, grad: Array) -> tuple[Array]:
+        (shape,) = ctx.saved_tensors
+        index = ctx.attrs["index"]
+        dx = np.zeros(shape, dtype=grad.dtype)
+        if _is_basic(index):  # a view: every element is picked at most once, plain assignment is enough
+            dx[index] = grad
+        else:
+            np.add.at(dx, index, grad)
+        return (dx,)
+
+
+def getitem(x: Tensor, index: Any) -> Tensor:
+    """``x[index]`` with ints, slices, None, Ellipsis, and integer or boolean arrays (NumPy semantics).
+
+    Raises:
+        IndexError: naming the shape, for an index out of range.
+    """
+    index = _plain_index(index)
+    try:
+        x.data[index]
+    except IndexError as err:
+        raise IndexError(f"getitem: {err} (tensor shape {x.shape})") from None
+    return GetitemFn.apply(x, index=index)
+
+
+def flatten(x: Tensor, start_axis: int = 0) -> Tensor:
+    """Merge axes ``start_axis`` .. last into one. Shapes: (N, C, H, W), start_axis=1 -> (N, C*H*W)."""
+    if x.ndim == 0:
+        return reshape(x, (1,))
+    if not -x.ndim <= start_axis < x.ndim:
+        raise ValueError(f"flatten: start_axis {start_axis} is out of range for shape {x.shape}")
+    start = start_axis % x.ndim
+    return reshape(x, (*x.shape[:start], -1))

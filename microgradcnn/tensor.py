@@ -1,0 +1,525 @@
+"""The graph: Tensor, Function, Context, REGISTRY, unbroadcast, toposort, backward, no_grad, detect_anomaly."""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+Array = npt.NDArray[Any]
+
+REGISTRY: dict[str, type[Function]] = {}  # op name -> Function; complete once microgradcnn.ops is imported
+
+# Engine switches. Plain module globals rather than thread-locals: reading one costs a dict lookup, and the
+# per-op overhead of the engine is a product feature (benchmarks/bench_train.py).
+_GRAD_ENABLED = True
+_ANOMALY = False
+# The stack of nn.Modules whose forward is running, innermost last; each recorded op keeps the tuple current
+# at its creation so the graph renderer can draw module clusters. Tuples are immutable, so recording one is
+# a pointer copy.
+_SCOPE: tuple[Any, ...] = ()
+
+
+class Context:
+    """What one op invocation remembers: its Function, input tensors, attributes and saved arrays."""
+
+    __slots__ = ("attrs", "fn", "parents", "released", "saved_tensors", "scope")
+
+    def __init__(self, fn: type[Function], parents: tuple[Tensor, ...], attrs: dict[str, Any]) -> None:
+        self.fn = fn
+        self.parents = parents
+        self.attrs = attrs
+        self.saved_tensors: tuple[Any, ...] = ()
+        self.released = False
+        self.scope = _SCOPE
+
+    def save_for_backward(self, *arrays: Any) -> None:
+        """Keep arrays (or small Python values) for ``backward``; freed after backward unless retained."""
+        self.saved_tensors = arrays
+
+
+class Function:
+    """Base of every differentiable op: ``forward`` on arrays, ``backward`` returns one gradient per input.
+
+    Subclass it, set ``name``, and write two static methods::
+
+        class Square(Function):
+            name = "square"
+
+            @staticmethod
+            def forward(ctx, x):
+                ctx.save_for_backward(x)
+                return x * x
+
+            @staticmethod
+            def backward(ctx, grad):
+                (x,) = ctx.saved_tensors
+                return (2 * x * grad,)
+
+    ``Square.apply(t)`` runs it on tensors. Positional inputs are the tensors that may get gradients; keyword
+    attributes are everything else (stride, labels) and are recorded for rendering. ``backward`` returns one
+    array or ``None`` per positional input, of the input's shape or a shape that broadcasts to the output's:
+    the engine reduces broadcast gradients, never the op. ``backward`` must not modify ``grad`` in place.
+
+    Defining a subclass registers it in ``REGISTRY`` under ``name``; another class with a taken name raises
+    ``ValueError`` (re-running the same class definition, as in a notebook, replaces it). Pass
+    ``register=False`` in the class statement for a private, unregistered op.
+    """
+
+    name: ClassVar[str]
+
+    def __init_subclass__(cls, register: bool = True, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not isinstance(cls.__dict__.get("name"), str) or not cls.__dict__["name"]:
+            raise TypeError(f"Function subclass {cls.__qualname__} must set a class attribute name = '...'")
+        if not register:
+            return
+        taken = REGISTRY.get(cls.name)
+        if taken is not None and (taken.__module__, taken.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise ValueError(f"op name {cls.name!r} is taken by {taken.__module__}.{taken.__qualname__}")
+        REGISTRY[cls.name] = cls
+
+    @staticmethod
+    def forward(ctx: Context, *args: Any, **kwargs: Any) -> Array:  # Any: subclasses narrow it
+        """Compute the output array from the inputs' arrays."""
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx: Context, *args: Any, **kwargs: Any) -> Any:
+        """Map the output's gradient to a tuple with one gradient (or ``None``) per positional input."""
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *inputs: Any, **attrs: Any) -> Tensor:
+        """Run ``forward`` on the inputs' arrays and record the graph edge if any input needs grad.
+
+        Non-tensor inputs (arrays, numbers) are wrapped as constants.
+        """
+        parents = tuple(t if isinstance(t, Tensor) else Tensor(t) for t in inputs)
+        ctx = Context(cls, parents, attrs)
+        try:
+            data = cls.forward(ctx, *(t.data for t in parents), **attrs)
+        except ValueError as err:  # NumPy's broadcast/shape errors don't say which op or shapes
+            shapes = ", ".join(str(t.shape) for t in parents)
+            raise ValueError(f"{cls.name}: {err} (input shapes {shapes})") from None
+        if _ANOMALY:
+            _check_finite(data, f"{cls.name} forward", parents)
+        out = Tensor.__new__(Tensor)
+        out.data = data if isinstance(data, np.ndarray) else np.asarray(data)
+        out.grad = None
+        out._retains_grad = False
+        if _GRAD_ENABLED and any(t.requires_grad for t in parents):
+            out.requires_grad = True
+            out._ctx = ctx
+        else:
+            out.requires_grad = False
+            out._ctx = None
+        return out
+
+
+def _check_finite(array: Array, where: str, parents: Sequence[Tensor]) -> None:
+    if not np.isfinite(array).all():
+        shapes = ", ".join(str(t.shape) for t in parents)
+        raise RuntimeError(f"detect_anomaly: {where} produced NaN or inf (input shapes {shapes})")
+
+
+def unbroadcast(grad: Array, shape: tuple[int, ...]) -> Array:
+    """Sum ``grad`` over the axes NumPy broadcasting added or stretched, giving an array of ``shape``.
+
+    Raises:
+        ValueError: if ``grad``'s shape does not broadcast from ``shape``.
+    """
+    if grad.shape == shape:
+        return grad
+    lead = grad.ndim - len(shape)
+    if lead < 0:
+        raise ValueError(f"unbroadcast: gradient {grad.shape} cannot reduce to {shape}")
+    stretched = tuple(i + lead for i, s in enumerate(shape) if s == 1 and grad.shape[i + lead] != 1)
+    axes = tuple(range(lead)) + stretched
+    reduced = grad.sum(axis=axes, keepdims=True) if axes else grad
+    if reduced.shape[lead:] != shape:
+        raise ValueError(f"unbroadcast: gradient {grad.shape} cannot reduce to {shape}")
+    return reduced.reshape(shape)
+
+
+def toposort(root: Tensor) -> list[Tensor]:
+    """Tensors that ``root`` depends on and that require grad, inputs before outputs.
+
+    An explicit stack instead of recursion: a chain of 100,000 ops must not overflow Python's stack.
+    """
+    order: list[Tensor] = []
+    visited: set[int] = set()
+    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        if node._ctx is not None:
+            stack.extend((p, False) for p in node._ctx.parents if p.requires_grad and id(p) not in visited)
+    return order
+
+
+class Tensor:
+    """An n-dimensional float array that records the ops applied to it, for reverse-mode autodiff.
+
+    A float32 or float64 array keeps its dtype and is shared, not copied; Python numbers, lists and
+    integer/bool arrays become float32. ``grad`` holds d(root)/d(self) after ``root.backward()``.
+
+    >>> x = Tensor([1.0, 2.0, 3.0], requires_grad=True)
+    >>> (x * x).sum().backward()
+    >>> x.grad
+    array([2., 4., 6.], dtype=float32)
+    """
+
+    __slots__ = ("__weakref__", "_ctx", "_retains_grad", "data", "grad", "requires_grad")
+    __array_ufunc__ = None  # make `ndarray + Tensor` defer to Tensor.__radd__ instead of looping elementwise
+    __hash__ = object.__hash__  # hashable by identity although == compares elementwise
+
+    def __init__(self, data: Any, requires_grad: bool = False) -> None:
+        self.data: Array = _as_float_array(data)
+        self.grad: Array | None = None
+        self.requires_grad = bool(requires_grad)
+        self._ctx: Context | None = None
+        self._retains_grad = False
+
+    # ---- attributes -------------------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The array's shape."""
+        return self.data.shape
+
+    @property
+    def ndim(self) -> int:
+        """Number of axes."""
+        return self.data.ndim
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """float32 or float64."""
+        return self.data.dtype
+
+    @property
+    def size(self) -> int:
+        """Number of elements."""
+        return self.data.size
+
+    @property
+    def op(self) -> str | None:
+        """Name of the op that made this tensor, or None for a leaf."""
+        return None if self._ctx is None else self._ctx.fn.name
+
+    @property
+    def is_leaf(self) -> bool:
+        """True for tensors made by the user rather than by an op that recorded a graph edge."""
+        return self._ctx is None
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def item(self) -> float:
+        """The value of a one-element tensor as a Python float."""
+        if self.data.size != 1:
+            raise ValueError(f"item: only one-element tensors convert to a Python number, shape is {self.shape}")
+        return float(self.data.reshape(()))
+
+    def numpy(self) -> Array:
+        """The underlying array (shared, not copied)."""
+        return self.data
+
+    def detach(self) -> Tensor:
+        """A new leaf sharing this tensor's data, cut from the graph."""
+        return Tensor(self.data)
+
+    def retain_grad(self) -> Tensor:
+        """Keep ``.grad`` on this intermediate tensor after backward (leaves always keep theirs)."""
+        self._retains_grad = True
+        return self
+
+    def __repr__(self) -> str:
+        body = np.array2string(self.data, separator=", ", prefix="Tensor(", precision=4, threshold=50)
+        extra = f", dtype={self.dtype}"
+        if self._ctx is not None:
+            extra += f", grad_fn=<{self._ctx.fn.name}>"
+        elif self.requires_grad:
+            extra += ", requires_grad=True"
+        return f"Tensor({body}{extra})"
+
+    # ---- autodiff ---------------------------------------------------------------------------------------
+    def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(t) into ``t.grad`` for every leaf ``t`` (and retained tensor) behind self.
+
+        Args:
+            grad: the gradient of some scalar w.r.t. self, of self's shape; may be omitted (seeded with 1)
+                only when self has one element.
+            retain_graph: keep the saved arrays so that backward can run through this graph again.
+
+        Raises:
+            RuntimeError: self does not require grad, ``grad`` is missing for a tensor of more than one
+                element, or the graph was already released by an earlier backward.
+            ValueError: ``grad`` does not have self's shape.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward: tensor does not require grad and has no graph (did you use no_grad?)")
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward: grad can be implicit only for a one-element tensor, shape is {self.shape}"
+                )
+            seed = np.ones_like(self.data)
+        else:
+            seed = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
+            if seed.shape != self.shape:
+                raise ValueError(f"backward: grad of shape {seed.shape} for a tensor of shape {self.shape}")
+        grads: dict[int, Array] = {id(self): seed}
+        for node in reversed(toposort(self)):
+            g = grads.pop(id(node), None)
+            if g is None:  # every path to it returned None
+                continue
+            ctx = node._ctx
+            if ctx is None or node._retains_grad:
+                # Copy on first store: g may be a read-only broadcast view or an array the caller owns.
+                node.grad = np.array(g, dtype=node.dtype) if node.grad is None else node.grad + g
+            if ctx is not None:
+                _backward_one(ctx, g, grads, retain_graph)
+
+    # ---- operators --------------------------------------------------------------------------------------
+    def __add__(self, other: Any) -> Tensor:
+        return ops.add(self, other)
+
+    def __radd__(self, other: Any) -> Tensor:
+        return ops.add(other, self)
+
+    def __sub__(self, other: Any) -> Tensor:
+        return ops.sub(self, other)
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return ops.sub(other, self)
+
+    def __mul__(self, other: Any) -> Tensor:
+        return ops.mul(self, other)
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return ops.mul(other, self)
+
+    def __truediv__(self, other: Any) -> Tensor:
+        return ops.div(self, other)
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        return ops.div(other, self)
+
+    def __neg__(self) -> Tensor:
+        return ops.neg(self)
+
+    def __pow__(self, exponent: Any) -> Tensor:
+        return ops.pow(self, exponent)
+
+    def __rpow__(self, base: Any) -> Tensor:
+        return ops.pow(base, self)
+
+    def __matmul__(self, other: Any) -> Tensor:
+        return ops.matmul(self, other)
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return ops.matmul(other, self)
+
+    def __getitem__(self, index: Any) -> Tensor:
+        return ops.getitem(self, index)
+
+    # Comparisons give plain boolean arrays: they have no gradient, so they record no graph.
+    def __lt__(self, other: Any) -> Any:
+        return self.data < _raw(other)
+
+    def __le__(self, other: Any) -> Any:
+        return self.data <= _raw(other)
+
+    def __gt__(self, other: Any) -> Any:
+        return self.data > _raw(other)
+
+    def __ge__(self, other: Any) -> Any:
+        return self.data >= _raw(other)
+
+    def __eq__(self, other: Any) -> Any:  # type: ignore[override]
+        return self.data == _raw(other)
+
+    def __ne__(self, other: Any) -> Any:  # type: ignore[override]
+        return self.data != _raw(other)
+
+    # ---- methods (thin: the ops live in microgradcnn.ops) -----------------------------------------------
+    def sum(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+        """Sum over ``axis`` (None: all), as ``numpy.sum``."""
+        return ops.sum(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+        """Mean over ``axis`` (None: all), as ``numpy.mean``."""
+        return ops.mean(self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+        """Maximum over ``axis``; the gradient goes to the first maximum of each slice in row-major order."""
+        return ops.max(self, axis=axis, keepdims=keepdims)
+
+    def exp(self) -> Tensor:
+        """Elementwise e**x."""
+        return ops.exp(self)
+
+    def log(self) -> Tensor:
+        """Elementwise natural logarithm."""
+        return ops.log(self)
+
+    def relu(self) -> Tensor:
+        """Elementwise max(x, 0)."""
+        return ops.relu(self)
+
+    def tanh(self) -> Tensor:
+        """Elementwise hyperbolic tangent."""
+        return ops.tanh(self)
+
+    def sigmoid(self) -> Tensor:
+        """Elementwise 1 / (1 + e**-x), computed without overflow."""
+        return ops.sigmoid(self)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        """The same elements in a new shape; one axis may be -1. Takes ints or one tuple."""
+        return ops.reshape(self, shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape)
+
+    def transpose(self, *axes: Any) -> Tensor:
+        """Permute the axes (reversed when none are given). Takes ints or one tuple."""
+        return ops.transpose(self, axes[0] if len(axes) == 1 and not isinstance(axes[0], int) else axes or None)
+
+    @property
+    def T(self) -> Tensor:  # noqa: N802 - NumPy's and PyTorch's name
+        """The axes reversed."""
+        return ops.transpose(self, None)
+
+    def flatten(self, start_axis: int = 0) -> Tensor:
+        """Merge axes ``start_axis`` .. last into one: (N, C, H, W).flatten(1) -> (N, C*H*W)."""
+        return ops.flatten(self, start_axis)
+
+
+def _backward_one(ctx: Context, grad: Array, grads: dict[int, Array], retain_graph: bool) -> None:
+    """Run one op's backward and add its input gradients into ``grads``."""
+    fn = ctx.fn
+    if ctx.released:
+        raise RuntimeError(
+            f"backward: trying to go through the graph a second time (op {fn.name!r}); its saved arrays were "
+            "freed after the first backward. Pass retain_graph=True to the first backward call."
+        )
+    in_grads = fn.backward(ctx, grad)
+    if not isinstance(in_grads, tuple):
+        in_grads = (in_grads,)
+    if len(in_grads) != len(ctx.parents):
+        raise RuntimeError(f"{fn.name}.backward returned {len(in_grads)} gradients for {len(ctx.parents)} inputs")
+    for i, (parent, g) in enumerate(zip(ctx.parents, in_grads, strict=True)):
+        if g is None or not parent.requires_grad:
+            continue
+        if g.shape != parent.data.shape:
+            try:
+                g = unbroadcast(g, parent.data.shape)
+            except ValueError:
+                raise RuntimeError(
+                    f"{fn.name}.backward: gradient {g.shape} for input {i} of shape {parent.shape}"
+                ) from None
+        if g.dtype != parent.data.dtype:  # e.g. a float32 weight used in a float64 expression
+            g = g.astype(parent.data.dtype)
+        if _ANOMALY:
+            _check_finite(g, f"{fn.name} backward (gradient of input {i})", ctx.parents)
+        prev = grads.get(id(parent))
+        grads[id(parent)] = g if prev is None else prev + g
+    if not retain_graph:
+        ctx.saved_tensors = ()
+        ctx.released = True
+
+
+def _as_float_array(data: Any) -> Array:
+    """float32/float64 arrays as they are; numbers, lists and int/bool arrays as float32."""
+    if isinstance(data, Tensor):
+        return data.data
+    if isinstance(data, np.ndarray | np.generic):
+        arr = np.asarray(data)
+        if arr.dtype in (np.float32, np.float64):
+            return arr
+        if arr.dtype.kind in "biuf":
+            return arr.astype(np.float32)
+        raise TypeError(f"Tensor: cannot hold an array of dtype {arr.dtype}; want a float, int or bool array")
+    if isinstance(data, bool | numbers.Real):
+        return np.asarray(data, dtype=np.float32)
+    if isinstance(data, list | tuple):
+        try:
+            arr = np.asarray(data)
+        except ValueError as err:
+            raise ValueError(f"Tensor: ragged or malformed nested sequence ({err})") from None
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"Tensor: data must be numeric, got a sequence of dtype {arr.dtype}")
+        return arr.astype(np.float32)
+    raise TypeError(f"Tensor: cannot make a tensor from {type(data).__name__}")
+
+
+def _raw(x: Any) -> Any:
+    return x.data if isinstance(x, Tensor) else x
+
+
+def lift(x: Any, like: Tensor) -> Tensor:
+    """``x`` as a Tensor; a Python number takes ``like``'s dtype (NumPy 2: Python scalars never upcast)."""
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, bool | numbers.Real) and not isinstance(x, np.generic):
+        return Tensor(np.asarray(x, dtype=like.data.dtype))
+    return Tensor(x)
+
+
+class no_grad(contextlib.ContextDecorator):  # noqa: N801 - PyTorch's name
+    """Record no graph inside the block (or the decorated function): for inference and optimizer steps."""
+
+    def __enter__(self) -> no_grad:
+        global _GRAD_ENABLED
+        self._prev = _GRAD_ENABLED
+        _GRAD_ENABLED = False
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        global _GRAD_ENABLED
+        _GRAD_ENABLED = self._prev
+
+
+def is_grad_enabled() -> bool:
+    """False inside ``no_grad``."""
+    return _GRAD_ENABLED
+
+
+class detect_anomaly(contextlib.ContextDecorator):  # noqa: N801 - PyTorch's name
+    """Raise ``RuntimeError`` at the first op whose forward or backward makes NaN or inf, naming it."""
+
+    def __enter__(self) -> detect_anomaly:
+        global _ANOMALY
+        self._prev = _ANOMALY
+        _ANOMALY = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        global _ANOMALY
+        _ANOMALY = self._prev
+
+
+@contextlib.contextmanager
+def scope(owner: Any) -> Iterator[None]:
+    """Record ``owner`` (an nn.Module) as running around the ops made inside, for graph clusters."""
+    global _SCOPE
+    prev = _SCOPE
+    _SCOPE = (*prev, owner)
+    try:
+        yield
+    finally:
+        _SCOPE = prev
+
+
+# Tensor's operator methods call the ops, and the ops are Functions defined on top of this module: the one
+# import cycle the package allows, closed here at the bottom (early tinygrad's pattern).
+from microgradcnn import ops  # noqa: E402

@@ -1,0 +1,6 @@
+"""Tools to prove gradients right: ``gradcheck`` (NumPy only), ``check_op`` and ``strategies`` (hypothesis)."""
+
+from microgradcnn.testing.check import check_op
+from microgradcnn.testing.gradcheck import GradcheckError, gradcheck
+
+__all__ = ["GradcheckError", "check_op", "gradcheck"]
