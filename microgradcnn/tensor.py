@@ -1,4 +1,4 @@
-"""The graph: Tensor, Function, Context, REGISTRY, unbroadcast, toposort, backward, no_grad, detect_anomaly."""
+"""The graph: Tensor, Function, Context, REGISTRY, unbroadcast, toposort, backward, no_grad, anomalies."""
 
 from __future__ import annotations
 
@@ -228,7 +228,7 @@ class Tensor:
     def item(self) -> float:
         """The value of a one-element tensor as a Python float."""
         if self.data.size != 1:
-            raise ValueError(f"item: only one-element tensors convert to a Python number, shape is {self.shape}")
+            raise ValueError(f"item: only a one-element tensor converts to a number, shape is {self.shape}")
         return float(self.data.reshape(()))
 
     def numpy(self) -> Array:
@@ -268,7 +268,7 @@ class Tensor:
             ValueError: ``grad`` does not have self's shape.
         """
         if not self.requires_grad:
-            raise RuntimeError("backward: tensor does not require grad and has no graph (did you use no_grad?)")
+            raise RuntimeError("backward: tensor does not require grad and has no graph (made in no_grad?)")
         if grad is None:
             if self.data.size != 1:
                 raise RuntimeError(
@@ -392,10 +392,12 @@ class Tensor:
 
     def transpose(self, *axes: Any) -> Tensor:
         """Permute the axes (reversed when none are given). Takes ints or one tuple."""
-        return ops.transpose(self, axes[0] if len(axes) == 1 and not isinstance(axes[0], int) else axes or None)
+        if len(axes) == 1 and not isinstance(axes[0], int):
+            return ops.transpose(self, axes[0])
+        return ops.transpose(self, axes or None)
 
     @property
-    def T(self) -> Tensor:  # noqa: N802 - NumPy's and PyTorch's name
+    def T(self) -> Tensor:
         """The axes reversed."""
         return ops.transpose(self, None)
 
@@ -416,7 +418,8 @@ def _backward_one(ctx: Context, grad: Array, grads: dict[int, Array], retain_gra
     if not isinstance(in_grads, tuple):
         in_grads = (in_grads,)
     if len(in_grads) != len(ctx.parents):
-        raise RuntimeError(f"{fn.name}.backward returned {len(in_grads)} gradients for {len(ctx.parents)} inputs")
+        msg = f"{fn.name}.backward returned {len(in_grads)} gradients for {len(ctx.parents)} inputs"
+        raise RuntimeError(msg)
     for i, (parent, g) in enumerate(zip(ctx.parents, in_grads, strict=True)):
         if g is None or not parent.requires_grad:
             continue
@@ -475,7 +478,7 @@ def lift(x: Any, like: Tensor) -> Tensor:
     return Tensor(x)
 
 
-class no_grad(contextlib.ContextDecorator):  # noqa: N801 - PyTorch's name
+class no_grad(contextlib.ContextDecorator):
     """Record no graph inside the block (or the decorated function): for inference and optimizer steps."""
 
     def __enter__(self) -> no_grad:
@@ -494,7 +497,7 @@ def is_grad_enabled() -> bool:
     return _GRAD_ENABLED
 
 
-class detect_anomaly(contextlib.ContextDecorator):  # noqa: N801 - PyTorch's name
+class detect_anomaly(contextlib.ContextDecorator):
     """Raise ``RuntimeError`` at the first op whose forward or backward makes NaN or inf, naming it."""
 
     def __enter__(self) -> detect_anomaly:

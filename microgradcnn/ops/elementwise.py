@@ -154,7 +154,7 @@ class RpowFn(Function):
         return (grad * out * np.log(out.dtype.type(ctx.attrs["base"])),)
 
 
-def pow(x: Any, exponent: Any) -> Tensor:  # noqa: A001 - mirrors torch.pow
+def pow(x: Any, exponent: Any) -> Tensor:
     """Elementwise x ** exponent.
 
     Either side may be a Python number: ``x ** 2`` (op ``pow``) or ``2 ** x`` (op ``rpow``, base > 0).

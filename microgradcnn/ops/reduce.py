@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-
-
 import numpy as np
 
 from microgradcnn.tensor import Array, Context, Function, Tensor
@@ -54,8 +52,11 @@ class SumFn(Function):
         return (np.broadcast_to(g, shape),)
 
 
-def sum(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001 - mirrors np.sum
-    """Sum over ``axis`` (None: every axis). Shapes: the input less the reduced axes (kept as 1 with keepdims)."""
+def sum(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
+    """Sum over ``axis`` (None: every axis).
+
+    Shapes: the input less the reduced axes (kept as size 1 with ``keepdims``).
+    """
     return SumFn.apply(x, axis=normalize_axes(axis, x.ndim, "sum"), keepdims=bool(keepdims))
 
 
@@ -108,14 +109,14 @@ class MaxFn(Function):
     def backward(ctx: Context, grad: Array) -> tuple[Array]:
         shape, moved_shape, idx, kept = ctx.saved_tensors
         axes = ctx.attrs["axis"]
-        g = grad.reshape(moved_shape[:-1] + (1,))
+        g = grad.reshape((*moved_shape[:-1], 1))
         dmoved = np.zeros(moved_shape, dtype=grad.dtype)
         np.put_along_axis(dmoved, idx, g, axis=-1)
         dx = dmoved.reshape(tuple(shape[a] for a in (*kept, *axes)))
         return (np.transpose(dx, np.argsort((*kept, *axes))),)
 
 
-def max(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001 - mirrors np.max
+def max(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
     """Maximum over ``axis`` (None: every axis); the gradient goes to one position per reduced slice.
 
     Raises:

@@ -39,7 +39,8 @@ def reshape(x: Tensor, shape: Any) -> Tensor:
         or (-1 not in shape and known != x.size)
         or (-1 in shape and (known == 0 or x.size % known))
     ):
-        raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} ({x.size} elements) to {shape}")
+        msg = f"reshape: cannot reshape a tensor of shape {x.shape} ({x.size} elements) to {shape}"
+        raise ValueError(msg)
     return ReshapeFn.apply(x, shape=shape)
 
 

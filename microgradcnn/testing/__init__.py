@@ -1,4 +1,4 @@
-"""Tools to prove gradients right: ``gradcheck`` (NumPy only), ``check_op`` and ``strategies`` (hypothesis)."""
+"""Tools to prove gradients right: ``gradcheck`` (NumPy only), ``check_op`` and hypothesis ``strategies``."""
 
 from microgradcnn.testing.check import check_op
 from microgradcnn.testing.gradcheck import GradcheckError, gradcheck

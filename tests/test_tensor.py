@@ -1,0 +1,386 @@
+import gc
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import microgradcnn as mg
+from microgradcnn.tensor import unbroadcast
+
+
+# ---- construction and attributes ---------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float_arrays_keep_their_dtype_and_memory(dtype):
+    a = np.arange(6, dtype=dtype).reshape(2, 3)
+    t = mg.Tensor(a)
+    assert t.dtype == dtype
+    assert t.data is a
+
+
+@pytest.mark.parametrize("data", [3, 2.5, True, [1, 2], [[1.5, 2.5]], np.arange(3), np.array([True, False])])
+def test_numbers_lists_and_int_bool_arrays_become_float32(data):
+    t = mg.Tensor(data)
+    assert t.dtype == np.float32
+    np.testing.assert_array_equal(t.data, np.asarray(data, dtype=np.float32))
+
+
+@pytest.mark.parametrize("data", ["abc", ["a", "b"], {"a": 1}, np.array(["x"]), None, np.array([1 + 2j])])
+def test_non_numeric_data_raises_type_error(data):
+    with pytest.raises(TypeError, match="Tensor"):
+        mg.Tensor(data)
+
+
+def test_attributes_and_conversions():
+    t = mg.Tensor(np.ones((2, 3, 4), dtype=np.float64), requires_grad=True)
+    got = (t.shape, t.ndim, t.size, t.dtype, t.requires_grad, t.grad)
+    assert got == ((2, 3, 4), 3, 24, np.float64, True, None)
+    assert t.numpy() is t.data
+    assert mg.Tensor([[4.0]]).item() == 4.0
+    with pytest.raises(ValueError, match="one-element"):
+        t.item()
+    d = (t * 2).detach()
+    assert d.requires_grad is False
+    assert d.is_leaf
+    assert "requires_grad=True" in repr(t)
+    assert "grad_fn=<mul>" in repr(t * 2)
+
+
+# ---- operators and dtypes ----------------------------------------------------------------------------------
+def test_operators_with_scalars_and_arrays_on_either_side():
+    x = mg.Tensor(np.array([1.0, 2.0, 4.0], dtype=np.float32))
+    a = np.array([2.0, 2.0, 2.0], dtype=np.float32)
+    cases = {
+        "x+1": (x + 1, [2, 3, 5]),
+        "1+x": (1 + x, [2, 3, 5]),
+        "x-a": (x - a, [-1, 0, 2]),
+        "a-x": (a - x, [1, 0, -2]),
+        "x*a": (x * a, [2, 4, 8]),
+        "a*x": (a * x, [2, 4, 8]),
+        "x/2": (x / 2, [0.5, 1, 2]),
+        "4/x": (4 / x, [4, 2, 1]),
+        "-x": (-x, [-1, -2, -4]),
+        "x**2": (x**2, [1, 4, 16]),
+        "2**x": (2**x, [2, 4, 16]),
+        "x**x": (x**x, [1, 4, 256]),
+    }
+    for label, (got, want) in cases.items():
+        assert isinstance(got, mg.Tensor), label
+        np.testing.assert_allclose(got.data, want, rtol=1e-6, err_msg=label)
+
+
+def test_python_scalars_never_upcast_but_float64_operands_do():
+    x32 = mg.Tensor(np.ones(3, dtype=np.float32))
+    assert (x32 * 2.0).dtype == np.float32
+    assert (2.5 - x32).dtype == np.float32
+    assert (x32 ** 3).dtype == np.float32
+    assert (x32 + np.ones(3)).dtype == np.float64
+    assert (x32 + mg.Tensor(np.ones(3))).dtype == np.float64
+    x64 = mg.Tensor(np.zeros(1))
+    assert (x64 + 0.1).data[0] == 0.1  # the scalar is taken at float64 precision, not rounded to float32
+
+
+def test_float32_weight_in_float64_expression_gets_float32_grad():
+    w = mg.Tensor(np.ones(3, dtype=np.float32), requires_grad=True)
+    (w * np.arange(3.0)).sum().backward()
+    assert w.grad.dtype == np.float32
+    np.testing.assert_array_equal(w.grad, [0, 1, 2])
+
+
+def test_matmul_batched_and_1d():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, 3, 4)), rng.standard_normal((4, 5))
+    np.testing.assert_allclose((mg.Tensor(a) @ b).data, a @ b)
+    np.testing.assert_allclose((a @ mg.Tensor(b)).data, a @ b)
+    v = rng.standard_normal(4)
+    np.testing.assert_allclose((mg.Tensor(a) @ v).data, a @ v)
+
+
+def test_comparisons_give_plain_bool_arrays_and_tensors_hash_by_identity():
+    x = mg.Tensor([1.0, 2.0, 3.0], requires_grad=True)
+    for got, want in [(x < 2, [1, 0, 0]), (x <= 2, [1, 1, 0]), (x > 2, [0, 0, 1]), (x >= 2, [0, 1, 1]),
+                      (x == 2, [0, 1, 0]), (x != 2, [1, 0, 1]), (x == mg.Tensor([1.0, 0.0, 3.0]), [1, 0, 1])]:
+        assert type(got) is np.ndarray
+        assert got.dtype == bool
+        np.testing.assert_array_equal(got, np.array(want, dtype=bool))
+    y = mg.Tensor([1.0, 2.0, 3.0])
+    assert len({x, y, x}) == 2
+    assert {x: "x"}[x] == "x"
+
+
+def test_methods_forward_values():
+    a = np.arange(24, dtype=np.float64).reshape(2, 3, 4) - 10
+    t = mg.Tensor(a)
+    np.testing.assert_array_equal(t.sum(axis=(0, -1), keepdims=True).data, a.sum(axis=(0, -1), keepdims=True))
+    np.testing.assert_array_equal(t.mean(axis=-2).data, a.mean(axis=-2))
+    np.testing.assert_array_equal(t.max(axis=1).data, a.max(axis=1))
+    np.testing.assert_array_equal(t.relu().data, np.maximum(a, 0))
+    np.testing.assert_allclose(t.sigmoid().data, 1 / (1 + np.exp(-a)))
+    np.testing.assert_array_equal(t.reshape(4, -1).data, a.reshape(4, -1))
+    np.testing.assert_array_equal(t.reshape((6, 4)).data, a.reshape(6, 4))
+    np.testing.assert_array_equal(t.transpose(2, 0, 1).data, a.transpose(2, 0, 1))
+    np.testing.assert_array_equal(t.transpose((1, 0, 2)).data, a.transpose(1, 0, 2))
+    np.testing.assert_array_equal(t.T.data, a.T)
+    np.testing.assert_array_equal(t.flatten().data, a.ravel())
+    np.testing.assert_array_equal(t.flatten(1).data, a.reshape(2, -1))
+    np.testing.assert_array_equal(t[1, None, ::2, [0, 0, 3]].data, a[1, None, ::2, [0, 0, 3]])
+
+
+def test_sigmoid_is_finite_for_huge_inputs():
+    x = mg.Tensor(np.array([-1e4, 0.0, 1e4], dtype=np.float32), requires_grad=True)
+    s = x.sigmoid()
+    np.testing.assert_array_equal(s.data, [0.0, 0.5, 1.0])
+    s.sum().backward()
+    assert np.isfinite(x.grad).all()
+
+
+def test_ndarray_on_the_left_defers_to_tensor():
+    out = np.ones(3) * mg.Tensor([1.0, 2.0, 3.0], requires_grad=True)
+    assert isinstance(out, mg.Tensor)
+    assert out.requires_grad
+
+
+# ---- backward ----------------------------------------------------------------------------------------------
+def test_gradients_accumulate_across_backward_calls():
+    x = mg.Tensor([1.0, 2.0], requires_grad=True)
+    (x * 3).sum().backward()
+    (x * x).sum().backward()
+    np.testing.assert_array_equal(x.grad, [3 + 2, 3 + 4])
+
+
+def test_a_tensor_used_twice_gets_both_contributions():
+    x = mg.Tensor(3.0, requires_grad=True)
+    (x * x + x).backward()
+    assert x.grad == 7.0
+
+
+def test_intermediates_keep_no_grad_unless_retained():
+    x = mg.Tensor([1.0, 2.0], requires_grad=True)
+    h = x * 2
+    k = (x * 3).retain_grad()
+    (h * k).sum().backward()
+    assert h.grad is None
+    np.testing.assert_array_equal(k.grad, [2, 4])
+
+
+def test_implicit_seed_only_for_one_element_tensors():
+    x = mg.Tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"one-element .* \(2,\)"):
+        (x * 2).backward()
+    (x * 2).backward(np.array([1.0, 10.0]))
+    np.testing.assert_array_equal(x.grad, [2, 20])
+    with pytest.raises(ValueError, match=r"\(3,\).*\(2,\)"):
+        (x * 2).backward(np.ones(3))
+
+
+def test_backward_without_graph_raises():
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        mg.Tensor([1.0]).backward()
+
+
+@pytest.mark.parametrize(
+    "make", [lambda x: (x * x).sum(), lambda x: (x + 1).sum()], ids=["saves", "saves_nothing"]
+)
+def test_second_backward_through_released_graph_raises(make):
+    x = mg.Tensor([1.0, 2.0], requires_grad=True)
+    y = make(x)
+    y.backward()
+    with pytest.raises(RuntimeError, match=r"second time.*retain_graph=True"):
+        y.backward()
+
+
+def test_retain_graph_allows_a_second_backward():
+    x = mg.Tensor([1.0, 2.0], requires_grad=True)
+    y = (x * x).sum()
+    y.backward(retain_graph=True)
+    y.backward()
+    np.testing.assert_array_equal(x.grad, [4, 8])
+
+
+def test_no_grad_records_nothing_as_context_and_decorator():
+    x = mg.Tensor([1.0], requires_grad=True)
+    with mg.no_grad():
+        y = x * 2
+    assert not y.requires_grad
+    assert y.is_leaf
+    assert mg.is_grad_enabled()
+
+    @mg.no_grad()
+    def f(t):
+        assert not mg.is_grad_enabled()
+        return t * 2
+
+    assert not f(x).requires_grad
+    assert (x * 2).requires_grad
+
+
+def test_detach_cuts_the_graph():
+    x = mg.Tensor([1.0, 2.0], requires_grad=True)
+    y = (x * x).detach() * x
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad, [1, 4])  # only the outer factor contributes
+
+
+def test_a_chain_of_100000_ops_backpropagates_without_recursion():
+    x = mg.Tensor(np.array(1.0), requires_grad=True)
+    y = x
+    for _ in range(100_000):
+        y = y * 1.0
+    y.backward()
+    assert x.grad == 1.0
+
+
+def test_indexing_with_repeated_indices_adds_gradients():
+    x = mg.Tensor([10.0, 20.0, 30.0], requires_grad=True)
+    x[np.array([0, 2, 0, 0])].sum().backward()
+    np.testing.assert_array_equal(x.grad, [3, 0, 1])
+
+
+def test_max_routes_to_first_maximum_in_row_major_order():
+    x = mg.Tensor(np.array([[1.0, 5.0, 5.0], [5.0, 0.0, 5.0]]), requires_grad=True)
+    x.max().backward()
+    np.testing.assert_array_equal(x.grad, [[0, 1, 0], [0, 0, 0]])
+    x.grad = None
+    x.max(axis=0).sum().backward()
+    np.testing.assert_array_equal(x.grad, [[0, 1, 1], [1, 0, 0]])
+
+
+def test_none_gradient_leaves_grad_untouched():
+    class Stop(mg.Function, register=False):
+        name = "stop"
+
+        @staticmethod
+        def forward(ctx, a, b):
+            return a + b
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad, None
+
+    a, b = mg.Tensor([1.0], requires_grad=True), mg.Tensor([2.0], requires_grad=True)
+    Stop.apply(a, b).sum().backward()
+    assert a.grad[0] == 1.0
+    assert b.grad is None
+
+
+# ---- registry ----------------------------------------------------------------------------------------------
+def test_registry_holds_the_builtin_ops_by_public_name():
+    for name in ["add", "mul", "matmul", "sum", "max", "getitem", "relu", "exp", "log"]:
+        assert mg.REGISTRY[name].name == name
+
+
+def test_duplicate_op_name_raises_value_error():
+    with pytest.raises(ValueError, match="'add' is taken"):
+
+        class MyAdd(mg.Function):
+            name = "add"
+
+
+def test_function_without_name_raises_type_error():
+    with pytest.raises(TypeError, match="must set"):
+
+        class Nameless(mg.Function, register=False):
+            pass
+
+
+def test_wrong_shaped_gradient_from_an_op_names_it():
+    class Bad(mg.Function, register=False):
+        name = "bad_op"
+
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, grad):
+            return (np.ones(7),)
+
+    with pytest.raises(RuntimeError, match=r"bad_op.backward: gradient \(7,\) for input 0 of shape \(2, 3\)"):
+        Bad.apply(mg.Tensor(np.ones((2, 3)), requires_grad=True)).sum().backward()
+
+
+def test_unbroadcast_sums_added_and_stretched_axes():
+    g = np.ones((4, 2, 3))
+    np.testing.assert_array_equal(unbroadcast(g, (2, 1)), np.full((2, 1), 12.0))
+    np.testing.assert_array_equal(unbroadcast(g, ()), 24.0)
+    with pytest.raises(ValueError, match="cannot reduce"):
+        unbroadcast(g, (3, 2))
+
+
+# ---- errors ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("fn", "pattern"),
+    [
+        (lambda a, b: a + b, r"add: .*\(2, 3\), \(4,\)"),
+        (lambda a, b: a * b, r"mul: .*\(2, 3\), \(4,\)"),
+        (lambda a, b: a @ b, r"matmul: .*\(2, 3\) and \(4,\)"),
+        (lambda a, b: a.reshape(5, -1), r"reshape: .*\(2, 3\).*\(5, -1\)"),
+        (lambda a, b: a.transpose(0, 0), r"transpose: .*\(2, 3\)"),
+        (lambda a, b: a.sum(axis=2), r"sum: axis 2 is out of range"),
+        (lambda a, b: a.max(axis=(0, -2)), r"max: repeated axis"),
+    ],
+)
+def test_shape_errors_are_value_errors_naming_op_and_shapes(fn, pattern):
+    a, b = mg.Tensor(np.ones((2, 3))), mg.Tensor(np.ones(4))
+    with pytest.raises(ValueError, match=pattern):
+        fn(a, b)
+
+
+def test_index_out_of_range_names_the_shape():
+    with pytest.raises(IndexError, match=r"getitem: .*\(2, 3\)"):
+        mg.Tensor(np.ones((2, 3)))[5]
+
+
+def test_wrong_operand_types_raise_type_error():
+    with pytest.raises(TypeError):
+        mg.Tensor([1.0]) + "a"
+
+
+def test_rpow_needs_a_positive_base():
+    with pytest.raises(ValueError, match="rpow"):
+        (-2.0) ** mg.Tensor([1.0])
+
+
+# ---- anomaly detection -------------------------------------------------------------------------------------
+def test_detect_anomaly_names_the_forward_op_and_shapes():
+    x = mg.Tensor(np.array([[1.0, -1.0]]), requires_grad=True)
+    with np.errstate(invalid="ignore"):
+        assert np.isnan(x.log().data).any()  # without it, NaN propagates silently as in NumPy
+        with mg.detect_anomaly(), pytest.raises(RuntimeError, match=r"log forward .*NaN.*\(1, 2\)"):
+            x.log()
+
+
+def test_detect_anomaly_names_the_backward_op():
+    x = mg.Tensor(np.array([0.0, 1.0]), requires_grad=True)
+    with np.errstate(divide="ignore"), mg.detect_anomaly():
+        y = (x**0.5).sum()
+        with pytest.raises(RuntimeError, match=r"pow backward"):
+            y.backward()
+
+
+# ---- memory ------------------------------------------------------------------------------------------------
+def test_repeated_training_like_iterations_do_not_grow_memory():
+    rng = np.random.default_rng(0)
+    w = mg.Tensor(rng.standard_normal((32, 16)).astype(np.float32), requires_grad=True)
+    x = mg.Tensor(rng.standard_normal((8, 32)).astype(np.float32))
+
+    def step():
+        loss = ((x @ w).tanh() ** 2).mean()
+        loss.backward()
+        with mg.no_grad():
+            w.data -= 0.01 * w.grad
+        w.grad = None
+
+    for _ in range(50):
+        step()
+    gc.collect()
+    tracemalloc.start()
+    for _ in range(100):
+        step()
+    gc.collect()
+    base, _ = tracemalloc.get_traced_memory()
+    for _ in range(1000):
+        step()
+    gc.collect()
+    after, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert after - base < 64 * 1024, f"memory grew by {after - base} bytes over 1,000 iterations"
