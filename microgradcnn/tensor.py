@@ -99,7 +99,11 @@ class Function:
 
         Non-tensor inputs (arrays, numbers) are wrapped as constants.
         """
-        parents = tuple(t if isinstance(t, Tensor) else Tensor(t) for t in inputs)
+        parents = inputs
+        for t in inputs:  # a plain loop: this runs for every op, and generator expressions cost ~1 us each
+            if not isinstance(t, Tensor):
+                parents = tuple(p if isinstance(p, Tensor) else Tensor(p) for p in inputs)
+                break
         ctx = Context(cls, parents, attrs)
         try:
             data = cls.forward(ctx, *(t.data for t in parents), **attrs)
@@ -112,12 +116,14 @@ class Function:
         out.data = data if isinstance(data, np.ndarray) else np.asarray(data)
         out.grad = None
         out._retains_grad = False
-        if _GRAD_ENABLED and any(t.requires_grad for t in parents):
-            out.requires_grad = True
-            out._ctx = ctx
-        else:
-            out.requires_grad = False
-            out._ctx = None
+        out.requires_grad = False
+        out._ctx = None
+        if _GRAD_ENABLED:
+            for t in parents:
+                if t.requires_grad:
+                    out.requires_grad = True
+                    out._ctx = ctx
+                    break
         return out
 
 

@@ -28,11 +28,14 @@ def normalize_axes(axis: Axis, ndim: int, op: str) -> tuple[int, ...]:
     return tuple(sorted(out)) if ndim else ()
 
 
-def _grad_to_input(grad: Array, in_shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> Array:
-    """Put back the reduced axes of ``grad`` (as size 1) so that it broadcasts against the input."""
-    if keepdims or not axes:
-        return grad
-    return np.expand_dims(grad, axes)
+def _spread(grad: Array, shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> Array:
+    """``grad`` of a reduction over ``axes`` copied back over the reduced axes: an array of ``shape``."""
+    if not keepdims and axes:  # put the reduced axes back as size 1
+        grad = grad.reshape(tuple(1 if a in axes else s for a, s in enumerate(shape)))
+    # empty + copyto, not np.broadcast_to: its Python wrapper costs ~10 us a call on small arrays
+    out = np.empty(shape, dtype=grad.dtype)
+    np.copyto(out, grad)
+    return out
 
 
 class SumFn(Function):
@@ -43,13 +46,12 @@ class SumFn(Function):
     @staticmethod
     def forward(ctx: Context, x: Array, axis: tuple[int, ...], keepdims: bool) -> Array:
         ctx.save_for_backward(x.shape)
-        return np.sum(x, axis=axis, keepdims=keepdims)
+        return x.sum(axis=axis, keepdims=keepdims)
 
     @staticmethod
     def backward(ctx: Context, grad: Array) -> tuple[Array]:
         (shape,) = ctx.saved_tensors
-        g = _grad_to_input(grad, shape, ctx.attrs["axis"], ctx.attrs["keepdims"])
-        return (np.broadcast_to(g, shape),)
+        return (_spread(grad, shape, ctx.attrs["axis"], ctx.attrs["keepdims"]),)
 
 
 def sum(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
@@ -68,15 +70,14 @@ class MeanFn(Function):
     @staticmethod
     def forward(ctx: Context, x: Array, axis: tuple[int, ...], keepdims: bool) -> Array:
         ctx.save_for_backward(x.shape)
-        return np.mean(x, axis=axis, keepdims=keepdims)
+        return x.mean(axis=axis, keepdims=keepdims)
 
     @staticmethod
     def backward(ctx: Context, grad: Array) -> tuple[Array]:
         (shape,) = ctx.saved_tensors
         axes = ctx.attrs["axis"]
         n = int(np.prod([shape[a] for a in axes]))
-        g = _grad_to_input(grad, shape, axes, ctx.attrs["keepdims"])
-        return (np.broadcast_to(g / grad.dtype.type(n or 1), shape),)
+        return (_spread(grad / grad.dtype.type(n or 1), shape, axes, ctx.attrs["keepdims"]),)
 
 
 def mean(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
