@@ -1,0 +1,324 @@
+"""The training benchmark's references are trustworthy and its scripts run (tiny settings, valid JSON).
+
+Nothing here asserts a timing: the machines are shared and noisy. The references are checked against the
+library on fixed inputs (float64, so the tolerances are tight), and the scripts are run with ``--quick``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import microgradcnn as mg
+from microgradcnn import functional as F
+from microgradcnn.models import seed_cnn
+from microgradcnn.optim import SGD
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))  # the benchmark scripts import each other as top-level modules
+
+import _timing  # noqa: E402
+import bench_train  # noqa: E402
+import numpy_reference as ref  # noqa: E402
+from tutorial_loops import TutorialCNN  # noqa: E402
+
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def _library_grads(net: mg.nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, list[np.ndarray]]:
+    loss = F.cross_entropy(net(mg.Tensor(x)), y)
+    loss.backward()
+    return loss.item(), [p.grad for p in net.parameters()]
+
+
+def _seed_net(params: dict[str, np.ndarray]) -> mg.nn.Module:
+    net = seed_cnn(rng=np.random.default_rng(5)).double()
+    for p, value in zip(net.parameters(), params.values(), strict=True):
+        p.data[...] = value
+    return net
+
+
+@pytest.fixture
+def seed_problem() -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(3)
+    params = ref.init_seed(rng, np.float64)
+    x = rng.uniform(-0.5, 0.5, size=(3, 1, 28, 28))
+    return params, x, np.array([4, 0, 9])
+
+
+@pytest.mark.parametrize("chunk", [2, 16])  # 2: the batch of 3 runs in two chunks, gradients summed over both
+def test_numpy_reference_seed_cnn_matches_library_loss_and_grads(seed_problem, monkeypatch, chunk):
+    monkeypatch.setattr(ref, "CHUNK", chunk)
+    params, x, y = seed_problem
+    loss, grads = ref.seed_loss_and_grads(params, x, y)
+    lib_loss, lib_grads = _library_grads(_seed_net(params), x, y)
+    assert loss == pytest.approx(lib_loss, rel=1e-12)
+    for name, lib in zip(grads, lib_grads, strict=True):
+        np.testing.assert_allclose(grads[name], lib, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def test_numpy_reference_seed_logits_match_library_inference(seed_problem):
+    params, x, _ = seed_problem
+    with mg.no_grad():
+        expected = _seed_net(params)(mg.Tensor(x)).data
+    np.testing.assert_allclose(ref.seed_logits(params, x), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_numpy_reference_large_cnn_matches_library_loss_and_grads():
+    rng = np.random.default_rng(4)
+    params = ref.init_large(rng, in_channels=3, dtype=np.float64)
+    x = rng.uniform(-0.5, 0.5, size=(2, 3, 32, 32))
+    y = np.array([1, 7])
+    net = bench_train._mg_model("large", np.random.default_rng(0)).double()
+    for p, value in zip(net.parameters(), params.values(), strict=True):
+        p.data[...] = value
+    loss, grads = ref.large_loss_and_grads(params, x, y)
+    lib_loss, lib_grads = _library_grads(net, x, y)
+    assert loss == pytest.approx(lib_loss, rel=1e-12)
+    for name, lib in zip(grads, lib_grads, strict=True):
+        np.testing.assert_allclose(grads[name], lib, rtol=1e-9, atol=1e-12, err_msg=name)
+    with mg.no_grad():
+        np.testing.assert_allclose(
+            ref.large_logits(params, x), net(mg.Tensor(x)).data, rtol=1e-10, atol=1e-12
+        )
+
+
+def test_numpy_reference_keeps_float32():
+    params = ref.init_seed(np.random.default_rng(0))
+    x, y = ref.make_batch(2, (1, 28, 28))
+    _, grads = ref.seed_loss_and_grads(params, x, y)
+    assert {g.dtype for g in grads.values()} == {np.dtype(np.float32)}
+    assert ref.seed_logits(params, x).dtype == np.float32
+
+
+def test_numpy_reference_max_pool_gives_a_tie_to_the_first_maximum_only():
+    x = np.array([[[[1.0, 3.0], [3.0, 0.0]]]])  # one window, the max 3 twice: row-major first is (0, 1)
+    out, wins = ref.max_pool2_forward(x)
+    np.testing.assert_array_equal(out, [[[[3.0]]]])
+    dx = ref.max_pool2_backward(x, wins, np.array([[[[2.0]]]]))
+    np.testing.assert_array_equal(dx, [[[[0.0, 2.0], [0.0, 0.0]]]])
+    x = np.array([[[[1.0, 0.0, 7.0], [3.0, 3.0, 9.0], [5.0, 5.0, 5.0]]]])  # odd sides: last row/col dropped
+    out, wins = ref.max_pool2_forward(x)
+    dx = ref.max_pool2_backward(x, wins, np.array([[[[2.0]]]]))
+    np.testing.assert_array_equal(dx, [[[[0.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]])
+
+
+def test_numpy_reference_conv_backward_dx_matches_library():
+    rng = np.random.default_rng(6)
+    x, w, b = rng.normal(size=(2, 3, 5, 6)), rng.normal(size=(4, 3, 3, 3)), rng.normal(size=4)
+    g = rng.normal(size=(2, 4, 5, 6))
+    out, cols = ref.conv2d_forward(x, w, b, padding=1)
+    dx, dw, db = ref.conv2d_backward(cols, w, g, x.shape, padding=1)
+    xt, wt, bt = (mg.Tensor(a, requires_grad=True) for a in (x, w, b))
+    lib = F.conv2d(xt, wt, bt, padding=1)
+    lib.backward(g)
+    np.testing.assert_allclose(out, lib.data, rtol=1e-10, atol=1e-12)
+    for mine, t in ((dx, xt), (dw, wt), (db, bt)):
+        np.testing.assert_allclose(mine, t.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_tutorial_loops_match_library_loss_grads_and_sgd_step(seed_problem):
+    params, x, y = seed_problem
+    net = _seed_net(params)
+    lib_loss, lib_grads = _library_grads(net, x[:1], y[:1])
+    tutorial = TutorialCNN.from_torch_layout(*params.values())
+    result = tutorial.train(x[0, 0], int(y[0]), lr=0.1)
+    assert result.loss == pytest.approx(lib_loss, rel=1e-12)
+    for mine, lib in zip(tutorial.torch_layout_grads(), lib_grads, strict=True):
+        np.testing.assert_allclose(mine, lib, rtol=1e-9, atol=1e-12)
+    SGD(net.parameters(), lr=0.1).step()
+    # after the update, the tutorial's parameters (its own layout) map back to the library's
+    updated = TutorialCNN.from_torch_layout(*(p.data for p in net.parameters()))
+    np.testing.assert_allclose(tutorial.conv.filters, updated.conv.filters, rtol=1e-12)
+    np.testing.assert_allclose(tutorial.softmax.weights, updated.softmax.weights, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(tutorial.softmax.biases, updated.softmax.biases, rtol=1e-12)
+
+
+def test_tutorial_loops_predict_matches_library_softmax(seed_problem):
+    params, x, _ = seed_problem
+    with mg.no_grad():
+        expected = F.softmax(_seed_net(params)(mg.Tensor(x)), axis=1).data
+    np.testing.assert_allclose(
+        TutorialCNN.from_torch_layout(*params.values()).predict(x), expected, rtol=1e-10
+    )
+
+
+def test_tutorial_loops_reject_a_model_that_is_not_the_seed_cnn():
+    with pytest.raises(ValueError, match="tutorial_loops"):
+        TutorialCNN.from_torch_layout(np.zeros((8, 3, 3, 3)), np.zeros(8), np.zeros((10, 1352)), np.zeros(10))
+
+
+@pytest.mark.parametrize("model", ["seed", "large"])
+def test_kernel_replay_step_updates_parameters_as_the_library_step_does(model):
+    net_a, opt, x, y = bench_train._mg_setup(model, 2)
+    net_b = bench_train._mg_setup(model, 2)[0]
+    net_b.load_state_dict(net_a.state_dict())
+    replay, names = bench_train.replay_step(net_b, x, y, _timing.LEARNING_RATE)
+    assert names[0] == "conv2d"
+    assert names[-1] == "cross_entropy"
+    before = [p.data.copy() for p in net_a.parameters()]
+    bench_train._mg_train_step(net_a, opt, x, y)()
+    replay()
+    for a, b, old in zip(net_a.parameters(), net_b.parameters(), before, strict=True):
+        assert not np.array_equal(a.data, old)  # the step did move every parameter
+        np.testing.assert_allclose(a.data, b.data, rtol=1e-6, atol=1e-7)
+
+
+def test_summarize_and_batch_list():
+    assert _timing.summarize([3.0, 1.0, 2.0]) == {
+        "median": 2.0,
+        "min": 1.0,
+        "max": 3.0,
+        "values": [3.0, 1.0, 2.0],
+    }
+    assert _timing.batch_list("1, 16,64") == [1, 16, 64]
+    with pytest.raises(Exception, match="batch sizes"):
+        _timing.batch_list("1,0")
+
+
+def test_write_json_atomic_replaces_the_file_whole(tmp_path):
+    path = tmp_path / "sub" / "out.json"
+    _timing.write_json_atomic(path, {"a": 1})
+    _timing.write_json_atomic(path, {"b": [1, 2]})
+    assert json.loads(path.read_text()) == {"b": [1, 2]}
+    assert [p.name for p in path.parent.iterdir()] == ["out.json"]  # no temporary file left behind
+
+
+def test_thread_env_sets_every_thread_variable_and_keeps_the_rest():
+    env = _timing.thread_env(3, {"PATH": "/bin", "OMP_NUM_THREADS": "8"})
+    assert env == {
+        "PATH": "/bin",
+        "OMP_NUM_THREADS": "3",
+        "OPENBLAS_NUM_THREADS": "3",
+        "MKL_NUM_THREADS": "3",
+    }
+    assert "MALLOC_ARENA_MAX=2" in _timing.allocator_regime({"MALLOC_ARENA_MAX": "2"})
+    assert "default" in _timing.allocator_regime({})
+
+
+def test_worker_requests_build_each_case_once_and_time_its_steps():
+    built: list[str] = []
+    calls = {"n": 0}
+
+    def factory(case):
+        built.append(case["impl"])
+        if case["impl"] == "broken":
+            raise ValueError("cannot build")
+
+        def step():
+            calls["n"] += 1
+
+        return step
+
+    cache = _timing.StepCache(factory)
+    case = {"impl": "ok", "model": "seed", "mode": "train", "batch": 4}
+    cal = _timing.handle(cache, {"op": "calibrate", "case": case, "min_time": 0.01, "warmup": 0.0}, {})
+    assert cal["steps"] >= 1
+    before = calls["n"]
+    timed = _timing.handle(cache, {"op": "time", "case": case, "steps": 7, "warmup_steps": 1}, {})
+    assert calls["n"] - before == 8  # one warm-up call, then the 7 timed ones
+    assert timed["seconds"] >= 0
+    assert built == ["ok"]  # built once, reused
+    _timing.handle(cache, {"op": "drop", "case": case}, {})
+    _timing.handle(cache, {"op": "time", "case": case, "steps": 1}, {})
+    assert built == ["ok", "ok"]  # dropped, so built again
+    with pytest.raises(ValueError, match="cannot build"):
+        _timing.handle(cache, {"op": "time", "case": {**case, "impl": "broken"}, "steps": 1}, {})
+    with pytest.raises(ValueError, match="unknown request op"):
+        _timing.handle(cache, {"op": "nonsense"}, {})
+    assert _timing.handle(cache, {"op": "extra"}, {"extra": lambda request: {"echo": request["op"]}}) == {
+        "echo": "extra"
+    }
+
+
+def test_memory_helpers_see_an_allocation_and_no_growth_for_a_step_that_keeps_nothing():
+    def step():
+        np.ones(2**20)  # 8 MiB, freed at once
+
+    peak = _timing.step_peak_memory(step, use_tracemalloc=True)
+    assert 7.5 < peak["tracemalloc_peak_mib"] < 9
+    kept: list[np.ndarray] = []
+    growth = _timing.memory_growth(step, steps=20, use_tracemalloc=True)
+    assert abs(growth["tracemalloc_growth_mib"]) < 0.05
+    leaky = _timing.memory_growth(lambda: kept.append(np.ones(2**14)), steps=20, use_tracemalloc=True)
+    assert leaky["tracemalloc_growth_mib"] >= 20 * 2**17 / 2**20  # 20 kept arrays of 128 KiB
+
+
+def _run(script: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    return subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+
+
+def test_bench_train_quick_run_writes_valid_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = _run(
+        "bench_train.py",
+        "--quick",
+        "--batch-sizes",
+        "1,2",
+        "--no-large",
+        "--growth-steps",
+        "5",
+        "--threads",
+        "1",
+        "--json",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert "targets (issue #7)" in proc.stdout
+    rows = {(r["model"], r["mode"], r["batch"], r["impl"]): r for r in report["results"]}
+    expected_impls = {"microgradcnn", "kernels", "numpy", "tutorial"} | ({"torch"} if HAVE_TORCH else set())
+    assert {key[3] for key in rows} == expected_impls
+    for key, row in rows.items():
+        assert "error" not in row, (key, row.get("traceback"))
+        assert row["images_per_s"]["median"] > 0
+        assert len(row["images_per_s"]["values"]) == 2
+    assert ("seed", "train", 1, "tutorial") in rows
+    assert ("seed", "train", 2, "tutorial") not in rows
+    workers = report["meta"]["workers"]
+    assert workers["mg"]["torch_imported"] is False
+    assert workers["numpy"]["torch_imported"] is False
+    assert workers["mg"]["env"]["OPENBLAS_NUM_THREADS"] == "1"
+    assert report["graph_ops"]["seed"]["ops"] == len(report["graph_ops"]["seed"]["names"]) >= 4
+    assert report["memory"]["growth"]["microgradcnn"]["steps"] == 5
+    verdicts = {t["target"]: t["pass"] for t in report["targets"]}
+    assert verdicts["train vs tutorial loops, batch 1"] in (True, False)
+    if HAVE_TORCH:
+        assert workers["torch"]["torch_imported"] is True
+        assert verdicts["train vs PyTorch, batch 1"] in (True, False)
+
+
+def test_numpy_reference_standalone_prints_json():
+    proc = _run("numpy_reference.py", "--quick", "--batch-sizes", "2", "--no-large", "--no-tutorial")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert [(r["case"]["mode"], "images_per_s" in r) for r in report["results"]] == [
+        ("train", True),
+        ("infer", True),
+    ]
+    assert report["info"]["env"]["OMP_NUM_THREADS"] == "2"  # the script re-executed itself with the default
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
+def test_torch_reference_standalone_prints_json():
+    proc = _run("torch_reference.py", "--quick", "--batch-sizes", "2", "--no-large", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert len(report["results"]) == 2
+    assert all("images_per_s" in r for r in report["results"])
+    assert report["info"]["torch_threads"] == 1
