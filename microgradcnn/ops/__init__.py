@@ -1,19 +1,28 @@
 """Every built-in op. Importing this package defines them all, which completes ``REGISTRY``."""
 
+from microgradcnn.ops.conv import conv2d
 from microgradcnn.ops.elementwise import add, div, exp, log, mul, neg, pow, relu, sigmoid, sub, tanh
-from microgradcnn.ops.linalg import matmul
+from microgradcnn.ops.linalg import linear, matmul
+from microgradcnn.ops.loss import cross_entropy, log_softmax, softmax
+from microgradcnn.ops.pool import avg_pool2d, max_pool2d
 from microgradcnn.ops.reduce import max, mean, sum
 from microgradcnn.ops.shape import flatten, getitem, reshape, transpose
 
 __all__ = [
     "add",
+    "avg_pool2d",
+    "conv2d",
+    "cross_entropy",
     "div",
     "exp",
     "flatten",
     "getitem",
+    "linear",
     "log",
+    "log_softmax",
     "matmul",
     "max",
+    "max_pool2d",
     "mean",
     "mul",
     "neg",
@@ -21,6 +30,7 @@ __all__ = [
     "relu",
     "reshape",
     "sigmoid",
+    "softmax",
     "sub",
     "sum",
     "tanh",

@@ -51,7 +51,7 @@ def shapes(min_dims: int = 0, max_dims: int = 3, min_side: int = 1, max_side: in
 
 
 def broadcastable_shapes(num_shapes: int = 2, max_dims: int = 3, max_side: int = MAX_SIDE) -> Any:
-    """Tuples of ``num_shapes`` shapes that broadcast together (size-1 axes, missing axes and 0-d included)."""
+    """Tuples of ``num_shapes`` shapes that broadcast together (size-1 axes, missing axes, 0-d included)."""
     return hnp.mutually_broadcastable_shapes(
         num_shapes=num_shapes, min_dims=0, max_dims=max_dims, max_side=max_side
     ).map(lambda r: r.input_shapes)
@@ -177,10 +177,17 @@ def getitem_cases(draw: st.DrawFn) -> OpCase:
     index = draw(
         st.one_of(
             st.integers(-n, n - 1),
-            st.builds(slice, st.none() | st.integers(-n, n), st.none() | st.integers(-n, n), st.sampled_from([None, 1, 2, -1])),
+            st.builds(
+                slice,
+                st.none() | st.integers(-n, n),
+                st.none() | st.integers(-n, n),
+                st.sampled_from([None, 1, 2, -1]),
+            ),
             st.just((None, Ellipsis)),
             st.lists(st.integers(-n, n - 1), min_size=1, max_size=5).map(np.asarray),
-            st.tuples(st.lists(st.integers(0, n - 1), min_size=1, max_size=3).map(np.asarray), st.just(Ellipsis)),
+            st.tuples(
+                st.lists(st.integers(0, n - 1), min_size=1, max_size=3).map(np.asarray), st.just(Ellipsis)
+            ),
         )
     )
     return OpCase(lambda t: ops.getitem(t, index), (_grad(draw(arrays(shape))),))
@@ -200,6 +207,145 @@ def matmul_cases(draw: st.DrawFn) -> OpCase:
         "dot": ((k,), (k,)),
     }[kind]
     return OpCase(ops.matmul, (_grad(draw(arrays(sa))), _grad(draw(arrays(sb)))))
+
+
+def _int_or_pair(draw: st.DrawFn, h: int, w: int) -> int | tuple[int, int]:
+    """``h`` alone when both sides agree (sometimes), else ``(h, w)``: both spellings get used."""
+    return h if h == w and draw(st.booleans()) else (h, w)
+
+
+@st.composite
+def conv2d_configs(
+    draw: st.DrawFn,
+    max_n: int = 3,
+    max_channels: int = 4,
+    max_side: int = 9,
+    max_kernel: int = 4,
+    max_stride: int = 3,
+    max_padding: int = 2,
+    max_dilation: int = 2,
+    dtype: Any = np.float64,
+) -> dict[str, Any]:
+    """conv2d problems: a dict of x, weight, bias (or None), stride, padding, dilation, groups (NumPy arrays).
+
+    Every argument combination whose output is non-empty: groups divides both channel counts (``groups =
+    C_in`` gives depthwise), stride/padding/dilation come as an int or an (h, w) pair, and H, W start at the
+    smallest size the dilated kernel needs (so they may exceed ``max_side`` only when that is below it).
+    Call as ``F.conv2d(cfg["x"], cfg["weight"], cfg["bias"], stride=..., ...)`` or pass the arrays to torch.
+    """
+    n = draw(st.integers(1, max_n))
+    groups = draw(st.integers(1, max_channels))
+    c = groups * draw(st.integers(1, max_channels // groups))
+    oc = groups * draw(st.integers(1, max_channels // groups))
+    kh, kw, sh, sw, ph, pw, dh, dw = (
+        draw(st.integers(low, high))
+        for low, high in [(1, max_kernel)] * 2 + [(1, max_stride)] * 2 + [(0, max_padding)] * 2
+        + [(1, max_dilation)] * 2
+    )
+    # Non-empty output: H + 2 * padding >= dilation * (kernel - 1) + 1.
+    low_h, low_w = max(1, dh * (kh - 1) + 1 - 2 * ph), max(1, dw * (kw - 1) + 1 - 2 * pw)
+    h, w = draw(st.integers(low_h, max(low_h, max_side))), draw(st.integers(low_w, max(low_w, max_side)))
+    return {
+        "x": draw(arrays((n, c, h, w), dtype=dtype)),
+        "weight": draw(arrays((oc, c // groups, kh, kw), dtype=dtype)),
+        "bias": draw(st.none() | arrays((oc,), dtype=dtype)),
+        "stride": _int_or_pair(draw, sh, sw),
+        "padding": _int_or_pair(draw, ph, pw),
+        "dilation": _int_or_pair(draw, dh, dw),
+        "groups": groups,
+    }
+
+
+@st.composite
+def pool2d_configs(
+    draw: st.DrawFn,
+    max_n: int = 3,
+    max_channels: int = 4,
+    max_side: int = 9,
+    max_kernel: int = 4,
+    max_stride: int = 3,
+    max_padding: int = 2,
+    distinct: bool = True,
+    dtype: Any = np.float64,
+) -> dict[str, Any]:
+    """max_pool2d / avg_pool2d problems: a dict of x (N, C, H, W), kernel_size, stride (or None), padding.
+
+    Padding is at most half the kernel (PyTorch's rule), windows may overlap (stride < kernel) or skip input
+    (stride > kernel), and the output is non-empty. With ``distinct`` (the default) all values of x differ
+    by at least 0.1, so no window has a tied maximum and a finite-difference step never changes the argmax.
+    """
+    n, c = draw(st.integers(1, max_n)), draw(st.integers(1, max_channels))
+    kh, kw = draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel))
+    ph, pw = draw(st.integers(0, min(max_padding, kh // 2))), draw(st.integers(0, min(max_padding, kw // 2)))
+    low_h, low_w = max(1, kh - 2 * ph), max(1, kw - 2 * pw)
+    h, w = draw(st.integers(low_h, max(low_h, max_side))), draw(st.integers(low_w, max(low_w, max_side)))
+    shape = (n, c, h, w)
+    x = draw(distinct_arrays(shape)).astype(dtype) if distinct else draw(arrays(shape, dtype=dtype))
+    stride = None
+    if draw(st.booleans()):
+        stride = _int_or_pair(draw, draw(st.integers(1, max_stride)), draw(st.integers(1, max_stride)))
+    kernel_size, padding = _int_or_pair(draw, kh, kw), _int_or_pair(draw, ph, pw)
+    return {"x": x, "kernel_size": kernel_size, "stride": stride, "padding": padding}
+
+
+def _conv2d_case(cfg: dict[str, Any]) -> OpCase:
+    attrs = {k: cfg[k] for k in ("stride", "padding", "dilation", "groups")}
+    tensors = [cfg[k] for k in ("x", "weight", "bias") if cfg[k] is not None]
+    return OpCase(lambda *ts: ops.conv2d(*ts, **attrs), tuple(_grad(a) for a in tensors))
+
+
+def conv2d_cases(**overrides: Any) -> st.SearchStrategy[OpCase]:
+    """conv2d gradient problems: ``conv2d_configs(**overrides)`` with x, weight and bias all checked."""
+    return conv2d_configs(**overrides).map(_conv2d_case)
+
+
+def _pool2d_cases(name: str, distinct: bool) -> Callable[..., st.SearchStrategy[OpCase]]:
+    def cases(**overrides: Any) -> st.SearchStrategy[OpCase]:
+        def case(cfg: dict[str, Any]) -> OpCase:
+            fn = getattr(ops, name)
+            args = {k: cfg[k] for k in ("kernel_size", "stride", "padding")}
+            return OpCase(lambda t: fn(t, **args), (_grad(cfg["x"]),))
+
+        return pool2d_configs(**{"distinct": distinct, **overrides}).map(case)
+
+    return cases
+
+
+@st.composite
+def linear_cases(draw: st.DrawFn, max_side: int = MAX_SIDE) -> OpCase:
+    """x (..., in) with 0 to 2 leading axes, weight (out, in), and a bias or none."""
+    fan_in, fan_out = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
+    lead = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+    inputs = [draw(arrays((*lead, fan_in))), draw(arrays((fan_out, fan_in)))]
+    if draw(st.booleans()):
+        inputs.append(draw(arrays((fan_out,))))
+    return OpCase(ops.linear, tuple(_grad(a) for a in inputs))
+
+
+def _softmax_cases(name: str) -> Callable[..., st.SearchStrategy[OpCase]]:
+    @st.composite
+    def cases(draw: st.DrawFn, max_side: int = MAX_SIDE) -> OpCase:
+        shape = draw(shapes(min_dims=1, max_side=max_side))
+        axis = draw(st.integers(-len(shape), len(shape) - 1))
+        fn = getattr(ops, name)
+        return OpCase(lambda t: fn(t, axis=axis), (_grad(draw(arrays(shape, floats(-5.0, 5.0)))),))
+
+    return cases
+
+
+@st.composite
+def cross_entropy_cases(draw: st.DrawFn, max_n: int = 4, max_classes: int = 5) -> OpCase:
+    """Logits (N, C) with class-index targets, every reduction, and label smoothing 0 to 1."""
+    n, c = draw(st.integers(1, max_n)), draw(st.integers(1, max_classes))
+    logits = draw(arrays((n, c), floats(-5.0, 5.0)))
+    target = draw(class_targets(n, c))
+    reduction = draw(st.sampled_from(["mean", "sum", "none"]))
+    eps = draw(st.sampled_from([0.0, 0.1, 0.5, 1.0]))
+
+    def fn(t: Tensor) -> Tensor:
+        return ops.cross_entropy(t, target, reduction=reduction, label_smoothing=eps)
+
+    return OpCase(fn, (_grad(logits),))
 
 
 # Every registered op name -> a zero-argument function returning a strategy of OpCases.
@@ -224,6 +370,13 @@ OP_CASES: dict[str, Callable[..., st.SearchStrategy[OpCase]]] = {
     "transpose": transpose_cases,
     "getitem": getitem_cases,
     "matmul": matmul_cases,
+    "linear": linear_cases,
+    "conv2d": conv2d_cases,
+    "max_pool2d": _pool2d_cases("max_pool2d", distinct=True),
+    "avg_pool2d": _pool2d_cases("avg_pool2d", distinct=False),
+    "softmax": _softmax_cases("softmax"),
+    "log_softmax": _softmax_cases("log_softmax"),
+    "cross_entropy": cross_entropy_cases,
 }
 
 

@@ -1,0 +1,231 @@
+"""2-D convolution (conv2d), NCHW as in PyTorch: im2col and batched matmuls; window helpers for pools."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from microgradcnn.ops.linalg import add_bias
+from microgradcnn.tensor import Array, Context, Function, Tensor
+
+IntPair = int | tuple[int, int]
+
+
+def int_pair(value: Any, what: str, op: str, minimum: int) -> tuple[int, int]:
+    """``value`` (an int or an ``(h, w)`` pair of ints) as a pair, each at least ``minimum``.
+
+    Raises:
+        TypeError: naming ``op`` and ``what``, for anything but an int or a pair of ints (bools included).
+        ValueError: naming ``op`` and ``what``, for a value below ``minimum``.
+    """
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
+    if is_int(value):
+        pair = (int(value), int(value))
+    elif isinstance(value, tuple | list) and len(value) == 2 and all(is_int(v) for v in value):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise TypeError(f"{op}: {what} must be an int or an (h, w) pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{op}: {what} must be at least {minimum}, got {value!r}")
+    return pair
+
+
+def out_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
+    """Output length along one axis: ``(size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1``."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def window_slices(
+    kernel: tuple[int, int], out: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int] = (1, 1)
+) -> list[tuple[slice, slice]]:
+    """For each kernel offset ``(i, j)``, row-major: the (rows, cols) slices of the padded input it meets.
+
+    ``xp[:, :, rows, cols]`` is then an (N, C, OH, OW) view: element ``[n, c, p, q]`` is the input under
+    offset ``(i, j)`` of the window of output ``(p, q)``. Looping over the KH*KW offsets (never over pixels)
+    with these views is how conv2d builds its patches and how the pools find their maxima and sums.
+    """
+    (kh, kw), (oh, ow), (sh, sw), (dh, dw) = kernel, out, stride, dilation
+    return [
+        (slice(i * dh, i * dh + sh * (oh - 1) + 1, sh), slice(j * dw, j * dw + sw * (ow - 1) + 1, sw))
+        for i in range(kh)
+        for j in range(kw)
+    ]
+
+
+def pad_hw(x: Array, padding: tuple[int, int], value: float = 0.0) -> Array:
+    """``x`` (N, C, H, W) with ``padding`` rows/cols of ``value`` on both sides of H and W (x itself if 0)."""
+    ph, pw = padding
+    if ph == pw == 0:
+        return x
+    n, c, h, w = x.shape
+    xp = np.full((n, c, h + 2 * ph, w + 2 * pw), value, dtype=x.dtype)  # ~10x less overhead than np.pad
+    xp[:, :, ph : ph + h, pw : pw + w] = x
+    return xp
+
+
+def scatter_windows(
+    parts: Any,
+    shape: tuple[int, ...],
+    padding: tuple[int, int],
+    slices: list[tuple[slice, slice]],
+    overlap: bool,
+    dtype: Any,
+) -> Array:
+    """The transpose of reading windows: each offset's part added back where it was read from; (N, C, H, W).
+
+    ``parts`` yields one (N, C, OH, OW) array (or broadcastable value) per entry of ``slices``; they are added
+    into zeros of ``shape`` plus ``padding``, and the padding is cut off. ``overlap`` False (windows tile or
+    skip, never share an element) lets each offset write its disjoint positions instead of adding; then
+    ``parts`` may also be a function that fills the views (one argument per offset) in place.
+    """
+    n, c, h, w = shape
+    ph, pw = padding
+    dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dtype)
+    if callable(parts) and not overlap:
+        parts(*(dxp[:, :, rows, cols] for rows, cols in slices))
+        return dxp[:, :, ph : ph + h, pw : pw + w]
+    for (rows, cols), part in zip(slices, parts, strict=True):
+        if overlap:
+            dxp[:, :, rows, cols] += part
+        else:
+            dxp[:, :, rows, cols] = part
+    return dxp[:, :, ph : ph + h, pw : pw + w]
+
+
+class Conv2dFn(Function):
+    """out[n, o] = bias[o] + sum over c, i, j of weight[o, c, i, j] * x[n, c, s*p + d*i, s*q + d*j].
+
+    im2col: the patches go to ``cols`` (N, G, C/G*KH*KW, OH*OW), then one batched matmul with the weight as
+    (G, OC/G, C/G*KH*KW) writes the output in NCHW order, with no transpose. Backward: dW from the saved
+    patches, dx by scattering W^T @ grad back onto the input (col2im). Derivation: docs/ops.md#conv2d.
+    """
+
+    name = "conv2d"
+
+    @staticmethod
+    def forward(
+        ctx: Context,
+        x: Array,
+        w: Array,
+        b: Array | None = None,
+        *,
+        stride: tuple[int, int],
+        padding: tuple[int, int],
+        dilation: tuple[int, int],
+        groups: int,
+    ) -> Array:
+        n, c, h, wd = x.shape
+        oc, cg, kh, kw = w.shape
+        oh, ow = (out_size((h, wd)[a], (kh, kw)[a], stride[a], padding[a], dilation[a]) for a in (0, 1))
+        xp = pad_hw(x, padding)
+        slices = window_slices((kh, kw), (oh, ow), stride, dilation)
+        # Layout (N, C, KH, KW, OH, OW): each offset's copy is a run of OW-long rows, and the reshape to
+        # (N, G, K, L) is free. One strided copy per kernel offset, none per pixel.
+        cols = np.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
+        for k, (rows, cs) in enumerate(slices):
+            cols[:, :, k // kw, k % kw] = xp[:, :, rows, cs]
+        cols = cols.reshape(n, groups, cg * kh * kw, oh * ow)  # (N, G, K, L)
+        w2 = w.reshape(groups, oc // groups, cg * kh * kw)  # (G, OC/G, K)
+        out = np.matmul(w2, cols).reshape(n, oc, oh, ow)  # (N, G, OC/G, L): a small GEMM per image and group
+        if b is not None:
+            out = add_bias(out, b[:, None, None])
+        # The patches are needed only for dW: a frozen weight does not keep ~KH*KW copies of the input alive.
+        ctx.save_for_backward(x.shape, w, cols if ctx.parents[1].requires_grad else None, slices)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad: Array) -> tuple[Array | None, ...]:
+        x_shape, w, cols, slices = ctx.saved_tensors
+        parents, groups = ctx.parents, ctx.attrs["groups"]
+        n, c = x_shape[:2]
+        oc, cg, kh, kw = w.shape
+        oh, ow = grad.shape[2:]
+        g = grad.reshape(n, groups, oc // groups, oh * ow)  # (N, G, OC/G, L)
+        dx = dw = None
+        if parents[0].requires_grad:
+            # Each patch's gradient W_g^T @ grad, added back onto the input positions it was copied from
+            # (col2im: the transpose of the forward's copies); overlapping patches add up.
+            w2t = w.reshape(groups, oc // groups, cg * kh * kw).transpose(0, 2, 1)  # (G, K, OC/G)
+            dcols = np.matmul(w2t, g).reshape(n, c, kh * kw, oh, ow)
+            (sh, sw), (dh, dwl) = ctx.attrs["stride"], ctx.attrs["dilation"]
+            overlap = (kh > 1 and sh < dh * (kh - 1) + 1) or (kw > 1 and sw < dwl * (kw - 1) + 1)
+            parts = (dcols[:, :, k] for k in range(kh * kw))
+            dx = scatter_windows(parts, x_shape, ctx.attrs["padding"], slices, overlap, dcols.dtype)
+        if parents[1].requires_grad:
+            # dW_g = sum over images and output positions of grad x patch: one GEMM per image (contracting
+            # the L positions), then a sum over the batch of the small (OC/G, K) results.
+            dw = np.matmul(g, cols.transpose(0, 1, 3, 2)).sum(axis=0).reshape(w.shape)
+        if len(parents) == 2:
+            return dx, dw
+        return dx, dw, (g.sum(axis=(0, 3)).reshape(oc) if parents[2].requires_grad else None)
+
+
+def _tensor(v: Any) -> Tensor:
+    return v if isinstance(v, Tensor) else Tensor(v)
+
+
+def conv2d(
+    x: Any,
+    weight: Any,
+    bias: Any = None,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+) -> Tensor:
+    """2-D cross-correlation, as ``torch.nn.functional.conv2d`` (no string padding modes).
+
+    Shapes: x (N, C, H, W), weight (OC, C/groups, KH, KW), bias (OC,) or None -> (N, OC, OH, OW) with
+    ``OH = (H + 2*padding - dilation*(KH - 1) - 1) // stride + 1`` (OW likewise). ``stride``, ``padding``
+    and ``dilation`` are an int or an (h, w) pair; ``groups`` splits the channels into independent groups
+    (``groups=C`` is a depthwise convolution).
+
+    Raises:
+        ValueError: naming both shapes, when x or weight is not 4-d, their channels or ``groups`` disagree,
+            or bias is not (OC,); naming the sizes, when no output position fits.
+        TypeError: for a non-integer stride, padding, dilation or groups.
+
+    >>> x = Tensor(np.arange(16.0).reshape(1, 1, 4, 4))
+    >>> conv2d(x, Tensor(np.ones((1, 1, 2, 2))), stride=2).data[0, 0]
+    array([[10., 18.],
+           [42., 50.]])
+    """
+    x, weight = _tensor(x), _tensor(weight)
+    if x.ndim != 4 or weight.ndim != 4:
+        raise ValueError(
+            f"conv2d: x {x.shape} and weight {weight.shape} must be 4-d: (N, C, H, W) and "
+            "(OC, C/groups, KH, KW)"
+        )
+    if not isinstance(groups, int | np.integer) or isinstance(groups, bool):
+        raise TypeError(f"conv2d: groups must be an int, got {groups!r}")
+    if groups < 1:
+        raise ValueError(f"conv2d: groups must be at least 1, got {groups}")
+    groups = int(groups)
+    c, oc = x.shape[1], weight.shape[0]
+    if c % groups or oc % groups or weight.shape[1] * groups != c:
+        raise ValueError(
+            f"conv2d: x {x.shape} and weight {weight.shape} disagree with groups={groups}: want C "
+            f"({c}) = weight.shape[1] ({weight.shape[1]}) * groups and OC ({oc}) divisible by groups"
+        )
+    inputs = [x, weight]
+    if bias is not None:
+        bias = _tensor(bias)
+        if bias.shape != (oc,):
+            raise ValueError(f"conv2d: bias {bias.shape} must be (OC,) = ({oc},) for weight {weight.shape}")
+        inputs.append(bias)
+    attrs = {
+        "stride": int_pair(stride, "stride", "conv2d", 1),
+        "padding": int_pair(padding, "padding", "conv2d", 0),
+        "dilation": int_pair(dilation, "dilation", "conv2d", 1),
+    }
+    s, p, d = attrs.values()
+    if min(out_size(x.shape[2 + a], weight.shape[2 + a], s[a], p[a], d[a]) for a in (0, 1)) < 1:
+        raise ValueError(
+            f"conv2d: no output fits: input {x.shape[2:]} of x {x.shape} with padding {p} is smaller than "
+            f"the kernel {weight.shape[2:]} of weight {weight.shape} dilated by {d}"
+        )
+    return Conv2dFn.apply(*inputs, **attrs, groups=groups)

@@ -1,0 +1,208 @@
+"""Softmax, log-softmax, and the fused cross_entropy loss (stable for logits of any size)."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+from microgradcnn.tensor import Array, Context, Function, Tensor
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _log_softmax(x: Array, axis: int) -> Array:
+    """log softmax by log-sum-exp: x - max - log(sum(exp(x - max))). Every exp is of a value <= 0."""
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+class SoftmaxFn(Function):
+    """s = exp(x - max) / sum(exp(x - max)) along ``axis``. Backward: s * (grad - sum(grad * s)).
+
+    Derivation: docs/ops.md#softmax.
+    """
+
+    name = "softmax"
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, *, axis: int) -> Array:
+        e = np.exp(x - x.max(axis=axis, keepdims=True))  # the shift cancels in the ratio and stops overflow
+        e /= e.sum(axis=axis, keepdims=True)
+        ctx.save_for_backward(e)
+        return e
+
+    @staticmethod
+    def backward(ctx: Context, grad: Array) -> tuple[Array]:
+        (s,) = ctx.saved_tensors
+        gs = grad * s
+        return (gs - s * gs.sum(axis=ctx.attrs["axis"], keepdims=True),)
+
+
+class LogSoftmaxFn(Function):
+    """out = x - logsumexp(x) along ``axis``. Backward: grad - exp(out) * sum(grad).
+
+    Derivation: docs/ops.md#log_softmax.
+    """
+
+    name = "log_softmax"
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, *, axis: int) -> Array:
+        out = _log_softmax(x, axis)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad: Array) -> tuple[Array]:
+        (out,) = ctx.saved_tensors
+        return (grad - np.exp(out) * grad.sum(axis=ctx.attrs["axis"], keepdims=True),)
+
+
+def _axis(x: Tensor, axis: Any, op: str) -> int:
+    if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
+        raise TypeError(f"{op}: axis must be an int, got {axis!r}")
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"{op}: axis {axis} is out of range for x {x.shape}")
+    if x.shape[axis] == 0:
+        raise ValueError(f"{op}: axis {axis} of x {x.shape} is empty")
+    return int(axis) % x.ndim
+
+
+def softmax(x: Any, axis: int = -1) -> Tensor:
+    """Softmax along ``axis``: non-negative, summing to 1; finite for logits of any size.
+
+    Shapes: any (at least 1-d) -> the same.
+
+    Raises:
+        ValueError: for an axis out of range or of length 0.
+
+    >>> softmax(Tensor([0.0, 1e4])).data
+    array([0., 1.], dtype=float32)
+    """
+    x = x if isinstance(x, Tensor) else Tensor(x)
+    return SoftmaxFn.apply(x, axis=_axis(x, axis, "softmax"))
+
+
+def log_softmax(x: Any, axis: int = -1) -> Tensor:
+    """log(softmax(x)) along ``axis`` by log-sum-exp: finite even where softmax underflows to 0.
+
+    Shapes: any (at least 1-d) -> the same.
+
+    Raises:
+        ValueError: for an axis out of range or of length 0.
+
+    >>> log_softmax(Tensor([0.0, 1e4])).data
+    array([-10000.,      0.], dtype=float32)
+    """
+    x = x if isinstance(x, Tensor) else Tensor(x)
+    return LogSoftmaxFn.apply(x, axis=_axis(x, axis, "log_softmax"))
+
+
+class CrossEntropyFn(Function):
+    """loss_n = -sum_c q[n, c] * log_softmax(logits)[n, c], q = (1 - eps) * onehot(target) + eps / C.
+
+    Fused: backward is (softmax - q) * grad in one step (/ N for the mean), from the saved probabilities.
+    Derivation: docs/ops.md#cross_entropy.
+    """
+
+    name = "cross_entropy"
+
+    @staticmethod
+    def forward(
+        ctx: Context, logits: Array, *, target: Array, reduction: str, label_smoothing: float
+    ) -> Array:
+        n, c = logits.shape
+        one = logits.dtype.type
+        shifted = logits - logits.max(axis=1, keepdims=True)  # log-sum-exp: every exponent <= 0
+        e = np.exp(shifted)
+        total = e.sum(axis=1)  # in [1, C]: its log is finite
+        lse = np.log(total)  # (N,): logsumexp(logits) - max
+        loss = lse - shifted[np.arange(n), target]  # -log p_target = logsumexp - logit_target >= 0
+        if label_smoothing:
+            # -sum_c log p_c = C * logsumexp - sum_c logit_c (both shifted by the same max)
+            eps = one(label_smoothing)
+            loss = (one(1) - eps) * loss + (eps / one(c)) * (one(c) * lse - shifted.sum(axis=1))
+        e /= total[:, None]
+        ctx.save_for_backward(e)  # the probabilities, for the fused backward
+        if reduction == "none":
+            return loss
+        summed = loss.sum()
+        return np.asarray(summed / one(n) if reduction == "mean" else summed)
+
+    @staticmethod
+    def backward(ctx: Context, grad: Array) -> tuple[Array]:
+        (p,) = ctx.saved_tensors
+        target, reduction, eps = ctx.attrs["target"], ctx.attrs["reduction"], ctx.attrs["label_smoothing"]
+        n, c = p.shape
+        one = p.dtype.type
+        d = p - one(eps / c) if eps else p.copy()  # softmax - q, built in a fresh array: p may be reused
+        d[np.arange(n), target] -= one(1 - eps)
+        if reduction == "none":
+            d *= grad[:, None]
+        else:
+            d *= grad / one(n) if reduction == "mean" else grad
+        return (d,)
+
+
+def _class_indices(target: Any, n: int, c: int) -> Array:
+    """``target`` as an intp array of N class indices in [0, C).
+
+    Raises:
+        TypeError: for a target that is not numeric (or is boolean).
+        ValueError: naming the bad value, for the wrong shape or length, a fractional value, or a class out
+            of range.
+    """
+    try:
+        arr = target.data if isinstance(target, Tensor) else np.asarray(target)
+    except ValueError as err:  # a ragged list
+        raise ValueError(f"cross_entropy: target is not a flat list of class indices ({err})") from None
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"cross_entropy: target must hold integer class indices, got dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise ValueError(f"cross_entropy: target must be 1-d (N,) class indices, got shape {arr.shape}")
+    if len(arr) != n:
+        raise ValueError(f"cross_entropy: target has length {len(arr)}, logits have N = {n} rows")
+    if arr.dtype.kind == "f":
+        frac = ~np.isfinite(arr) | (arr != np.round(arr))
+        if frac.any():
+            i = int(np.argmax(frac))
+            raise ValueError(f"cross_entropy: target[{i}] = {arr[i]} is not a whole class index")
+    bad = (arr < 0) | (arr >= c)
+    if bad.any():
+        i = int(np.argmax(bad))
+        value = arr[i].item()
+        raise ValueError(f"cross_entropy: target[{i}] = {value} is out of range for C = {c} classes")
+    return arr.astype(np.intp)
+
+
+def cross_entropy(
+    logits: Any, target: Any, reduction: str = "mean", label_smoothing: float = 0.0
+) -> Tensor:
+    """Softmax cross-entropy against class indices, as ``torch.nn.functional.cross_entropy`` (no weights).
+
+    Shapes: logits (N, C), target (N,) -> a scalar (``reduction`` "mean" or "sum") or (N,) ("none").
+    ``target`` holds class indices: an integer array or list, or a Tensor / float array of whole numbers.
+    With ``label_smoothing`` eps the target distribution is (1 - eps) * onehot + eps / C, as in PyTorch.
+    One fused op: finite for logits of any size, and its backward is (softmax - onehot) / N in one step.
+
+    Raises:
+        ValueError: for logits that are not (N, C) with N, C >= 1, an unknown reduction, eps outside [0, 1],
+            or a target of the wrong shape or length, with a fractional value or a class out of range
+            (the message names the bad value).
+        TypeError: for a non-numeric target.
+
+    >>> cross_entropy(Tensor([[0.0, 0.0], [1e4, -1e4]]), [1, 0], reduction="none").data
+    array([0.6931472, 0.       ], dtype=float32)
+    """
+    logits = logits if isinstance(logits, Tensor) else Tensor(logits)
+    if logits.ndim != 2 or 0 in logits.shape:
+        raise ValueError(f"cross_entropy: logits must be (N, C) with N, C >= 1, got shape {logits.shape}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"cross_entropy: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if not isinstance(label_smoothing, numbers.Real) or not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    n, c = logits.shape
+    target, eps = _class_indices(target, n, c), float(label_smoothing)
+    return CrossEntropyFn.apply(logits, target=target, reduction=reduction, label_smoothing=eps)
