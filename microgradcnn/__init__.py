@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from microgradcnn import _malloc
 from microgradcnn.tensor import (
     REGISTRY,
     Context,
@@ -25,6 +26,8 @@ from microgradcnn.tensor import (
 )
 
 __version__ = "0.1.0"
+
+_malloc.tune()  # reuse freed large arrays instead of page-faulting fresh ones every step (see _malloc.py)
 
 # Submodules load on first use, so `import microgradcnn` stays fast and the optional ones (testing needs
 # hypothesis for its strategies, viz needs graphviz) cost nothing until asked for.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -12,9 +14,10 @@ from microgradcnn.tensor import Array, Context, Function, Tensor
 Pair = tuple[int, int]
 
 
+@functools.lru_cache(maxsize=256)
 def _stages(
     x_shape: tuple[int, ...], kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]
-) -> tuple[list[tuple[slice, slice]], list[tuple[slice, slice]]]:
+) -> tuple[Sequence[tuple[slice, slice]], Sequence[tuple[slice, slice]]]:
     """The two 1-d passes of a pool over the padded input: column windows first, then row windows.
 
     A 2-d window's max (or sum) is the max over its rows of each row's max over its columns. Done in that
@@ -57,7 +60,7 @@ def _running_sum(views: list[Array]) -> Array:
 
 
 def _route(grad: Array, arg: Array | None, shape: tuple[int, ...], padding: tuple[int, int],
-           slices: list[tuple[slice, slice]], overlap: bool) -> Array:
+           slices: Sequence[tuple[slice, slice]], overlap: bool) -> Array:
     """Send each element of ``grad`` to the view ``arg`` names (all of it to view 0 when arg is None)."""
     shares: Any
     if arg is not None and len(slices) == 2 and not overlap:
