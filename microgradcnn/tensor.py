@@ -157,20 +157,22 @@ def toposort(root: Tensor) -> list[Tensor]:
 
     An explicit stack instead of recursion: a chain of 100,000 ops must not overflow Python's stack.
     """
+    # Tensors hash by identity, so they key sets and dicts directly (no id() calls on this hot path).
     order: list[Tensor] = []
-    visited: set[int] = set()
+    visited: set[Tensor] = set()
     stack: list[tuple[Tensor, bool]] = [(root, False)]
     while stack:
         node, done = stack.pop()
         if done:
             order.append(node)
-            continue
-        if id(node) in visited:
-            continue
-        visited.add(id(node))
-        stack.append((node, True))
-        if node._ctx is not None:
-            stack.extend((p, False) for p in node._ctx.parents if p.requires_grad and id(p) not in visited)
+        elif node not in visited:
+            visited.add(node)
+            stack.append((node, True))
+            ctx = node._ctx
+            if ctx is not None:
+                for p in ctx.parents:
+                    if p.requires_grad and p not in visited:
+                        stack.append((p, False))
     return order
 
 
@@ -285,9 +287,9 @@ class Tensor:
             seed = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
             if seed.shape != self.shape:
                 raise ValueError(f"backward: grad of shape {seed.shape} for a tensor of shape {self.shape}")
-        grads: dict[int, Array] = {id(self): seed}
+        grads: dict[Tensor, Array] = {self: seed}
         for node in reversed(toposort(self)):
-            g = grads.pop(id(node), None)
+            g = grads.pop(node, None)
             if g is None:  # every path to it returned None
                 continue
             ctx = node._ctx
@@ -412,7 +414,7 @@ class Tensor:
         return ops.flatten(self, start_axis)
 
 
-def _backward_one(ctx: Context, grad: Array, grads: dict[int, Array], retain_graph: bool) -> None:
+def _backward_one(ctx: Context, grad: Array, grads: dict[Tensor, Array], retain_graph: bool) -> None:
     """Run one op's backward and add its input gradients into ``grads``."""
     fn = ctx.fn
     if ctx.released:
@@ -426,7 +428,8 @@ def _backward_one(ctx: Context, grad: Array, grads: dict[int, Array], retain_gra
     if len(in_grads) != len(ctx.parents):
         msg = f"{fn.name}.backward returned {len(in_grads)} gradients for {len(ctx.parents)} inputs"
         raise RuntimeError(msg)
-    for i, (parent, g) in enumerate(zip(ctx.parents, in_grads, strict=True)):
+    for i, parent in enumerate(ctx.parents):
+        g = in_grads[i]
         if g is None or not parent.requires_grad:
             continue
         if g.shape != parent.data.shape:
@@ -440,8 +443,8 @@ def _backward_one(ctx: Context, grad: Array, grads: dict[int, Array], retain_gra
             g = g.astype(parent.data.dtype)
         if _ANOMALY:
             _check_finite(g, f"{fn.name} backward (gradient of input {i})", ctx.parents)
-        prev = grads.get(id(parent))
-        grads[id(parent)] = g if prev is None else prev + g
+        prev = grads.get(parent)
+        grads[parent] = g if prev is None else prev + g
     if not retain_graph:
         ctx.saved_tensors = ()
         ctx.released = True
