@@ -15,34 +15,48 @@ FULL_JACOBIAN_MAX_OUTPUTS = 8
 
 
 class GradcheckError(AssertionError):
-    """An analytic gradient disagreed with central finite differences."""
+    """An analytic gradient disagreed with central finite differences.
+
+    An ``AssertionError``, so pytest shows it as a plain failed check and hypothesis shrinks on it.
+    """
 
 
 def _float64_copies(inputs: Sequence[Any]) -> list[Any]:
+    """Float64 copies of the Tensors (same ``requires_grad``); every other input as it is."""
     return [
-        Tensor(t.data.astype(np.float64), requires_grad=t.requires_grad) if isinstance(t, Tensor) else t
-        for t in inputs
+        Tensor(x.data.astype(np.float64), requires_grad=x.requires_grad) if isinstance(x, Tensor) else x
+        for x in inputs
     ]
 
 
-def _numeric_grad(scalar: Callable[[], float], x: Tensor, eps: float) -> Array:
-    """d scalar / d x by central differences, perturbing ``x.data`` in place one element at a time."""
-    grad = np.zeros(x.shape, dtype=np.float64)
-    flat, gflat = x.data.reshape(-1), grad.reshape(-1)  # views: x.data is a fresh contiguous float64 copy
+def within(analytic: Array, numeric: Array, atol: float, rtol: float) -> Array:
+    """Elementwise ``|analytic - numeric| <= atol + rtol * |numeric|`` (False where either is not finite)."""
+    ok = np.abs(analytic - numeric) <= atol + rtol * np.abs(numeric)
+    return ok & np.isfinite(analytic) & np.isfinite(numeric)
+
+
+def _numeric_vjps(outputs: Callable[[], Array], x: Tensor, vs: Array, eps: float) -> Array:
+    """``vs @ d out / d x`` by central differences: (K, *x.shape) for the K projections ``vs`` (K, out.size).
+
+    Perturbs ``x.data`` in place one element at a time (two forwards per element, shared by all K
+    projections) and restores it.
+    """
+    grads = np.zeros((len(vs), x.size), dtype=np.float64)
+    flat = x.data.reshape(-1)  # a view: x.data is a fresh contiguous float64 copy made by gradcheck
     for j in range(flat.size):
         orig = flat[j]
         flat[j] = orig + eps
-        plus = scalar()
+        plus = outputs()
         flat[j] = orig - eps
-        minus = scalar()
+        minus = outputs()
         flat[j] = orig
-        gflat[j] = (plus - minus) / (2 * eps)
-    return grad
+        grads[:, j] = vs @ ((plus - minus) / (2 * eps))
+    return grads.reshape((len(vs), *x.shape))
 
 
 def gradcheck(
     fn: Callable[..., Tensor],
-    inputs: Sequence[Any],
+    inputs: Sequence[Any] | Tensor,
     eps: float = 1e-6,
     atol: float = 1e-5,
     rtol: float = 1e-3,
@@ -51,53 +65,85 @@ def gradcheck(
 ) -> bool:
     """Check the analytic gradients of ``fn(*inputs)`` against central finite differences, in float64.
 
-    Every input ``Tensor`` with ``requires_grad`` is checked (other inputs are passed through as they are);
-    float32 inputs are checked on float64 copies, so the user's tensors are never touched. For outputs of at
-    most ``FULL_JACOBIAN_MAX_OUTPUTS`` elements each output element is checked on its own; bigger outputs are
-    reduced to one scalar by a seeded random projection ``(out * v).sum()``, which a wrong gradient fails with
-    probability 1. An input that receives no gradient counts as a zero gradient.
+    Every input ``Tensor`` with ``requires_grad`` is checked, on a float64 copy, so the caller's tensors and
+    their ``.grad`` are never touched; constant Tensors become float64 copies too, and other inputs (label
+    arrays, numbers, strings, ...) pass through as they are. A single Tensor may stand for ``inputs``.
+    ``fn`` must be deterministic: it runs twice per element of every checked input.
+
+    For outputs of at most ``FULL_JACOBIAN_MAX_OUTPUTS`` elements the whole Jacobian is checked, one
+    backward per output element; bigger outputs are reduced to one scalar by a seeded random projection
+    ``(out * v).sum()`` (the vector-Jacobian product PyTorch's ``fast_mode`` checks), which a wrong gradient
+    fails with probability 1. An input that receives no gradient counts as a zero gradient.
 
     Returns:
         True when every element satisfies ``|analytic - numeric| <= atol + rtol * |numeric|``.
 
     Raises:
-        GradcheckError: naming the input, the worst element's index, and the analytic and numeric values.
+        GradcheckError: naming the input, the output element or projection, the worst element's index and its
+            analytic and numeric values, and how many elements are wrong.
         TypeError: when ``fn`` does not return a Tensor.
+        ValueError: when no input is a Tensor with ``requires_grad=True`` (nothing would be checked), or
+            ``eps`` is not positive.
+
+    >>> import microgradcnn as mg
+    >>> gradcheck(lambda t: (t * t).sum(), [mg.Tensor([1.0, -2.0], requires_grad=True)])
+    True
     """
+    if isinstance(inputs, Tensor):
+        inputs = (inputs,)
+    if not eps > 0:
+        raise ValueError(f"gradcheck: eps must be positive, got {eps!r}")
     xs = _float64_copies(inputs)
+    checked = [(i, x) for i, x in enumerate(xs) if isinstance(x, Tensor) and x.requires_grad]
+    if not checked:
+        raise ValueError(
+            "gradcheck: no input is a Tensor with requires_grad=True, so there is nothing to check; "
+            "e.g. gradcheck(fn, [Tensor(x, requires_grad=True)])"
+        )
     with no_grad():
         out = fn(*xs)
     if not isinstance(out, Tensor):
         raise TypeError(f"gradcheck: fn must return a Tensor, got {type(out).__name__}")
-    checked = [(i, x) for i, x in enumerate(xs) if isinstance(x, Tensor) and x.requires_grad]
+    if out.size == 0:
+        return True
+    # float32 arithmetic inside fn makes eps-sized differences mostly rounding noise; say so on failure.
+    hint = "" if out.dtype == np.float64 else (
+        f"; note: fn returned {out.dtype} for float64 inputs, and central differences need float64 throughout"
+    )
+
     rng = np.random.default_rng(seed)
     if out.size <= FULL_JACOBIAN_MAX_OUTPUTS:
-        projections = [(f" of output element {np.unravel_index(k, out.shape)}", np.eye(out.size)[k])
-                       for k in range(out.size)]
+        vs = np.eye(out.size)
+        elements = [tuple(int(j) for j in np.unravel_index(k, out.shape)) for k in range(out.size)]
+        whats = [f" of output element {e}" if out.ndim else "" for e in elements]
     else:
-        projections = [(" of a random projection of the output", rng.standard_normal(out.size))]
-    for what, v in projections:
-        v = v.reshape(out.shape)
+        vs = rng.standard_normal((1, out.size))
+        whats = [" of a random projection of the output"]
+
+    def outputs() -> Array:
+        with no_grad():
+            return fn(*xs).data.astype(np.float64).reshape(-1)
+
+    numerics = {i: _numeric_vjps(outputs, x, vs, eps) for i, x in checked}
+    for k, (what, v) in enumerate(zip(whats, vs, strict=True)):
         for _, x in checked:
             x.grad = None
         y = fn(*xs)
         if y.requires_grad:
-            y.backward(v.astype(y.dtype))
-
-        def scalar(v: Array = v) -> float:
-            with no_grad():
-                return float(np.sum(fn(*xs).data.astype(np.float64) * v))
-
+            y.backward(v.reshape(out.shape))
         for i, x in checked:
             analytic = np.zeros(x.shape) if x.grad is None else x.grad.astype(np.float64)
-            numeric = _numeric_grad(scalar, x, eps)
-            err = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
-            if err.size and (not np.all(err <= 0) or not np.all(np.isfinite(analytic))):
-                k = int(np.nanargmax(np.where(np.isfinite(err), err, np.inf)))
-                idx = np.unravel_index(k, x.shape)
-                raise GradcheckError(
-                    f"gradcheck: gradient of input {i} (shape {x.shape}){what} is wrong at index "
-                    f"{tuple(int(j) for j in idx)}: analytic {analytic[idx]:.8g}, numeric {numeric[idx]:.8g} "
-                    f"(atol={atol}, rtol={rtol}, eps={eps})"
-                )
+            numeric = numerics[i][k]
+            ok = within(analytic, numeric, atol, rtol)
+            if ok.all():
+                continue
+            err = np.where(ok, -np.inf, np.abs(analytic - numeric) - rtol * np.abs(numeric))
+            idx = np.unravel_index(int(np.argmax(np.nan_to_num(err, nan=np.inf))), x.shape)
+            at = f" at index {tuple(int(j) for j in idx)}" if x.ndim else ""
+            raise GradcheckError(
+                f"gradcheck: gradient of input {i} (shape {x.shape}){what} is wrong{at}: "
+                f"analytic {analytic[idx]:.8g}, numeric {numeric[idx]:.8g} "
+                f"({int(ok.size - ok.sum())} of {ok.size} elements off; atol={atol}, rtol={rtol}, eps={eps})"
+                f"{hint}"
+            )
     return True

@@ -1,8 +1,12 @@
 """Every hypothesis strategy of the project: tensors, shapes, and one ``OpCase`` strategy per registered op.
 
-Needs the ``testing`` extra (``pip install "microgradcnn[testing]"``). Values are drawn away from the points
-where finite differences lie (relu at 0, ties under max, log near 0), so a failing check means a wrong
-gradient, not a kink.
+Needs the ``testing`` extra (``pip install "microgradcnn[testing]"``). Public building blocks for your own
+property tests: ``tensors``, ``arrays``, ``shapes``, ``broadcastable_shapes``, ``floats``, ``away_from_zero``,
+``spaced_arrays``, ``distinct_arrays``, ``axes``, ``conv2d_configs``, ``pool2d_configs``, ``class_targets``.
+Sizes are small (sides up to ``MAX_SIDE``; conv/pool images up to 9x9) so a property test of 100 gradient
+checks takes seconds. Values are drawn away from the points where finite differences lie (relu at 0, ties
+under max, log near 0): ``tensors(avoid_kinks=True)`` and ``spaced_arrays`` for your own ops; so a failing
+check means a wrong gradient, not a kink. Guide: docs/testing.md.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ def away_from_zero(low: float = 0.1, high: float = 2.0) -> st.SearchStrategy[flo
 
 
 def shapes(min_dims: int = 0, max_dims: int = 3, min_side: int = 1, max_side: int = MAX_SIDE) -> Any:
-    """Array shapes (0-d included by default)."""
+    """Array shapes: tuples of ``min_dims`` to ``max_dims`` sides in [min_side, max_side]; ``()`` included."""
     return hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=min_side, max_side=max_side)
 
 
@@ -58,7 +62,7 @@ def broadcastable_shapes(num_shapes: int = 2, max_dims: int = 3, max_side: int =
 
 
 def arrays(shape: Any, elements: st.SearchStrategy[float] | None = None, dtype: Any = np.float64) -> Any:
-    """NumPy arrays of ``shape`` (a shape or a strategy of shapes) with the given elements."""
+    """NumPy arrays of ``dtype`` and ``shape`` (or a strategy of shapes); elements default to ``floats()``."""
     return hnp.arrays(dtype, shape, elements=elements if elements is not None else floats())
 
 
@@ -67,18 +71,67 @@ def tensors(
     dtype: Any = np.float64,
     elements: st.SearchStrategy[float] | None = None,
     requires_grad: bool = True,
+    *,
+    avoid_kinks: bool = False,
+    spacing: float = 0.1,
 ) -> st.SearchStrategy[Tensor]:
-    """``Tensor``s of ``shape`` (default: any shape up to 3-d) with float64 values in [-2, 2] by default."""
-    return arrays(shape if shape is not None else shapes(), elements, dtype).map(
-        lambda a: Tensor(a, requires_grad=requires_grad)
-    )
+    """Leaf ``Tensor``s of ``shape`` (a shape or a strategy of shapes; default: any shape up to 3-d).
+
+    Values come from ``elements`` (default: float64 in [-2, 2]). With ``avoid_kinks`` they come from
+    ``spaced_arrays`` instead: ``|x| >= spacing`` and every two values at least ``spacing`` apart, so relu,
+    abs, max and max-pooling are smooth within any finite-difference step well below ``spacing``.
+
+    >>> from hypothesis import find
+    >>> find(tensors((2, 2), avoid_kinks=True), lambda t: True).shape
+    (2, 2)
+
+    Raises:
+        ValueError: for ``avoid_kinks`` with ``elements`` (it draws its own values) or ``spacing <= 0``.
+    """
+    shape = shape if shape is not None else shapes()
+    if avoid_kinks:
+        if elements is not None:
+            raise ValueError(
+                "tensors: give elements= or avoid_kinks=True, not both (avoid_kinks draws its own values)"
+            )
+        values = spaced_arrays(shape, spacing, dtype)
+    else:
+        values = arrays(shape, elements, dtype)
+    return values.map(lambda a: Tensor(a, requires_grad=requires_grad))
+
+
+def spaced_arrays(shape: Any, spacing: float = 0.1, dtype: Any = np.float64) -> st.SearchStrategy[np.ndarray]:
+    """Arrays of ``shape`` away from every kink: ``|x| >= spacing``, and any two values ``spacing`` apart.
+
+    Drawn as gaps of 1.01 to 2 ``spacing`` accumulated outwards from zero on either side, then shuffled:
+    relu and abs never see x near 0, and max or max-pool never see a tie (the 1 % margin survives rounding
+    to float32). Values reach about ``±2 * spacing * size``. ``shape`` may be a strategy of shapes.
+
+    Raises:
+        ValueError: for ``spacing <= 0``.
+    """
+    if not spacing > 0:
+        raise ValueError(f"spaced_arrays: spacing must be positive, got {spacing!r}")
+    return _spaced_arrays(shape, float(spacing), dtype)
+
+
+@st.composite
+def _spaced_arrays(draw: st.DrawFn, shape: Any, spacing: float, dtype: Any) -> np.ndarray:
+    shape = draw(shape) if isinstance(shape, st.SearchStrategy) else tuple(shape)
+    size = int(np.prod(shape))
+    gaps = draw(hnp.arrays(np.float64, (size,), elements=st.floats(1.01, 2.0)))
+    negatives = draw(st.integers(0, size))  # how many values go below zero
+    values = spacing * np.concatenate([-np.cumsum(gaps[:negatives]), np.cumsum(gaps[negatives:])])
+    perm = draw(st.permutations(range(size))) if size > 1 else list(range(size))
+    return values[np.asarray(perm, dtype=np.intp)].reshape(shape).astype(dtype)
 
 
 @st.composite
 def distinct_arrays(draw: st.DrawFn, shape: Any, spacing: float = 0.1) -> np.ndarray:
-    """Arrays of ``shape`` whose values all differ by at least ``spacing``: no ties for max or max-pool.
+    """float64 arrays of ``shape`` whose values differ by at least ``spacing``: no ties for max or max-pool.
 
     A shuffled grid ``spacing * (k - size/2)``, so a finite-difference step never changes which is largest.
+    Zero may be among the values; ``spaced_arrays`` also keeps away from it.
     """
     shape = draw(shape) if isinstance(shape, st.SearchStrategy) else shape
     size = int(np.prod(shape))
@@ -348,8 +401,9 @@ def cross_entropy_cases(draw: st.DrawFn, max_n: int = 4, max_classes: int = 5) -
     return OpCase(fn, (_grad(logits),))
 
 
-# Every registered op name -> a zero-argument function returning a strategy of OpCases.
-# tests/ops/test_registry.py fails when a built-in op has no entry here.
+# Every registered op name -> a factory returning a strategy of OpCases (check_op calls it with its strategy
+# overrides; entries without parameters take none). tests/ops/test_registry.py fails when a built-in op has
+# no entry here; testing.register_cases adds entries for users' ops.
 OP_CASES: dict[str, Callable[..., st.SearchStrategy[OpCase]]] = {
     "add": _binary(ops.add),
     "sub": _binary(ops.sub),
@@ -378,12 +432,3 @@ OP_CASES: dict[str, Callable[..., st.SearchStrategy[OpCase]]] = {
     "log_softmax": _softmax_cases("log_softmax"),
     "cross_entropy": cross_entropy_cases,
 }
-
-
-def cases_for(name: str, **overrides: Any) -> st.SearchStrategy[OpCase]:
-    """The OpCase strategy registered for op ``name``, built with ``overrides`` as keyword arguments."""
-    if name not in OP_CASES:
-        raise KeyError(f"no strategy for op {name!r}; add one to microgradcnn.testing.strategies.OP_CASES")
-    return OP_CASES[name](**overrides)
-
-
