@@ -7,8 +7,9 @@ would flatter NumPy), and the two alternate for ``--rounds`` rounds so that nois
 both. Reported: the median seconds per call over all repeats as images/s, with the range (min-max), and the
 ratio of our time to torch's (below 1: we are faster).
 
-    python benchmarks/bench_ops.py                    # 2 threads, glibc's default malloc
-    python benchmarks/bench_ops.py --malloc tuned     # raised mmap/trim thresholds (see PERF_NOTES)
+    python benchmarks/bench_ops.py                    # 2 threads, malloc as each library's import leaves it
+    python benchmarks/bench_ops.py --malloc untuned   # glibc's defaults in microgradcnn (MICROGRADCNN_MALLOC)
+    python benchmarks/bench_ops.py --malloc tuned     # raised thresholds for both (GLIBC_TUNABLES)
     python benchmarks/bench_ops.py --threads 1 --repeats 30
 """
 
@@ -112,6 +113,8 @@ def _run_worker(framework: str, args: argparse.Namespace) -> dict[str, list[floa
         env[var] = str(args.threads)
     if args.malloc == "tuned":
         env["GLIBC_TUNABLES"] = TUNED_MALLOC
+    elif args.malloc == "untuned":  # microgradcnn raises the thresholds at import unless told not to
+        env["MICROGRADCNN_MALLOC"] = "default"
     cmd = [sys.executable, __file__, "--worker", framework, "--repeats", str(args.repeats),
            "--threads", str(args.threads)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
@@ -134,7 +137,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="BLAS/OpenMP threads for both frameworks")
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per case per round (>= 5)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the two workers")
-    parser.add_argument("--malloc", choices=("default", "tuned"), default="default")
+    parser.add_argument(
+        "--malloc",
+        choices=("default", "untuned", "tuned"),
+        default="default",
+        help="default: as each library's import leaves glibc malloc (both raise its thresholds); untuned: "
+        "microgradcnn keeps glibc's defaults; tuned: GLIBC_TUNABLES raises them for both",
+    )
     parser.add_argument("--no-torch", action="store_true", help="measure microgradcnn only")
     parser.add_argument("--worker", choices=("microgradcnn", "torch"), help=argparse.SUPPRESS)
     args = parser.parse_args()
