@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from microgradcnn.ops.conv import IntPair, int_pair, out_size, pad_hw, scatter_windows, window_slices
-from microgradcnn.tensor import Array, Context, Function, Tensor
+from microgradcnn.tensor import Array, Context, Function, Tensor, is_grad_enabled
 
 Pair = tuple[int, int]
 
@@ -33,13 +33,19 @@ def _stages(
     return by_cols, by_rows
 
 
-def _running_max(views: list[Array]) -> tuple[Array, Array | None]:
+def _running_max(views: list[Array], track: bool = True) -> tuple[Array, Array | None]:
     """Elementwise max of same-shape views, and which view (0, 1, ...) holds it: the first one on ties.
 
-    The index array is None for a single view (always 0). The max is a fresh array, never a view.
+    The index array is None for a single view (always 0) or when ``track`` is False (no backward will
+    run: inference skips the comparisons). The max is a fresh array, never a view.
     """
     if len(views) == 1:
         return views[0].copy(), None
+    if not track:
+        best = np.maximum(views[0], views[1])
+        for view in views[2:]:
+            np.maximum(best, view, out=best)
+        return best, None
     wins = views[1] > views[0]  # strictly greater: a tie keeps the earlier view, i.e. the first maximum
     arg = wins.view(np.uint8) if len(views) <= 256 else wins.astype(np.intp)  # bool is 0/1 already
     best = np.maximum(views[0], views[1])
@@ -90,8 +96,9 @@ class MaxPool2dFn(Function):
     def forward(ctx: Context, x: Array, *, kernel_size: Pair, stride: Pair, padding: Pair) -> Array:
         by_cols, by_rows = _stages(x.shape, kernel_size, stride, padding)
         xp = pad_hw(x, padding, -np.inf)  # padding never wins a max (and every window holds a real element)
-        row_max, arg_col = _running_max([xp[:, :, r, c] for r, c in by_cols])  # (N, C, Hp, OW)
-        out, arg_row = _running_max([row_max[:, :, r, c] for r, c in by_rows])  # (N, C, OH, OW)
+        track = ctx.parents[0].requires_grad and is_grad_enabled()  # which offset won: only backward needs it
+        row_max, arg_col = _running_max([xp[:, :, r, c] for r, c in by_cols], track)  # (N, C, Hp, OW)
+        out, arg_row = _running_max([row_max[:, :, r, c] for r, c in by_rows], track)  # (N, C, OH, OW)
         ctx.save_for_backward(x.shape, row_max.shape, arg_row, arg_col)
         return out
 

@@ -177,3 +177,14 @@ def test_pools_reject_bad_arguments(args, error, match):
 def test_pools_reject_non_4d_input_naming_its_shape():
     with pytest.raises(ValueError, match=r"max_pool2d: x \(4, 4\)"):
         F.max_pool2d(np.zeros((4, 4)), 2)
+
+
+@given(cfg=pool2d_configs(distinct=False))
+def test_max_pool2d_under_no_grad_gives_the_same_values(cfg):
+    # Without a backward to come, the forward skips tracking which offset won; the maxima must not change.
+    x = mg.Tensor(cfg["x"], requires_grad=True)
+    args = {k: cfg[k] for k in ("kernel_size", "stride", "padding")}
+    with mg.no_grad():
+        fast = F.max_pool2d(x, **args)
+    np.testing.assert_array_equal(fast.data, F.max_pool2d(x, **args).data)
+    assert not fast.requires_grad
