@@ -295,7 +295,10 @@ class Tensor:
             ctx = node._ctx
             if ctx is None or node._retains_grad:
                 # Copy on first store: g may be a read-only broadcast view or an array the caller owns.
-                node.grad = np.array(g, dtype=node.dtype) if node.grad is None else node.grad + g
+                if node.grad is not None:
+                    node.grad = node.grad + g
+                else:
+                    node.grad = g.copy() if g.dtype == node.data.dtype else g.astype(node.data.dtype)
             if ctx is not None:
                 _backward_one(ctx, g, grads, retain_graph)
 
