@@ -154,11 +154,6 @@ def _class_indices(target: Any, n: int, c: int) -> Array:
         ValueError: naming the bad value, for the wrong shape or length, a fractional value, or a class out
             of range.
     """
-    # The common case (a batch's int64 labels), checked with two reductions; anything odd takes the general
-    # path below, which names the bad value.
-    plain = type(target) is np.ndarray and target.dtype.kind in "iu" and target.shape == (n,)
-    if plain and target.min() >= 0 and target.max() < c:
-        return target.astype(np.intp)  # a copy: the backward must not see later edits to the labels
     try:
         arr = target.data if isinstance(target, Tensor) else np.asarray(target)
     except ValueError as err:  # a ragged list
