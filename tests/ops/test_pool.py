@@ -5,6 +5,9 @@ from hypothesis import strategies as st
 
 import microgradcnn as mg
 from microgradcnn import functional as F
+from microgradcnn.ops import pool as pool_module
+from microgradcnn.ops.pool import MaxPool2dFn
+from microgradcnn.tensor import Context
 from microgradcnn.testing import gradcheck
 from microgradcnn.testing.strategies import arrays, pool2d_configs
 
@@ -177,6 +180,80 @@ def test_pools_reject_bad_arguments(args, error, match):
 def test_pools_reject_non_4d_input_naming_its_shape():
     with pytest.raises(ValueError, match=r"max_pool2d: x \(4, 4\)"):
         F.max_pool2d(np.zeros((4, 4)), 2)
+
+
+def _in_layout(x, layout):
+    """x's values in another memory layout: NCHW, channels-outer (a conv2d output's) or a strided view."""
+    if layout == "channels-outer":
+        return np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    if layout == "strided":
+        wide = np.zeros((*x.shape[:3], 2 * x.shape[3]), dtype=x.dtype)
+        wide[..., ::2] = x
+        return wide[..., ::2]
+    return x
+
+
+@given(
+    shape=st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(2, 7), st.integers(2, 7)),
+    layout=st.sampled_from(["nchw", "channels-outer", "strided"]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    data=st.data(),
+)
+def test_max_pool2d_2x2_fast_path_matches_the_loop_definition(shape, layout, dtype, data):
+    # kernel 2, stride 2, no padding takes its own path (flat contiguous passes, winners as flat indices);
+    # odd sides, every memory layout and tied maxima must give what the one-window-at-a-time loop gives.
+    values = data.draw(arrays(shape, st.sampled_from([0.0, 1.0, 2.0, -3.5])))
+    x = _in_layout(values.astype(dtype), layout)
+    cfg = {"kernel_size": 2, "stride": None, "padding": 0}
+    out, dx, grad = _run("max_pool2d", cfg, x)
+    ref_out, ref_dx = pool_loop(values, 2, 2, 0, "max", grad)
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_allclose(dx, ref_dx, rtol=1e-6)
+    assert out.dtype == dx.dtype == dtype
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 100, 1 << 20])
+def test_max_pool2d_2x2_in_chunks_of_planes(monkeypatch, chunk_bytes):
+    # Big inputs are pooled a few planes at a time (to stay in cache); the chunks must join up exactly.
+    monkeypatch.setattr(pool_module, "_CHUNK_BYTES", chunk_bytes)
+    values = np.random.default_rng(3).integers(0, 3, (3, 5, 6, 7)).astype(np.float32)
+    cfg = {"kernel_size": 2, "stride": 2, "padding": 0}
+    for layout in ("nchw", "channels-outer"):
+        out, dx, grad = _run("max_pool2d", cfg, _in_layout(values, layout))
+        ref_out, ref_dx = pool_loop(values, 2, 2, 0, "max", grad)
+        np.testing.assert_array_equal(out, ref_out)
+        np.testing.assert_allclose(dx, ref_dx, rtol=1e-6)
+
+
+def test_max_pool2d_2x2_rows_longer_than_255():
+    # The winners' offsets are counted in bytes while a row is short enough; longer rows need wider ints.
+    x = np.random.default_rng(1).standard_normal((1, 2, 3, 301))
+    cfg = {"kernel_size": (2, 2), "stride": (2, 2), "padding": (0, 0)}
+    out, dx, grad = _run("max_pool2d", cfg, x)
+    ref_out, ref_dx = pool_loop(x, 2, 2, 0, "max", grad)
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_array_equal(dx, ref_dx)
+
+
+def test_max_pool2d_2x2_gradient_keeps_the_input_memory_order():
+    # A conv2d output is stored channels-outer; its pool's gradient in that order reaches conv2d's backward
+    # without a transposing copy (docs/benchmarks.md).
+    x = _in_layout(np.random.default_rng(2).standard_normal((3, 4, 6, 6)), "channels-outer")
+    attrs = {"kernel_size": (2, 2), "stride": (2, 2), "padding": (0, 0)}
+    ctx = Context(MaxPool2dFn, (mg.Tensor(x, requires_grad=True),), attrs)
+    out = MaxPool2dFn.forward(ctx, x, **attrs)
+    (dx,) = MaxPool2dFn.backward(ctx, np.ones(out.shape))
+    assert dx.transpose(1, 0, 2, 3).flags.c_contiguous
+    np.testing.assert_array_equal(dx, pool_loop(x, 2, 2, 0, "max", np.ones(out.shape))[1])
+
+
+def test_max_pool2d_propagates_nan_like_torch():
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    x[0, 0, 1, 0] = np.nan
+    for kernel, stride in ((2, 2), (3, 1)):  # the 2x2 fast path and the general one
+        out = F.max_pool2d(x, kernel, stride).data
+        assert np.isnan(out[0, 0, 0, 0])
+        assert np.isfinite(out[0, 0, -1, -1])
 
 
 @given(cfg=pool2d_configs(distinct=False))
