@@ -214,3 +214,18 @@ def test_conv2d_empty_batch_gives_empty_output_and_zero_weight_gradient():
     assert out.shape == (0, 3, 3, 3)
     out.sum().backward()
     np.testing.assert_array_equal(w.grad, np.zeros((3, 2, 2, 2)))
+
+
+@pytest.mark.parametrize("block_bytes", [1, 300])
+@pytest.mark.parametrize("bias_dtype", [np.float32, np.float64])
+def test_conv2d_forward_in_column_blocks_matches_the_loop_definition(monkeypatch, block_bytes, bias_dtype):
+    # Big batches multiply the weights by the patches a block of columns at a time (to stay in cache); the
+    # blocks, and the bias added to each, must join up exactly, whatever the bias dtype.
+    monkeypatch.setattr(conv_module, "_GEMM_BLOCK_BYTES", block_bytes)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3, 2, 7, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 2, 3, 2)).astype(np.float32)
+    b = rng.standard_normal(4).astype(bias_dtype)
+    out = F.conv2d(x, w, b, padding=1)
+    assert out.dtype == np.result_type(x, w, b)
+    np.testing.assert_allclose(out.data, conv2d_loop(x, w, b, padding=1), rtol=1e-5, atol=1e-5)
