@@ -179,7 +179,8 @@ class Conv2dFn(Function):
     ) -> Array:
         n, _, h, wd = x.shape
         oc, cg, kh, kw = w.shape
-        oh, ow = (out_size((h, wd)[a], (kh, kw)[a], stride[a], padding[a], dilation[a]) for a in (0, 1))
+        oh = out_size(h, kh, stride[0], padding[0], dilation[0])
+        ow = out_size(wd, kw, stride[1], padding[1], dilation[1])
         xp = np.ascontiguousarray(pad_hw(x, padding))  # the strided view below needs one plain buffer
         cols = _patches(xp, (kh, kw), (oh, ow), stride, dilation).reshape(groups, cg * kh * kw, n * oh * ow)
         if groups == 1:
@@ -254,37 +255,37 @@ def conv2d(
            [42., 50.]])
     """
     x, weight = _tensor(x), _tensor(weight)
-    if x.ndim != 4 or weight.ndim != 4:
+    # Plain tuples and ints from here on: this runs on every conv call, and each Tensor property or
+    # generator costs about a microsecond at batch 1 (docs/benchmarks.md, graph overhead).
+    xs, ws = x.data.shape, weight.data.shape
+    if len(xs) != 4 or len(ws) != 4:
         raise ValueError(
-            f"conv2d: x {x.shape} and weight {weight.shape} must be 4-d: (N, C, H, W) and "
-            "(OC, C/groups, KH, KW)"
+            f"conv2d: x {xs} and weight {ws} must be 4-d: (N, C, H, W) and (OC, C/groups, KH, KW)"
         )
-    if not isinstance(groups, int | np.integer) or isinstance(groups, bool):
-        raise TypeError(f"conv2d: groups must be an int, got {groups!r}")
+    if type(groups) is not int:
+        if not isinstance(groups, int | np.integer) or isinstance(groups, bool):
+            raise TypeError(f"conv2d: groups must be an int, got {groups!r}")
+        groups = int(groups)
     if groups < 1:
         raise ValueError(f"conv2d: groups must be at least 1, got {groups}")
-    groups = int(groups)
-    c, oc = x.shape[1], weight.shape[0]
-    if c % groups or oc % groups or weight.shape[1] * groups != c:
+    c, oc = xs[1], ws[0]
+    if c % groups or oc % groups or ws[1] * groups != c:
         raise ValueError(
-            f"conv2d: x {x.shape} and weight {weight.shape} disagree with groups={groups}: want C "
-            f"({c}) = weight.shape[1] ({weight.shape[1]}) * groups and OC ({oc}) divisible by groups"
+            f"conv2d: x {xs} and weight {ws} disagree with groups={groups}: want C "
+            f"({c}) = weight.shape[1] ({ws[1]}) * groups and OC ({oc}) divisible by groups"
         )
-    inputs = [x, weight]
-    if bias is not None:
-        bias = _tensor(bias)
-        if bias.shape != (oc,):
-            raise ValueError(f"conv2d: bias {bias.shape} must be (OC,) = ({oc},) for weight {weight.shape}")
-        inputs.append(bias)
-    attrs = {
-        "stride": int_pair(stride, "stride", "conv2d", 1),
-        "padding": int_pair(padding, "padding", "conv2d", 0),
-        "dilation": int_pair(dilation, "dilation", "conv2d", 1),
-    }
-    s, p, d = attrs.values()
-    if min(out_size(x.shape[2 + a], weight.shape[2 + a], s[a], p[a], d[a]) for a in (0, 1)) < 1:
+    s = int_pair(stride, "stride", "conv2d", 1)
+    p = int_pair(padding, "padding", "conv2d", 0)
+    d = int_pair(dilation, "dilation", "conv2d", 1)
+    # out_size(...) < 1 exactly when the padded input is shorter than the dilated kernel
+    if xs[2] + 2 * p[0] < d[0] * (ws[2] - 1) + 1 or xs[3] + 2 * p[1] < d[1] * (ws[3] - 1) + 1:
         raise ValueError(
-            f"conv2d: no output fits: input {x.shape[2:]} of x {x.shape} with padding {p} is smaller than "
-            f"the kernel {weight.shape[2:]} of weight {weight.shape} dilated by {d}"
+            f"conv2d: no output fits: input {xs[2:]} of x {xs} with padding {p} is smaller than "
+            f"the kernel {ws[2:]} of weight {ws} dilated by {d}"
         )
-    return Conv2dFn.apply(*inputs, **attrs, groups=groups)
+    if bias is None:
+        return Conv2dFn.apply(x, weight, stride=s, padding=p, dilation=d, groups=groups)
+    bias = _tensor(bias)
+    if bias.data.shape != (oc,):
+        raise ValueError(f"conv2d: bias {bias.data.shape} must be (OC,) = ({oc},) for weight {ws}")
+    return Conv2dFn.apply(x, weight, bias, stride=s, padding=p, dilation=d, groups=groups)

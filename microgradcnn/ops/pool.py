@@ -243,15 +243,15 @@ def _pool_args(
     op: str, x: Tensor, kernel_size: Any, stride: Any, padding: Any
 ) -> dict[str, tuple[int, int]]:
     """Validated pooling attrs, as (h, w) pairs; stride None means kernel_size (PyTorch's default)."""
-    if x.ndim != 4:
-        raise ValueError(f"{op}: x {x.shape} must be 4-d (N, C, H, W)")
+    shape = x.data.shape
+    if len(shape) != 4:
+        raise ValueError(f"{op}: x {shape} must be 4-d (N, C, H, W)")
     kernel = int_pair(kernel_size, "kernel_size", op, 1)
     step = kernel if stride is None else int_pair(stride, "stride", op, 1)
     pad = int_pair(padding, "padding", op, 0)
     if pad[0] > kernel[0] // 2 or pad[1] > kernel[1] // 2:
         raise ValueError(f"{op}: padding {pad} must be at most half the kernel {kernel} (PyTorch's rule)")
-    sizes = [out_size(x.shape[2 + a], kernel[a], step[a], pad[a]) for a in (0, 1)]
-    if min(sizes) < 1:
+    if shape[2] + 2 * pad[0] < kernel[0] or shape[3] + 2 * pad[1] < kernel[1]:  # out_size < 1
         raise ValueError(
             f"{op}: no output fits: input {x.shape[2:]} of x {x.shape} with padding {pad} is smaller than "
             f"the kernel {kernel}"
