@@ -111,12 +111,14 @@ def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
     >>> linear(Tensor([[1.0, 2.0]]), Tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]]), Tensor([0.0, 0.5, 1.0]))
     Tensor([[1. , 3.5, 5. ]], dtype=float32)
     """
-    x, weight = (t if isinstance(t, Tensor) else Tensor(t) for t in (x, weight))
-    if weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[1]:
-        raise ValueError(f"linear: x {x.shape} and weight {weight.shape} do not fit (..., in), (out, in)")
+    x = x if isinstance(x, Tensor) else Tensor(x)
+    weight = weight if isinstance(weight, Tensor) else Tensor(weight)
+    xs, ws = x.data.shape, weight.data.shape  # plain tuples: this runs on every call
+    if len(ws) != 2 or not xs or xs[-1] != ws[1]:
+        raise ValueError(f"linear: x {xs} and weight {ws} do not fit (..., in), (out, in)")
     if bias is None:
         return LinearFn.apply(x, weight)
     bias = bias if isinstance(bias, Tensor) else Tensor(bias)
-    if bias.shape != (weight.shape[0],):
-        raise ValueError(f"linear: bias {bias.shape} must be (out,), weight is {weight.shape}")
+    if bias.data.shape != (ws[0],):
+        raise ValueError(f"linear: bias {bias.data.shape} must be (out,), weight is {ws}")
     return LinearFn.apply(x, weight, bias)

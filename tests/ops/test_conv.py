@@ -229,3 +229,13 @@ def test_conv2d_forward_in_column_blocks_matches_the_loop_definition(monkeypatch
     out = F.conv2d(x, w, b, padding=1)
     assert out.dtype == np.result_type(x, w, b)
     np.testing.assert_allclose(out.data, conv2d_loop(x, w, b, padding=1), rtol=1e-5, atol=1e-5)
+
+
+def test_conv2d_weight_gradient_ignores_later_changes_to_the_input():
+    # backward uses what forward saw: the saved patches are a snapshot, not a view of the caller's array
+    x = np.ones((1, 1, 4, 4))
+    w = mg.Tensor(np.ones((1, 1, 2, 2)), requires_grad=True)
+    out = F.conv2d(x, w)
+    x[...] = 100.0
+    out.sum().backward()
+    np.testing.assert_array_equal(w.grad, np.full((1, 1, 2, 2), 9.0))
