@@ -132,6 +132,9 @@ def test_cross_entropy_accepts_class_indices_in_any_whole_form(target):
     [
         ([0, 4, 1], ValueError, r"target\[1\] = 4 is out of range for C = 4"),
         ([0, -1, 1], ValueError, r"target\[1\] = -1 is out of range"),
+        (np.array([0, -128, 1], dtype=np.int8), ValueError, r"target\[1\] = -128 is out of range"),
+        (np.array([0, 1, 2**64 - 1], dtype=np.uint64), ValueError, r"target\[2\] = 18446744073709551615 "),
+        (np.array([0.0, 1e20, 1.0]), ValueError, r"target\[1\] = 1e\+20 is out of range"),
         (np.array([0.0, 0.5, 1.0]), ValueError, r"target\[1\] = 0.5 is not a whole class index"),
         (mg.Tensor([0.0, 1.0, 2.5]), ValueError, r"target\[2\] = 2.5"),
         (np.array([0.0, np.nan, 1.0]), ValueError, r"target\[1\] = nan"),
