@@ -203,12 +203,14 @@ def cross_entropy(
     array([0.6931472, 0.       ], dtype=float32)
     """
     logits = logits if isinstance(logits, Tensor) else Tensor(logits)
-    if logits.ndim != 2 or 0 in logits.shape:
-        raise ValueError(f"cross_entropy: logits must be (N, C) with N, C >= 1, got shape {logits.shape}")
+    shape = logits.data.shape  # a plain tuple: this runs on every training step
+    if len(shape) != 2 or 0 in shape:
+        raise ValueError(f"cross_entropy: logits must be (N, C) with N, C >= 1, got shape {shape}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"cross_entropy: reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    if not isinstance(label_smoothing, numbers.Real) or not 0.0 <= label_smoothing <= 1.0:
+    real = type(label_smoothing) is float or isinstance(label_smoothing, numbers.Real)  # float: no ABC check
+    if not real or not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing!r}")
-    n, c = logits.shape
+    n, c = shape
     target, eps = _class_indices(target, n, c), float(label_smoothing)
     return CrossEntropyFn.apply(logits, target=target, reduction=reduction, label_smoothing=eps)

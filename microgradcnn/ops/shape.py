@@ -118,9 +118,12 @@ def getitem(x: Tensor, index: Any) -> Tensor:
 
 def flatten(x: Tensor, start_axis: int = 0) -> Tensor:
     """Merge axes ``start_axis`` .. last into one. Shapes: (N, C, H, W), start_axis=1 -> (N, C*H*W)."""
-    if x.ndim == 0:
+    shape = x.data.shape  # a plain tuple: this runs on every forward of a CNN
+    if not shape:
         return reshape(x, (1,))
-    if not -x.ndim <= start_axis < x.ndim:
-        raise ValueError(f"flatten: start_axis {start_axis} is out of range for shape {x.shape}")
-    start = start_axis % x.ndim
-    return reshape(x, (*x.shape[:start], -1))
+    if type(start_axis) is not int or not -len(shape) <= start_axis < len(shape):
+        if isinstance(start_axis, int | np.integer) and -len(shape) <= start_axis < len(shape):
+            start_axis = int(start_axis)
+        else:
+            raise ValueError(f"flatten: start_axis {start_axis} is out of range for shape {shape}")
+    return ReshapeFn.apply(x, shape=(*shape[: start_axis % len(shape)], -1))
