@@ -81,12 +81,12 @@ def _route(grad: Array, arg: Array | None, shape: tuple[int, ...], padding: tupl
     return scatter_windows(shares, shape, padding, slices, overlap, grad.dtype)
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=4)
 def _window_starts(planes: int, h: int, w: int) -> Array:
     """Flat index of each 2x2 window's top-left element in ``planes`` h x w planes stored one after another.
 
     Shape (planes, h // 2, w // 2), intp, read-only; cached because a training loop asks for the same one
-    every step.
+    every step (2 MiB for a batch-256 seed CNN: a few shapes at most are kept).
     """
     plane_starts = np.arange(planes)[:, None, None] * (h * w)
     starts = plane_starts + np.arange(h // 2)[:, None] * (2 * w) + np.arange(w // 2) * 2
@@ -121,18 +121,20 @@ def _max_pool_2x2(x: Array, track: bool) -> tuple[Array, Array | None, tuple[int
     out = np.empty((count, h // 2, w // 2), dtype=x.dtype)
     winners = np.empty(out.shape, dtype=np.intp) if track else None
     per = max(1, _CHUNK_BYTES // (size * x.itemsize))
-    starts = _window_starts(min(per, count), h, w)
+    starts = _window_starts(count, h, w) if track else None
     for first in range(0, count, per):
         last = min(first + per, count)
-        chunk_winners = None if winners is None else winners[first:last]
         chunk = flat[first:last].reshape(-1)
-        _pool_planes(chunk, (h, w), out[first:last], chunk_winners, starts, first * size)
+        if winners is None or starts is None:
+            _pool_planes(chunk, (h, w), out[first:last], None, None)
+        else:  # starts of all planes: the chunk's winners index the whole buffer
+            _pool_planes(chunk, (h, w), out[first:last], winners[first:last], starts[first:last])
     shape = (a, b, h // 2, w // 2)
     return out.reshape(shape), None if winners is None else winners.reshape(shape), order
 
 
 def _pool_planes(
-    f: Array, hw: tuple[int, int], out: Array, winners: Array | None, starts: Array, base: int
+    f: Array, hw: tuple[int, int], out: Array, winners: Array | None, starts: Array | None
 ) -> None:
     """Fill ``out`` (M, OH, OW) from M consecutive h x w planes flattened into ``f``, and ``winners``.
 
@@ -140,14 +142,14 @@ def _pool_planes(
     output is ``quad`` read at each window's top-left k (the other k are windows the pool does not use).
     The winner is the bottom pair only if strictly greater than the top one, and in the chosen pair the
     right element only if strictly greater than the left: the first maximum in row-major order. Winners are
-    flat indices plus ``base`` (where f starts among all planes).
+    ``starts`` (each window's top-left flat index) plus the winner's offset from it.
     """
     h, w = hw
     steps = (h * w, 2 * w, 2)  # from window top-left to the next plane, window row, window column
     pair = np.maximum(f[:-1], f[1:])
     quad = np.maximum(pair[:-w], pair[w:])
     np.copyto(out, np.ndarray(out.shape, f.dtype, quad, 0, tuple(s * f.itemsize for s in steps)))
-    if winners is None:
+    if winners is None or starts is None:
         return
     right = f[1:] > f[:-1]  # right[k]: f[k+1] beats f[k]
     bottom = pair[w:] > pair[:-w]  # bottom[k]: the pair one row down beats the pair at k
@@ -160,9 +162,7 @@ def _pool_planes(
     offset *= bottom.view(np.uint8)
     offset += right[:n].view(np.uint8)
     at_starts = np.ndarray(out.shape, offset.dtype, offset, 0, tuple(s * offset.itemsize for s in steps))
-    np.add(starts[: len(out)], at_starts, out=winners)
-    if base:
-        winners += base
+    np.add(starts, at_starts, out=winners)
 
 
 class MaxPool2dFn(Function):
