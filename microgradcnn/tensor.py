@@ -111,6 +111,8 @@ class Function:
                 data = cls.forward(ctx, parents[0].data, **attrs)
             elif len(parents) == 2:
                 data = cls.forward(ctx, parents[0].data, parents[1].data, **attrs)
+            elif len(parents) == 3:  # x, weight, bias
+                data = cls.forward(ctx, parents[0].data, parents[1].data, parents[2].data, **attrs)
             else:
                 data = cls.forward(ctx, *[t.data for t in parents], **attrs)
         except ValueError as err:  # NumPy's broadcast/shape errors don't say which op or shapes
