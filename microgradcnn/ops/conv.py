@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from microgradcnn.ops.linalg import add_bias
+from microgradcnn.ops.linalg import add_bias, bias_fits_in_place
 from microgradcnn.tensor import Array, Context, Function, Tensor
 
 IntPair = int | tuple[int, int]
@@ -133,8 +133,7 @@ def _weights_times_columns(w2: Array, cols: Array, bias: Array | None) -> Array:
         out = np.dot(w2, cols)
         return out if bias is None else add_bias(out, bias[:, None])
     out = np.empty((oc, cols.shape[1]), dtype=np.result_type(w2, cols))
-    # add_bias's rule: in place unless the bias would promote the output (a float64 bias on float32)
-    in_place_bias = bias is not None and (bias.dtype == out.dtype or out.dtype == np.float64)
+    in_place_bias = bias is not None and bias_fits_in_place(out, bias)
     for first in range(0, cols.shape[1], step):
         block = out[:, first : first + step]
         np.matmul(w2, cols[:, first : first + step], out=block)

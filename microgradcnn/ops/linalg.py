@@ -60,10 +60,15 @@ def matmul(a: Any, b: Any) -> Tensor:
     return MatmulFn.apply(a, b)
 
 
+def bias_fits_in_place(out: Array, bias: Array) -> bool:
+    """Whether ``out += bias`` keeps the dtype ``out + bias`` would have (a float64 out absorbs any bias)."""
+    # np.result_type would say the same, at ~1 us a call
+    return bias.dtype == out.dtype or out.dtype == np.float64
+
+
 def add_bias(out: Array, bias: Array) -> Array:
     """``out + bias`` (bias already shaped to broadcast), in place when that keeps the promoted dtype."""
-    # np.result_type would say the same, at ~1 us a call: a float64 out absorbs any float bias
-    if bias.dtype == out.dtype or out.dtype == np.float64:
+    if bias_fits_in_place(out, bias):
         return np.add(out, bias, out=out)  # out is a fresh array the op owns: no extra allocation
     return out + bias
 

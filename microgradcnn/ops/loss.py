@@ -169,18 +169,20 @@ def _class_indices(target: Any, n: int, c: int) -> Array:
         if frac.any():
             i = int(np.argmax(frac))
             raise ValueError(f"cross_entropy: target[{i}] = {arr[i]} is not a whole class index")
-        bad = (arr < 0) | (arr >= c)  # compared as floats: casting a huge float to an int is undefined
-        index = None
-    else:
-        index = arr.astype(np.intp)
-        # One comparison for both ends: seen as unsigned, a negative index is huge (and a uint64 beyond
-        # intp's range wraps to a negative index, so it is caught too).
-        bad = index.view(np.uintp) >= c
+        _check_classes(arr, (arr < 0) | (arr >= c), c)  # as floats: a huge float cast to int is undefined
+        return arr.astype(np.intp)
+    index = arr.astype(np.intp)
+    # One comparison for both ends: seen as unsigned, a negative index is huge (and a uint64 beyond intp's
+    # range wraps to a negative index, so it is caught too).
+    _check_classes(arr, index.view(np.uintp) >= c, c)
+    return index
+
+
+def _check_classes(arr: Array, bad: Array, c: int) -> None:
+    """Raise ValueError naming the first target ``arr[i]`` flagged in ``bad`` as out of range."""
     if bad.any():
         i = int(np.argmax(bad))
-        value = arr[i].item()
-        raise ValueError(f"cross_entropy: target[{i}] = {value} is out of range for C = {c} classes")
-    return arr.astype(np.intp) if index is None else index
+        raise ValueError(f"cross_entropy: target[{i}] = {arr[i].item()} is out of range for C = {c} classes")
 
 
 def cross_entropy(

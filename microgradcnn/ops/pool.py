@@ -119,24 +119,20 @@ def _max_pool_2x2(x: Array, track: bool) -> tuple[Array, Array | None, tuple[int
     count, size = a * b, h * w
     flat = planes.reshape(count, size)
     out = np.empty((count, h // 2, w // 2), dtype=x.dtype)
-    winners = np.empty(out.shape, dtype=np.intp) if track else None
+    # winners, and the window starts of all planes: each chunk's winners index the whole buffer
+    every = (np.empty(out.shape, dtype=np.intp), _window_starts(count, h, w)) if track else None
     per = max(1, _CHUNK_BYTES // (size * x.itemsize))
-    starts = _window_starts(count, h, w) if track else None
     for first in range(0, count, per):
-        last = min(first + per, count)
-        chunk = flat[first:last].reshape(-1)
-        if winners is None or starts is None:
-            _pool_planes(chunk, (h, w), out[first:last], None, None)
-        else:  # starts of all planes: the chunk's winners index the whole buffer
-            _pool_planes(chunk, (h, w), out[first:last], winners[first:last], starts[first:last])
+        chunk = slice(first, first + per)
+        tracked = None if every is None else (every[0][chunk], every[1][chunk])
+        _pool_planes(flat[chunk].reshape(-1), (h, w), out[chunk], tracked)
     shape = (a, b, h // 2, w // 2)
-    return out.reshape(shape), None if winners is None else winners.reshape(shape), order
+    return out.reshape(shape), None if every is None else every[0].reshape(shape), order
 
 
-def _pool_planes(
-    f: Array, hw: tuple[int, int], out: Array, winners: Array | None, starts: Array | None
-) -> None:
-    """Fill ``out`` (M, OH, OW) from M consecutive h x w planes flattened into ``f``, and ``winners``.
+def _pool_planes(f: Array, hw: tuple[int, int], out: Array, tracked: tuple[Array, Array] | None) -> None:
+    """Fill ``out`` (M, OH, OW) from M consecutive h x w planes flattened into ``f``; with ``tracked``, a pair
+    (winners, starts) of (M, OH, OW) arrays, also fill ``winners``.
 
     With W the row length: ``pair[k] = max(f[k], f[k+1])`` and ``quad[k] = max(pair[k], pair[k+W])``; the
     output is ``quad`` read at each window's top-left k (the other k are windows the pool does not use).
@@ -149,8 +145,9 @@ def _pool_planes(
     pair = np.maximum(f[:-1], f[1:])
     quad = np.maximum(pair[:-w], pair[w:])
     np.copyto(out, np.ndarray(out.shape, f.dtype, quad, 0, tuple(s * f.itemsize for s in steps)))
-    if winners is None or starts is None:
+    if tracked is None:
         return
+    winners, starts = tracked
     right = f[1:] > f[:-1]  # right[k]: f[k+1] beats f[k]
     bottom = pair[w:] > pair[:-w]  # bottom[k]: the pair one row down beats the pair at k
     n = bottom.size
@@ -163,6 +160,11 @@ def _pool_planes(
     offset += right[:n].view(np.uint8)
     at_starts = np.ndarray(out.shape, offset.dtype, offset, 0, tuple(s * offset.itemsize for s in steps))
     np.add(starts, at_starts, out=winners)
+
+
+def _is_2x2(kernel_size: Pair, stride: Pair, padding: Pair) -> bool:
+    """Whether the pool takes the 2x2 / stride 2 / no padding fast path (``_max_pool_2x2``)."""
+    return kernel_size == stride == (2, 2) and padding == (0, 0)
 
 
 class MaxPool2dFn(Function):
@@ -181,7 +183,7 @@ class MaxPool2dFn(Function):
     @staticmethod
     def forward(ctx: Context, x: Array, *, kernel_size: Pair, stride: Pair, padding: Pair) -> Array:
         track = ctx.parents[0].requires_grad and is_grad_enabled()  # which offset won: only backward needs it
-        if kernel_size == stride == (2, 2) and padding == (0, 0):
+        if _is_2x2(kernel_size, stride, padding):
             out, winners, order = _max_pool_2x2(x, track)
             ctx.save_for_backward(x.shape, winners, order)
             return out.transpose(order)  # (N, C, OH, OW), in x's memory order
@@ -194,7 +196,7 @@ class MaxPool2dFn(Function):
 
     @staticmethod
     def backward(ctx: Context, grad: Array) -> tuple[Array]:
-        if len(ctx.saved_tensors) == 3:  # the 2x2 fast path: scatter each grad to its window's winner
+        if _is_2x2(**ctx.attrs):  # the fast path: scatter each grad to its window's winner
             x_shape, winners, order = ctx.saved_tensors
             planes = np.zeros(x_shape[0] * x_shape[1] * x_shape[2] * x_shape[3], dtype=grad.dtype)
             # both operands in the same (contiguous) order: NumPy's scatter is then ~1.3-2x faster

@@ -121,9 +121,6 @@ def flatten(x: Tensor, start_axis: int = 0) -> Tensor:
     shape = x.data.shape  # a plain tuple: this runs on every forward of a CNN
     if not shape:
         return reshape(x, (1,))
-    if type(start_axis) is not int or not -len(shape) <= start_axis < len(shape):
-        if isinstance(start_axis, int | np.integer) and -len(shape) <= start_axis < len(shape):
-            start_axis = int(start_axis)
-        else:
-            raise ValueError(f"flatten: start_axis {start_axis} is out of range for shape {shape}")
-    return ReshapeFn.apply(x, shape=(*shape[: start_axis % len(shape)], -1))
+    if not isinstance(start_axis, int | np.integer) or not -len(shape) <= start_axis < len(shape):
+        raise ValueError(f"flatten: start_axis {start_axis} is out of range for shape {shape}")
+    return ReshapeFn.apply(x, shape=(*shape[: int(start_axis) % len(shape)], -1))
