@@ -96,6 +96,37 @@ def calibrate(step: Step, min_time: float, warmup: float) -> dict[str, float]:
     return {"step_s": per_step, "steps": max(1, int(min_time / per_step * 1.05) + 1)}
 
 
+def time_paired(a: Step, b: Step, steps_a: int, steps_b: int, rounds: int) -> dict[str, list[float]]:
+    """Seconds per call of ``a`` and of ``b``, timed in ``rounds`` adjacent blocks: a b, b a, a b, ...
+
+    Two steps timed in short alternating blocks run under the same phase of a shared machine, so the
+    per-round difference cancels the drift that separate repeats of a second each see; the median of those
+    differences is a far steadier estimate of how much slower one step is than the other than the difference
+    of two medians. Returns ``{"a": [...], "b": [...]}``, one figure per round.
+    """
+    if min(steps_a, steps_b, rounds) < 1:
+        raise ValueError(f"time_paired: steps and rounds must be >= 1, got {steps_a}, {steps_b}, {rounds}")
+    per_a: list[float] = []
+    per_b: list[float] = []
+    for r in range(rounds):
+        if r % 2 == 0:
+            ta, tb = time_steps(a, steps_a), time_steps(b, steps_b)
+        else:
+            tb, ta = time_steps(b, steps_b), time_steps(a, steps_a)
+        per_a.append(ta / steps_a)
+        per_b.append(tb / steps_b)
+    return {"a": per_a, "b": per_b}
+
+
+def summarize_differences(a: Iterable[float], b: Iterable[float]) -> dict[str, Any]:
+    """Median and quartiles of the paired differences ``a[i] - b[i]`` (as ``time_paired`` returns them)."""
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    if not diffs:
+        raise ValueError("summarize_differences: no values")
+    q1, _, q3 = statistics.quantiles(diffs, n=4) if len(diffs) > 1 else (diffs[0],) * 3
+    return {"median": statistics.median(diffs), "q1": q1, "q3": q3, "rounds": len(diffs)}
+
+
 def summarize(values: Iterable[float]) -> dict[str, Any]:
     """Median, min and max of the repeats' figures, with the figures themselves."""
     vals = list(values)
@@ -395,6 +426,11 @@ def handle(
         step = cache.get(request["case"])
         time_steps(step, int(request.get("warmup_steps", 1)))
         return {"seconds": time_steps(step, int(request["steps"]))}
+    if op == "paired":
+        a, b = cache.get(request["case_a"]), cache.get(request["case_b"])
+        time_steps(a, 1)
+        time_steps(b, 1)
+        return time_paired(a, b, int(request["steps_a"]), int(request["steps_b"]), int(request["rounds"]))
     if op == "peak":
         return step_peak_memory(cache.get(request["case"]), bool(request.get("tracemalloc", False)))
     if op == "growth":

@@ -183,6 +183,41 @@ def test_summarize_and_batch_list():
         _timing.batch_list("1,0")
 
 
+def test_time_paired_alternates_blocks_and_reports_seconds_per_call(monkeypatch):
+    calls: list[str] = []
+    clock = {"t": 0.0}
+    monkeypatch.setattr(_timing.time, "perf_counter", lambda: clock["t"])
+
+    def step_of(name, seconds):
+        def step():
+            calls.append(name)
+            clock["t"] += seconds
+
+        return step
+
+    times = _timing.time_paired(step_of("a", 0.003), step_of("b", 0.001), steps_a=2, steps_b=3, rounds=3)
+    a_b, b_a = ["a", "a", "b", "b", "b"], ["b", "b", "b", "a", "a"]
+    assert calls == [*a_b, *b_a, *a_b]
+    assert times["a"] == pytest.approx([0.003] * 3)
+    assert times["b"] == pytest.approx([0.001] * 3)
+    with pytest.raises(ValueError, match="rounds must be >= 1"):
+        _timing.time_paired(step_of("a", 0), step_of("b", 0), 1, 1, 0)
+
+
+def test_summarize_differences_takes_the_median_of_paired_differences_not_of_each_side():
+    # Each round's b is 1 faster than its a, while both drift by far more than that between rounds.
+    a = [10.0, 50.0, 20.0, 90.0, 30.0]
+    b = [9.0, 49.0, 19.0, 89.0, 29.0]
+    diff = _timing.summarize_differences(a, b)
+    assert diff["median"] == pytest.approx(1.0)
+    assert diff["q1"] == pytest.approx(1.0)
+    assert diff["q3"] == pytest.approx(1.0)
+    assert diff["rounds"] == 5
+    assert _timing.summarize_differences([2.0], [0.5])["median"] == 1.5
+    with pytest.raises(ValueError, match="shorter"):
+        _timing.summarize_differences([1.0, 2.0], [1.0])
+
+
 def test_write_json_atomic_replaces_the_file_whole(tmp_path):
     path = tmp_path / "sub" / "out.json"
     _timing.write_json_atomic(path, {"a": 1})
@@ -231,6 +266,12 @@ def test_worker_requests_build_each_case_once_and_time_its_steps():
     assert built == ["ok", "ok"]  # dropped, so built again
     with pytest.raises(ValueError, match="cannot build"):
         _timing.handle(cache, {"op": "time", "case": {**case, "impl": "broken"}, "steps": 1}, {})
+    other = {**case, "impl": "other"}
+    paired = _timing.handle(
+        cache, {"op": "paired", "case_a": case, "case_b": other, "steps_a": 2, "steps_b": 1, "rounds": 3}, {}
+    )
+    assert len(paired["a"]) == len(paired["b"]) == 3
+    assert built == ["ok", "ok", "broken", "other"]  # "ok" was still cached
     with pytest.raises(ValueError, match="unknown request op"):
         _timing.handle(cache, {"op": "nonsense"}, {})
     assert _timing.handle(cache, {"op": "extra"}, {"extra": lambda request: {"echo": request["op"]}}) == {
@@ -296,6 +337,11 @@ def test_bench_train_quick_run_writes_valid_json(tmp_path):
     assert workers["mg"]["env"]["OPENBLAS_NUM_THREADS"] == "1"
     assert report["graph_ops"]["seed"]["ops"] == len(report["graph_ops"]["seed"]["names"]) >= 4
     assert report["memory"]["growth"]["microgradcnn"]["steps"] == 5
+    for row in report["overhead"]:  # the library timed against its kernels in alternating blocks as well
+        assert row["paired_rounds"] == 4
+        low, high = row["overhead_vs_kernels_iqr_us_per_op"]
+        assert low <= high
+        assert "overhead_vs_kernels_unpaired_us_per_op" in row
     verdicts = {t["target"]: t["pass"] for t in report["targets"]}
     assert verdicts["train vs tutorial loops, batch 1"] in (True, False)
     if HAVE_TORCH:
