@@ -26,6 +26,7 @@ sys.path.insert(0, str(BENCH))  # the benchmark scripts import each other as top
 
 import _timing  # noqa: E402
 import bench_train  # noqa: E402
+import count_instructions  # noqa: E402
 import numpy_reference as ref  # noqa: E402
 from tutorial_loops import TutorialCNN  # noqa: E402
 
@@ -216,6 +217,36 @@ def test_summarize_differences_takes_the_median_of_paired_differences_not_of_eac
     assert _timing.summarize_differences([2.0], [0.5])["median"] == 1.5
     with pytest.raises(ValueError, match="shorter"):
         _timing.summarize_differences([1.0, 2.0], [1.0])
+
+
+def test_count_instructions_subtracts_the_warm_up_run_and_divides_by_steps_and_ops(monkeypatch):
+    totals = {("microgradcnn", 0): 1_000, ("microgradcnn", 4): 9_000}
+    totals |= {("kernels", 0): 900, ("kernels", 4): 6_900}
+    monkeypatch.setattr(count_instructions, "count", lambda impl, model, batch, steps: totals[impl, steps])
+    row = count_instructions.measure("seed", 8, 4, n_ops=5)
+    assert row["instructions_per_step"] == {"microgradcnn": 2_000, "kernels": 1_500}
+    assert row["engine_instructions_per_step"] == 500
+    assert row["engine_instructions_per_op"] == 100
+
+
+@pytest.mark.parametrize("impl", ["microgradcnn", "kernels"])
+def test_count_instructions_child_runs_the_step_it_names(impl, monkeypatch):
+    calls = {"n": 0}
+    real = bench_train._mg_train_step if impl == "microgradcnn" else bench_train.replay_step
+
+    def counting(*args):
+        made = real(*args)
+        step = made[0] if isinstance(made, tuple) else made
+
+        def counted():
+            calls["n"] += 1
+            step()
+
+        return (counted, made[1]) if isinstance(made, tuple) else counted
+
+    monkeypatch.setattr(bench_train, "_mg_train_step" if impl == "microgradcnn" else "replay_step", counting)
+    count_instructions.child(impl, "seed", 2, 3)
+    assert calls["n"] == count_instructions.WARMUP_STEPS + 3
 
 
 def test_write_json_atomic_replaces_the_file_whole(tmp_path):
