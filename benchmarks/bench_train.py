@@ -440,7 +440,7 @@ def _time_library_against_kernels(
     both = ("microgradcnn", "kernels")
     if args.paired_rounds < 1 or any(impl not in steps or impl in results for impl in both):
         return None
-    blocks = {impl: max(1, round(steps[impl] * PAIRED_BLOCK_S / args.min_time)) for impl in steps}
+    blocks = {impl: max(1, round(steps[impl] * PAIRED_BLOCK_S / args.min_time)) for impl in both}
     try:
         times = workers["mg"].call(
             op="paired",
