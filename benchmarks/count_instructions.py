@@ -40,11 +40,7 @@ def child(impl: str, model: str, batch: int, steps: int) -> None:
     """Build ``impl``'s training step (bench_train's), warm it up, then run ``steps`` more steps."""
     import bench_train
 
-    net, opt, x, y = bench_train._mg_setup(model, batch)
-    if impl == "microgradcnn":
-        step = bench_train._mg_train_step(net, opt, x, y)
-    else:
-        step = bench_train.replay_step(net, x, y, bench_train.LEARNING_RATE)[0]
+    step = bench_train.mg_build_step({"impl": impl, "model": model, "mode": "train", "batch": batch})
     for _ in range(WARMUP_STEPS + steps):
         step()
 
