@@ -127,6 +127,18 @@ def test_cross_entropy_accepts_class_indices_in_any_whole_form(target):
     np.testing.assert_allclose(F.cross_entropy(logits, target).data, want, rtol=1e-12)
 
 
+def test_cross_entropy_keeps_its_own_copy_of_the_target():
+    # backward reads the targets again: changing the caller's array in between must not change the gradient
+    logits = np.random.default_rng(3).standard_normal((3, 4))
+    target = np.array([2, 0, 1], dtype=np.intp)
+    t = mg.Tensor(logits, requires_grad=True)
+    loss = F.cross_entropy(t, target)
+    target[:] = 3
+    loss.backward()
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(t.grad, (p - np.eye(4)[[2, 0, 1]]) / 3, rtol=1e-12)
+
+
 @pytest.mark.parametrize(
     ("target", "error", "match"),
     [
@@ -134,6 +146,8 @@ def test_cross_entropy_accepts_class_indices_in_any_whole_form(target):
         ([0, -1, 1], ValueError, r"target\[1\] = -1 is out of range"),
         (np.array([0, -128, 1], dtype=np.int8), ValueError, r"target\[1\] = -128 is out of range"),
         (np.array([0, 1, 2**64 - 1], dtype=np.uint64), ValueError, r"target\[2\] = 18446744073709551615 "),
+        (np.array([0, 2**63, 1], dtype=np.uint64), ValueError, r"target\[1\] = 9223372036854775808 "),
+        (np.array([0, 1, 2**62], dtype=np.intp), ValueError, r"target\[2\] = 4611686018427387904 "),
         (np.array([0.0, 1e20, 1.0]), ValueError, r"target\[1\] = 1e\+20 is out of range"),
         (np.array([0.0, 0.5, 1.0]), ValueError, r"target\[1\] = 0.5 is not a whole class index"),
         (mg.Tensor([0.0, 1.0, 2.5]), ValueError, r"target\[2\] = 2.5"),
