@@ -290,12 +290,18 @@ class Tensor:
                 raise RuntimeError(
                     f"backward: grad can be implicit only for a one-element tensor, shape is {self.shape}"
                 )
-            seed = np.ones_like(self.data)
+            # np.empty + fill are C calls; np.ones_like runs four Python functions, each a few us when the
+            # interpreter's caches are cold after a large forward kernel (docs/benchmarks.md, graph overhead).
+            seed = np.empty(self.data.shape, self.data.dtype)
+            seed.fill(1)
         else:
             seed = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
             if seed.shape != self.shape:
                 raise ValueError(f"backward: grad of shape {seed.shape} for a tensor of shape {self.shape}")
         grads: dict[Tensor, Array] = {self: seed}
+        # One loop with each op's step written inline rather than in a helper: at large batches every op's
+        # backward kernel evicts the interpreter's caches, and each distinct Python function run after it
+        # costs ~4 us cold (docs/benchmarks.md, graph overhead).
         for node in reversed(toposort(self)):
             g = grads.pop(node, None)
             if g is None:  # every path to it returned None
@@ -307,8 +313,35 @@ class Tensor:
                     node.grad = node.grad + g
                 else:
                     node.grad = g.copy() if g.dtype == node.data.dtype else g.astype(node.data.dtype)
-            if ctx is not None:
-                _backward_one(ctx, g, grads, retain_graph)
+            if ctx is None:
+                continue
+            fn, parents = ctx.fn, ctx.parents
+            if ctx.released:
+                raise RuntimeError(
+                    f"backward: trying to go through the graph a second time (op {fn.name!r}); its saved "
+                    "arrays were freed after the first backward. Pass retain_graph=True to the first "
+                    "backward call."
+                )
+            in_grads = fn.backward(ctx, g)
+            if not isinstance(in_grads, tuple):
+                in_grads = (in_grads,)
+            if len(in_grads) != len(parents):
+                msg = f"{fn.name}.backward returned {len(in_grads)} gradients for {len(parents)} inputs"
+                raise RuntimeError(msg)
+            for i, parent in enumerate(parents):
+                pg = in_grads[i]
+                if pg is None or not parent.requires_grad:
+                    continue
+                data = parent.data
+                if pg.shape != data.shape or pg.dtype != data.dtype:
+                    pg = _fit_gradient(pg, parent, fn.name, i)
+                if _ANOMALY:
+                    _check_finite(pg, f"{fn.name} backward (gradient of input {i})", parents)
+                prev = grads.get(parent)
+                grads[parent] = pg if prev is None else prev + pg
+            if not retain_graph:
+                ctx.saved_tensors = ()
+                ctx.released = True
 
     # ---- operators --------------------------------------------------------------------------------------
     def __add__(self, other: Any) -> Tensor:
@@ -425,40 +458,22 @@ class Tensor:
         return ops.flatten(self, start_axis)
 
 
-def _backward_one(ctx: Context, grad: Array, grads: dict[Tensor, Array], retain_graph: bool) -> None:
-    """Run one op's backward and add its input gradients into ``grads``."""
-    fn = ctx.fn
-    if ctx.released:
-        raise RuntimeError(
-            f"backward: trying to go through the graph a second time (op {fn.name!r}); its saved arrays were "
-            "freed after the first backward. Pass retain_graph=True to the first backward call."
-        )
-    in_grads = fn.backward(ctx, grad)
-    if not isinstance(in_grads, tuple):
-        in_grads = (in_grads,)
-    if len(in_grads) != len(ctx.parents):
-        msg = f"{fn.name}.backward returned {len(in_grads)} gradients for {len(ctx.parents)} inputs"
-        raise RuntimeError(msg)
-    for i, parent in enumerate(ctx.parents):
-        g = in_grads[i]
-        if g is None or not parent.requires_grad:
-            continue
-        if g.shape != parent.data.shape:
-            try:
-                g = unbroadcast(g, parent.data.shape)
-            except ValueError:
-                raise RuntimeError(
-                    f"{fn.name}.backward: gradient {g.shape} for input {i} of shape {parent.shape}"
-                ) from None
-        if g.dtype != parent.data.dtype:  # e.g. a float32 weight used in a float64 expression
-            g = g.astype(parent.data.dtype)
-        if _ANOMALY:
-            _check_finite(g, f"{fn.name} backward (gradient of input {i})", ctx.parents)
-        prev = grads.get(parent)
-        grads[parent] = g if prev is None else prev + g
-    if not retain_graph:
-        ctx.saved_tensors = ()
-        ctx.released = True
+def _fit_gradient(g: Array, parent: Tensor, op: str, i: int) -> Array:
+    """``g``, the gradient an op's backward gave for input ``i``, reduced to ``parent``'s shape and cast to
+    its dtype (a broadcast input's gradient is summed; a float32 weight in a float64 expression gets float32).
+
+    Raises:
+        RuntimeError: naming the op, when ``g``'s shape does not broadcast to the input's.
+    """
+    if g.shape != parent.data.shape:
+        try:
+            g = unbroadcast(g, parent.data.shape)
+        except ValueError:
+            msg = f"{op}.backward: gradient {g.shape} for input {i} of shape {parent.shape}"
+            raise RuntimeError(msg) from None
+    if g.dtype != parent.data.dtype:
+        g = g.astype(parent.data.dtype)
+    return g
 
 
 def _as_float_array(data: Any) -> Array:
