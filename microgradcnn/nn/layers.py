@@ -10,6 +10,7 @@ from typing import Any, overload
 import numpy as np
 
 from microgradcnn import functional as F
+from microgradcnn import ops
 from microgradcnn.nn.module import Module, Parameter
 from microgradcnn.ops.conv import int_pair
 from microgradcnn.tensor import Tensor
@@ -203,8 +204,8 @@ class Flatten(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Shapes: (N, C, H, W) -> (N, C * H * W) with the defaults."""
-        if self.end_dim == -1:
-            return F.flatten(x, self.start_dim)
+        if self.end_dim == -1:  # ops.flatten itself: F.flatten only adds a default start axis
+            return ops.flatten(x, self.start_dim)
         start, end = self.start_dim % x.ndim, self.end_dim % x.ndim
         if not (-x.ndim <= self.start_dim < x.ndim and -x.ndim <= self.end_dim < x.ndim and start <= end):
             raise ValueError(f"Flatten: dims {self.start_dim}..{self.end_dim} do not fit shape {x.shape}")

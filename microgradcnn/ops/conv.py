@@ -223,10 +223,6 @@ class Conv2dFn(Function):
         return dx, dw, np.matmul(g2, _ones(g2.shape[2], g2.dtype)).reshape(oc)
 
 
-def _tensor(v: Any) -> Tensor:
-    return v if isinstance(v, Tensor) else Tensor(v)
-
-
 def conv2d(
     x: Any,
     weight: Any,
@@ -253,7 +249,8 @@ def conv2d(
     array([[10., 18.],
            [42., 50.]])
     """
-    x, weight = _tensor(x), _tensor(weight)
+    x = x if isinstance(x, Tensor) else Tensor(x)
+    weight = weight if isinstance(weight, Tensor) else Tensor(weight)
     # Plain tuples and ints from here on: this runs on every conv call, and each Tensor property or
     # generator costs about a microsecond at batch 1 (docs/benchmarks.md, graph overhead).
     xs, ws = x.data.shape, weight.data.shape
@@ -284,7 +281,7 @@ def conv2d(
         )
     if bias is None:
         return Conv2dFn.apply(x, weight, stride=s, padding=p, dilation=d, groups=groups)
-    bias = _tensor(bias)
+    bias = bias if isinstance(bias, Tensor) else Tensor(bias)
     if bias.data.shape != (oc,):
         raise ValueError(f"conv2d: bias {bias.data.shape} must be (OC,) = ({oc},) for weight {ws}")
     return Conv2dFn.apply(x, weight, bias, stride=s, padding=p, dilation=d, groups=groups)

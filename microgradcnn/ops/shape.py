@@ -121,6 +121,9 @@ def flatten(x: Tensor, start_axis: int = 0) -> Tensor:
     shape = x.data.shape  # a plain tuple: this runs on every forward of a CNN
     if not shape:
         return reshape(x, (1,))
-    if not isinstance(start_axis, int | np.integer) or not -len(shape) <= start_axis < len(shape):
+    ndim = len(shape)
+    # type() first: ``int | np.integer`` builds a union object on every call
+    integer = type(start_axis) is int or isinstance(start_axis, int | np.integer)
+    if not integer or not -ndim <= start_axis < ndim:
         raise ValueError(f"flatten: start_axis {start_axis} is out of range for shape {shape}")
-    return ReshapeFn.apply(x, shape=(*shape[: int(start_axis) % len(shape)], -1))
+    return ReshapeFn.apply(x, shape=(*shape[: int(start_axis) % ndim], -1))
