@@ -114,6 +114,9 @@ class CrossEntropyFn(Function):
         ctx: Context, logits: Array, *, target: Array, reduction: str, label_smoothing: float
     ) -> Array:
         n, c = logits.shape
+        # Checked here, in the op, as PyTorch's nll_loss checks its targets in its kernel: the wrapper has
+        # made ``target`` an (N,) integer array, and this is its only full pass before the gather.
+        target = _checked_classes(target, c)
         one = logits.dtype.type
         shifted = logits - logits.max(axis=1, keepdims=True)  # log-sum-exp: every exponent <= 0
         e = np.exp(shifted)
@@ -125,7 +128,7 @@ class CrossEntropyFn(Function):
             eps = one(label_smoothing)
             loss = (one(1) - eps) * loss + (eps / one(c)) * (one(c) * lse - shifted.sum(axis=1))
         e /= total[:, None]
-        ctx.save_for_backward(e)  # the probabilities, for the fused backward
+        ctx.save_for_backward(e, target)  # the probabilities, for the fused backward, and the checked classes
         if reduction == "none":
             return loss
         summed = loss.sum()
@@ -133,8 +136,8 @@ class CrossEntropyFn(Function):
 
     @staticmethod
     def backward(ctx: Context, grad: Array) -> tuple[Array]:
-        (p,) = ctx.saved_tensors
-        target, reduction, eps = ctx.attrs["target"], ctx.attrs["reduction"], ctx.attrs["label_smoothing"]
+        p, target = ctx.saved_tensors
+        reduction, eps = ctx.attrs["reduction"], ctx.attrs["label_smoothing"]
         n, c = p.shape
         one = p.dtype.type
         d = p - one(eps / c) if eps else p.copy()  # softmax - q, built in a fresh array: p may be reused
@@ -146,13 +149,13 @@ class CrossEntropyFn(Function):
         return (d,)
 
 
-def _class_indices(target: Any, n: int, c: int) -> Array:
-    """``target`` as a fresh intp array of N class indices in [0, C).
+def _class_targets(target: Any, n: int, c: int) -> Array:
+    """``target`` as an (N,) integer array of class indices; their range is checked by the op's forward.
 
     Raises:
         TypeError: for a target that is not numeric (or is boolean).
-        ValueError: naming the bad value, for the wrong shape or length, a fractional value, or a class out
-            of range.
+        ValueError: naming the bad value, for the wrong shape or length, a fractional value, or (for float
+            targets, checked before their cast) a class out of range.
     """
     if type(target) is np.ndarray:  # the training loop's case: no conversion to try
         arr = target
@@ -168,30 +171,42 @@ def _class_indices(target: Any, n: int, c: int) -> Array:
         raise ValueError(f"cross_entropy: target must be 1-d (N,) class indices, got shape {arr.shape}")
     if len(arr) != n:
         raise ValueError(f"cross_entropy: target has length {len(arr)}, logits have N = {n} rows")
-    if kind == "f":
-        frac = ~np.isfinite(arr) | (arr != np.round(arr))
-        if frac.any():
-            i = int(np.argmax(frac))
-            raise ValueError(f"cross_entropy: target[{i}] = {arr[i]} is not a whole class index")
-        _check_classes(arr, (arr < 0) | (arr >= c), c)  # as floats: a huge float cast to int is undefined
-        return arr.astype(np.intp)
+    if kind != "f":
+        return arr
+    frac = ~np.isfinite(arr) | (arr != np.round(arr))
+    if frac.any():
+        i = int(np.argmax(frac))
+        raise ValueError(f"cross_entropy: target[{i}] = {arr[i]} is not a whole class index")
+    # as floats: a huge float cast to int is undefined
+    _check_classes(arr, (arr < 0) | (arr >= c), c, prefix="cross_entropy: ")
+    return arr.astype(np.intp)
+
+
+def _checked_classes(target: Array, c: int) -> Array:
+    """The integer array ``target`` as a new intp array, checked to lie in [0, C).
+
+    Raises:
+        ValueError: naming the first class index out of range.
+    """
     try:
-        # One small C call casts to a new intp array and checks 0 <= index < C. It runs on every training
-        # step, and between the step's large kernels a comparison plus a reduction cost ~40 us of cold
-        # caches at batch 256 (docs/benchmarks.md, graph overhead).
-        return np.ravel_multi_index((arr,), (c,))
+        # One small C call casts and checks both ends. Between the step's large kernels a comparison plus a
+        # reduction cost ~40 us of cold caches at batch 256 (docs/benchmarks.md, graph overhead).
+        return np.ravel_multi_index((target,), (c,))
     except ValueError:
         # Seen as unsigned, a negative index is huge (and a uint64 beyond intp's range wraps to a negative
         # index, so it is caught too).
-        _check_classes(arr, arr.astype(np.intp).view(np.uintp) >= c, c)
+        _check_classes(target, target.astype(np.intp).view(np.uintp) >= c, c)
         raise
 
 
-def _check_classes(arr: Array, bad: Array, c: int) -> None:
-    """Raise ValueError naming the first target ``arr[i]`` flagged in ``bad`` as out of range."""
+def _check_classes(arr: Array, bad: Array, c: int, prefix: str = "") -> None:
+    """Raise ValueError naming the first target ``arr[i]`` flagged in ``bad`` as out of range.
+
+    ``prefix`` names the op; inside its forward none is needed, as ``Function.apply`` adds it.
+    """
     if bad.any():
         i = int(np.argmax(bad))
-        raise ValueError(f"cross_entropy: target[{i}] = {arr[i].item()} is out of range for C = {c} classes")
+        raise ValueError(f"{prefix}target[{i}] = {arr[i].item()} is out of range for C = {c} classes")
 
 
 def cross_entropy(
@@ -223,5 +238,5 @@ def cross_entropy(
     if not real or not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing!r}")
     n, c = shape
-    target, eps = _class_indices(target, n, c), float(label_smoothing)
+    target, eps = _class_targets(target, n, c), float(label_smoothing)
     return CrossEntropyFn.apply(logits, target=target, reduction=reduction, label_smoothing=eps)
