@@ -20,6 +20,7 @@ import microgradcnn as mg
 from microgradcnn import functional as F
 from microgradcnn.models import seed_cnn
 from microgradcnn.optim import SGD
+from microgradcnn.tensor import REGISTRY
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))  # the benchmark scripts import each other as top-level modules
@@ -27,6 +28,7 @@ sys.path.insert(0, str(BENCH))  # the benchmark scripts import each other as top
 import _timing  # noqa: E402
 import bench_train  # noqa: E402
 import count_instructions  # noqa: E402
+import engine_gaps  # noqa: E402
 import numpy_reference as ref  # noqa: E402
 from tutorial_loops import TutorialCNN  # noqa: E402
 
@@ -247,6 +249,59 @@ def test_count_instructions_child_runs_the_step_it_names(impl, monkeypatch):
     monkeypatch.setattr(bench_train, "_mg_train_step" if impl == "microgradcnn" else "replay_step", counting)
     count_instructions.child(impl, "seed", 2, 3)
     assert calls["n"] == count_instructions.WARMUP_STEPS + 3
+
+
+def test_engine_gaps_splits_a_step_at_its_kernels():
+    marks = [("mul.forward", 1.0, 3.0), ("sum.forward", 3.5, 4.0), ("sum.backward", 6.0, 7.0),
+             ("mul.backward", 7.0, 9.0), ("mul.backward", 9.25, 9.5)]
+    gaps, kernels = engine_gaps.split_gaps(marks, start=0.0, end=10.0)
+    assert gaps == {
+        "start->mul.forward": 1.0,
+        "mul.forward->sum.forward": 0.5,
+        "sum.forward->sum.backward": 2.0,
+        "sum.backward->mul.backward": 0.0,
+        "mul.backward->mul.backward": 0.25,
+        "mul.backward->end": 0.5,
+    }
+    assert kernels == {"mul.forward": 2.0, "sum.forward": 0.5, "sum.backward": 1.0, "mul.backward": 2.25}
+    assert sum(gaps.values()) + sum(kernels.values()) == 10.0  # the whole step, every second once
+
+
+def test_engine_gaps_times_every_kernel_and_puts_the_ops_back():
+    before = {fn: (fn.__dict__["forward"], fn.__dict__["backward"]) for fn in REGISTRY.values()}
+    marks: list = []
+    with engine_gaps.kernel_timers(marks):
+        x = mg.Tensor(np.array([1.0, 2.0]), requires_grad=True)
+        (x * x).sum().backward()
+    assert [name for name, _, _ in marks] == ["mul.forward", "sum.forward", "sum.backward", "mul.backward"]
+    assert all(start <= end for _, start, end in marks)
+    np.testing.assert_array_equal(x.grad, [2.0, 4.0])  # the timed kernels computed the same thing
+    assert {fn: (fn.__dict__["forward"], fn.__dict__["backward"]) for fn in REGISTRY.values()} == before
+
+
+def test_engine_gaps_charges_engine_time_to_the_gap_it_falls_in(monkeypatch):
+    # 3 ms of extra Python in the max-pool module, before its kernel: the library's conv -> pool gap, only.
+    real = mg.nn.MaxPool2d.forward
+
+    def slow(self, x):
+        import time
+
+        time.sleep(0.003)
+        return real(self, x)
+
+    monkeypatch.setattr(mg.nn.MaxPool2d, "forward", slow)
+    row = engine_gaps.measure("seed", batch=2, rounds=3)
+    gaps = row["gaps_us"]
+    order = list(gaps)
+    assert order[0] == "start->conv2d.forward"
+    assert order[-1] == "conv2d.backward->end"
+    assert len(gaps) == 2 * row["graph_ops"] + 1
+    slowed = gaps["conv2d.forward->max_pool2d.forward"]
+    assert slowed["microgradcnn"] >= 3000 > slowed["kernels"]
+    assert row["engine_us_per_step"] >= 3000
+    assert row["engine_us_per_op"] == row["engine_us_per_step"] / row["graph_ops"]
+    others = [v["microgradcnn"] for k, v in gaps.items() if k != "conv2d.forward->max_pool2d.forward"]
+    assert max(others) < 3000
 
 
 def test_write_json_atomic_replaces_the_file_whole(tmp_path):
