@@ -15,9 +15,9 @@ kernels' own run-to-run jitter (~100 us a step) swamps an engine of ~100 us, so 
 us per op only after hundreds of paired rounds. The gaps leave the kernels out: their difference is the
 engine's time alone, steady to ~1 us per op within a run (from run to run the machine's load moves it by a
 few us per op at batch 256, as it moves how cold the caches are), and it shows *which* gap pays. The timers
-add one wrapper call per kernel to both steps alike. At large batches each kernel evicts the interpreter's caches, so each
-Python function run in the gap after it costs several us (docs/benchmarks.md, "the engine between cold
-kernels").
+add one wrapper call per kernel to both steps alike. At large batches each kernel evicts the interpreter's
+caches, so each Python function run in the gap after it costs several us (docs/benchmarks.md, "the engine
+between cold kernels").
 """
 
 from __future__ import annotations
