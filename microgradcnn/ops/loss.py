@@ -189,8 +189,8 @@ def _checked_classes(target: Array, c: int) -> Array:
         ValueError: naming the first class index out of range.
     """
     try:
-        # One small C call casts and checks both ends. Between the step's large kernels a comparison plus a
-        # reduction cost ~40 us of cold caches at batch 256 (docs/benchmarks.md, graph overhead).
+        # One small C call casts and checks both ends. Between the step's large kernels, where NumPy's code is
+        # cold, the astype + comparison + any() it replaced cost ~25 us at batch 256 (docs/benchmarks.md).
         return np.ravel_multi_index((target,), (c,))
     except ValueError:
         # Seen as unsigned, a negative index is huge (and a uint64 beyond intp's range wraps to a negative
