@@ -23,6 +23,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 import microgradcnn as mg
+from microgradcnn._files import write_bytes_atomic
 from microgradcnn.tensor import Array, Context, Tensor
 from microgradcnn.testing import GradcheckError, check_op, gradcheck, register_cases
 from microgradcnn.testing.strategies import floats, shapes, tensors
@@ -82,21 +83,12 @@ def draw(out_dir: pathlib.Path) -> list[pathlib.Path]:
     loss = swish(x @ w).sum()
     loss.backward()
     graph = draw_graph(loss, params={"x": x, "w": w}, show_grad=True)
-    written = [_write_atomic(out_dir / "swish.dot", graph.source.encode())]
+    written = [write_bytes_atomic(out_dir / "swish.dot", graph.source.encode())]
     try:
-        written.append(_write_atomic(out_dir / "swish.svg", graph.pipe(format="svg")))
+        written.append(write_bytes_atomic(out_dir / "swish.svg", graph.pipe(format="svg")))
     except GraphvizNotFoundError:
         print("Graphviz's `dot` is not installed: wrote the DOT text only (apt-get install graphviz)")
     return written
-
-
-def _write_atomic(path: pathlib.Path, data: bytes) -> pathlib.Path:
-    """Write to a temporary file beside ``path``, then rename: a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-    return path
 
 
 def main() -> None:

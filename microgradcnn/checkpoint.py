@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
+from microgradcnn._files import write_atomic
 from microgradcnn.nn.module import Module
 from microgradcnn.optim import Optimizer
 
@@ -69,36 +69,6 @@ class Checkpoint:
     history: list[dict[str, Any]] = field(default_factory=list)
     rng_state: dict[str, Any] | None = None
     path: Path | None = None
-
-
-def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
-    """Create or replace the file at exactly ``path`` atomically: ``write(f)`` fills a temporary file in the
-    same directory, which is then renamed over ``path``. Readers see the old file or the new one, never a
-    partial one, even if ``write`` raises or the process is interrupted (the temp file is removed).
-
-    Missing parent directories are created. Returns ``path`` as a ``Path``.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Dot-prefixed temp name in the same directory: os.replace is then a rename on one filesystem.
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private (0600); give it a new file's mode
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:  # KeyboardInterrupt included: never leave a temp file behind
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
-
-
-def _umask() -> int:
-    mask = os.umask(0)  # reading the umask means setting it; put it straight back
-    os.umask(mask)
-    return mask
 
 
 def save_checkpoint(

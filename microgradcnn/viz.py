@@ -13,7 +13,6 @@ import math
 import numbers
 import os
 import pathlib
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
@@ -22,6 +21,7 @@ import graphviz
 import numpy as np
 
 from microgradcnn import functional as F
+from microgradcnn._files import write_bytes_atomic
 from microgradcnn.tensor import Tensor
 
 __all__ = ["FORMATS", "ComputationGraph", "GraphvizNotFoundError", "draw_graph", "write_model_graph"]
@@ -648,7 +648,7 @@ def write_model_graph(
         for p, g in zip(params, saved, strict=True):
             p.grad = g
     path = pathlib.Path(out)
-    _write_bytes_atomic(path, picture)
+    write_bytes_atomic(path, picture)
     return path
 
 
@@ -667,19 +667,3 @@ def _input_shape(model: Any) -> tuple[int, ...]:
         f"write_model_graph: cannot infer the input shape of {type(model).__name__}; "
         "pass input_shape=(C, H, W)"
     )
-
-
-def _write_bytes_atomic(path: pathlib.Path, data: bytes) -> None:
-    """Write to a temp file beside ``path`` then ``os.replace``: readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)  # mkstemp makes the file 0600; give it the mode a plain open() would
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
