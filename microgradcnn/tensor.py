@@ -94,6 +94,19 @@ class Function:
         raise NotImplementedError
 
     @classmethod
+    def call(cls, *inputs: Any, **attrs: Any) -> Any:
+        """The op on Tensors, recorded as ``apply`` records it; on arrays alone, its forward kernel only.
+
+        This is how a backward rule uses other ops and stays one rule for both orders: in an ordinary
+        backward its operands are arrays and only the kernel runs; when a backward is itself being recorded
+        (``create_graph``) they are Tensors and the op is recorded, so it can be differentiated again.
+        """
+        for t in inputs:
+            if isinstance(t, Tensor):
+                return cls.apply(*inputs, **attrs)
+        return cls.forward(_KERNEL_ONLY, *inputs, **attrs)
+
+    @classmethod
     def apply(cls, *inputs: Any, **attrs: Any) -> Tensor:
         """Run ``forward`` on the inputs' arrays and record the graph edge if any input needs grad.
 
@@ -133,6 +146,20 @@ class Function:
                     out._ctx = ctx
                     break
         return out
+
+
+class _KernelOnly:
+    """The context a forward gets when it runs as a bare kernel (``Function.call`` on arrays): it keeps
+    nothing, since no backward will follow."""
+
+    __slots__ = ()
+    needs_input_grad: tuple[bool, ...] = ()
+
+    def save_for_backward(self, *arrays: Any) -> None:
+        pass
+
+
+_KERNEL_ONLY: Any = _KernelOnly()
 
 
 def _check_finite(array: Array, where: str, parents: Sequence[Tensor]) -> None:

@@ -384,3 +384,18 @@ def test_repeated_training_like_iterations_do_not_grow_memory():
     after, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert after - base < 64 * 1024, f"memory grew by {after - base} bytes over 1,000 iterations"
+
+
+def test_call_runs_the_kernel_on_arrays_and_records_on_tensors():
+    from microgradcnn.ops.elementwise import MulFn
+
+    a, b = np.array([1.0, 2.0]), np.array([3.0, 4.0])
+    out = MulFn.call(a, b)
+    assert isinstance(out, np.ndarray)
+    np.testing.assert_array_equal(out, [3.0, 8.0])
+    t = mg.Tensor(a, requires_grad=True)
+    rec = MulFn.call(t, b)
+    assert isinstance(rec, mg.Tensor)
+    assert rec.op == "mul"
+    rec.sum().backward()
+    np.testing.assert_array_equal(t.grad, b)
