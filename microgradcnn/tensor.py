@@ -268,6 +268,19 @@ class Tensor:
     def __len__(self) -> int:
         return len(self.data)
 
+    def __bool__(self) -> bool:
+        """The truth of a one-element tensor's value (``bool(Tensor([0.0]))`` is False), as in PyTorch.
+
+        Raises:
+            ValueError: for a tensor of several or no elements, whose truth is ambiguous (as in NumPy).
+        """
+        if self.data.size != 1:
+            raise ValueError(
+                f"bool: the truth value of a tensor with {self.data.size} elements is ambiguous (shape "
+                f"{self.shape}); use (t != 0).any() or (t != 0).all()"
+            )
+        return bool(self.data.reshape(()))
+
     def item(self) -> float:
         """The value of a one-element tensor as a Python float."""
         if self.data.size != 1:

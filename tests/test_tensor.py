@@ -399,3 +399,17 @@ def test_call_runs_the_kernel_on_arrays_and_records_on_tensors():
     assert rec.op == "mul"
     rec.sum().backward()
     np.testing.assert_array_equal(t.grad, b)
+
+
+# ---- truth value -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("data", "want"), [([0.0], False), ([2.0], True), (0.0, False), (-1.0, True), ([[np.nan]], True)]
+)
+def test_a_one_element_tensor_is_true_when_nonzero(data, want):
+    assert bool(mg.Tensor(data)) is want
+
+
+@pytest.mark.parametrize(("data", "pattern"), [([1.0, 2.0], r"2 elements.*\(2,\)"), ([], r"0 elements")])
+def test_truth_value_of_several_or_no_elements_is_ambiguous(data, pattern):
+    with pytest.raises(ValueError, match=rf"bool: the truth value of a tensor with {pattern}"):
+        bool(mg.Tensor(data))

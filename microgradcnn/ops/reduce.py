@@ -2,30 +2,50 @@
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Any
 
+import numpy as np
+from numpy.exceptions import AxisError
+
+from microgradcnn._checks import check_int
 from microgradcnn.tensor import Array, Context, Function, Tensor
 
 Axis = int | tuple[int, ...] | None
 
 
-def normalize_axes(axis: Axis, ndim: int, op: str) -> tuple[int, ...]:
-    """``axis`` as a sorted tuple of non-negative axes; None means all.
+def normalize_axes(
+    axis: Any, shape: tuple[int, ...], op: str, *, what: str = "axis", sort: bool = True
+) -> tuple[int, ...]:
+    """``axis`` (None, an int, or a tuple or list of ints) as a tuple of non-negative axes of ``shape``.
+
+    The one axis rule of every op (reductions, transpose, flatten, softmax): NumPy's negative axes, each
+    axis an int by ``check_int`` (bools and floats refused), in range, and named at most once. None means
+    every axis. A 0-d tensor takes axis 0 or -1, as in PyTorch, which name no axis (the result is ``()``).
+    ``sort`` sorts the result (reductions); ``transpose`` keeps the given order.
 
     Raises:
-        ValueError: naming ``op``, for an axis out of range or given twice.
+        TypeError: naming ``op`` and the value, for an axis that is not an int.
+        numpy.exceptions.AxisError: (a ValueError and an IndexError, as in NumPy) naming ``op``, the axis
+            and the shape, for an axis out of range.
+        ValueError: naming ``op``, for an axis given twice.
     """
+    ndim = len(shape)
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int | np.integer) else tuple(axis)
+    if type(axis) is int and -ndim <= axis < ndim:  # the common case first: these run on every op call
+        return (axis + ndim if axis < 0 else axis,)
+    axes = axis if isinstance(axis, tuple | list) else (axis,)
     out = []
     for a in axes:
-        if not -ndim <= a < ndim and not (ndim == 0 and a in (0, -1)):
-            raise ValueError(f"{op}: axis {a} is out of range for a tensor with {ndim} dims")
-        out.append(int(a) % (ndim or 1))
-    if len(set(out)) != len(out):
-        raise ValueError(f"{op}: repeated axis in {axis}")
-    return tuple(sorted(out)) if ndim else ()
+        a = check_int(a, what, op)
+        if not -ndim <= a < ndim:
+            if ndim == 0 and a in (0, -1):
+                continue
+            raise AxisError(f"{op}: {what} {a} is out of range for a tensor of shape {shape}")
+        out.append(a + ndim if a < 0 else a)
+    if len(set(out)) != len(out) or (ndim == 0 and len(axes) > 1):
+        raise ValueError(f"{op}: repeated axis in {axis} (tensor shape {shape})")
+    return tuple(sorted(out)) if sort else tuple(out)
 
 
 def _spread(grad: Array, shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> Array:
@@ -59,7 +79,7 @@ def sum(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
 
     Shapes: the input less the reduced axes (kept as size 1 with ``keepdims``).
     """
-    return SumFn.apply(x, axis=normalize_axes(axis, x.ndim, "sum"), keepdims=bool(keepdims))
+    return SumFn.apply(x, axis=normalize_axes(axis, x.data.shape, "sum"), keepdims=bool(keepdims))
 
 
 class MeanFn(Function):
@@ -82,7 +102,7 @@ class MeanFn(Function):
 
 def mean(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
     """Mean over ``axis`` (None: every axis), as ``numpy.mean``."""
-    return MeanFn.apply(x, axis=normalize_axes(axis, x.ndim, "mean"), keepdims=bool(keepdims))
+    return MeanFn.apply(x, axis=normalize_axes(axis, x.data.shape, "mean"), keepdims=bool(keepdims))
 
 
 class MaxFn(Function):
@@ -123,6 +143,6 @@ def max(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
     Raises:
         ValueError: for an empty reduced axis or an axis out of range.
     """
-    return MaxFn.apply(x, axis=normalize_axes(axis, x.ndim, "max"), keepdims=bool(keepdims))
+    return MaxFn.apply(x, axis=normalize_axes(axis, x.data.shape, "max"), keepdims=bool(keepdims))
 
 
