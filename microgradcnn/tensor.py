@@ -455,7 +455,8 @@ class Tensor:
         return ops.mean(self, axis=axis, keepdims=keepdims)
 
     def max(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
-        """Maximum over ``axis``; the gradient goes to the first maximum of each slice in row-major order."""
+        """Maximum over ``axis`` (None: all). At ties the gradient is split evenly for ``axis=None``, and goes
+        to each slice's first maximum (row-major) for an explicit axis: ``torch.max(x)``, ``max(x, dim)``."""
         return ops.max(self, axis=axis, keepdims=keepdims)
 
     def exp(self) -> Tensor:

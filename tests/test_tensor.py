@@ -235,10 +235,10 @@ def test_indexing_with_repeated_indices_adds_gradients():
     np.testing.assert_array_equal(x.grad, [3, 0, 1])
 
 
-def test_max_routes_to_first_maximum_in_row_major_order():
+def test_max_splits_full_ties_evenly_and_routes_an_axis_to_first_maximum():
     x = mg.Tensor(np.array([[1.0, 5.0, 5.0], [5.0, 0.0, 5.0]]), requires_grad=True)
     x.max().backward()
-    np.testing.assert_array_equal(x.grad, [[0, 1, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(x.grad, [[0, 0.25, 0.25], [0.25, 0, 0.25]])
     x.grad = None
     x.max(axis=0).sum().backward()
     np.testing.assert_array_equal(x.grad, [[0, 1, 1], [1, 0, 0]])

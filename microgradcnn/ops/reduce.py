@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -106,21 +107,28 @@ def mean(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
 
 
 class MaxFn(Function):
-    """Maximum over axes. Backward: each slice's whole grad to its first maximum in row-major order.
+    """Maximum over axes. Backward, for ``axis=None`` (every axis): the grad split evenly between all the
+    tied maxima (``torch.max(x)``); for an explicit axis (or tuple of them, even all): each slice's whole
+    grad to its first maximum in row-major order (``torch.max(x, dim)``, and max-pooling).
 
-    One position per slice, as ``torch.max(x, dim)`` and max-pooling do (``torch.amax`` splits ties).
+    Derivation and the reason for the two rules: docs/ops.md#max.
     """
 
     name = "max"
 
     @staticmethod
-    def forward(ctx: Context, x: Array, axis: tuple[int, ...], keepdims: bool) -> Array:
+    def forward(ctx: Context, x: Array, axis: tuple[int, ...] | None, keepdims: bool) -> Array:
+        if axis is None:
+            # An array, never a NumPy scalar: the saved output must be the very array the op returns.
+            out = np.asarray(x.max(keepdims=keepdims))
+            ctx.save_for_backward(x, out)
+            return out
         kept = [a for a in range(x.ndim) if a not in axis]
         # Reduced axes last, in their original order, then flattened: argmax's first hit is then the first
         # maximum in row-major order over the reduced axes.
-        moved = np.transpose(x, (*kept, *axis)).reshape((*(x.shape[a] for a in kept), -1))
-        if moved.shape[-1] == 0:
-            raise ValueError(f"max: cannot reduce an empty axis of shape {x.shape}")
+        # (An explicit size, not -1, which NumPy cannot infer when a kept axis is empty.)
+        reduced = math.prod(x.shape[a] for a in axis)
+        moved = np.transpose(x, (*kept, *axis)).reshape((*(x.shape[a] for a in kept), reduced))
         idx = np.argmax(moved, axis=-1)[..., None]
         ctx.save_for_backward(x.shape, moved.shape, idx, kept)
         out = np.take_along_axis(moved, idx, axis=-1)[..., 0]
@@ -128,6 +136,13 @@ class MaxFn(Function):
 
     @staticmethod
     def backward(ctx: Context, grad: Array) -> tuple[Array]:
+        if ctx.attrs["axis"] is None:
+            x, out = ctx.saved_tensors
+            # Comparisons give constant bool arrays (for arrays and Tensors alike). A NaN maximum is NaN's:
+            # it shares the gradient between the NaNs, as PyTorch does.
+            tied = (x == out) if out == out else (x != x)
+            share = tied * (1.0 / np.count_nonzero(tied))
+            return (grad * share.astype(x.dtype),)
         shape, moved_shape, idx, kept = ctx.saved_tensors
         axes = ctx.attrs["axis"]
         g = grad.reshape((*moved_shape[:-1], 1))
@@ -138,11 +153,18 @@ class MaxFn(Function):
 
 
 def max(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
-    """Maximum over ``axis`` (None: every axis); the gradient goes to one position per reduced slice.
+    """Maximum over ``axis`` (None: every axis), as ``numpy.max``.
+
+    The gradient at ties: with ``axis=None`` it is split evenly between all the tied maxima, as
+    ``torch.max(x)``; with an explicit ``axis`` (an int or a tuple, even one naming every axis) each slice's
+    gradient goes to its first maximum in row-major order, as ``torch.max(x, dim)``.
 
     Raises:
-        ValueError: for an empty reduced axis or an axis out of range.
+        ValueError: for an empty reduced axis, an axis out of range or repeated.
+        TypeError: for an axis that is not an int.
     """
-    return MaxFn.apply(x, axis=normalize_axes(axis, x.data.shape, "max"), keepdims=bool(keepdims))
-
-
+    shape = x.data.shape
+    axes = None if axis is None else normalize_axes(axis, shape, "max")
+    if x.data.size == 0 and (axes is None or any(shape[a] == 0 for a in axes)):
+        raise ValueError(f"max: cannot reduce an empty axis of shape {shape}")
+    return MaxFn.apply(x, axis=axes, keepdims=bool(keepdims))
