@@ -399,3 +399,9 @@ def test_call_runs_the_kernel_on_arrays_and_records_on_tensors():
     assert rec.op == "mul"
     rec.sum().backward()
     np.testing.assert_array_equal(t.grad, b)
+
+
+def test_an_op_error_names_the_op_once():
+    with pytest.raises(ValueError, match=r"^max: cannot reduce an empty axis of shape \(0,\)") as info:
+        mg.Tensor(np.zeros(0, np.float32)).max()
+    assert "max: max:" not in str(info.value)
