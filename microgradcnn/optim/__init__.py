@@ -1,19 +1,24 @@
 """Optimizers and learning-rate schedules with PyTorch's names, update rules and state dicts.
 
-``Optimizer``, ``SGD``, ``Adam``, ``AdamW`` and ``RMSprop`` live in ``optim.optimizer``;
-``create_optimizer`` builds them by name, for a command line.
+``Optimizer``, ``SGD``, ``Adam``, ``AdamW`` and ``RMSprop`` live in ``optim.optimizer``; the schedulers
+(``StepLR``, ``CosineAnnealingLR``, ``OneCycleLR``) in ``optim.lr_scheduler``, as in ``torch.optim``.
+``create_optimizer`` and ``lr_scheduler.create_scheduler`` build them by name, for a command line.
 
 >>> import numpy as np
->>> import microgradcnn as mg
 >>> from microgradcnn import nn, optim
 >>> model = nn.Linear(3, 2, rng=np.random.default_rng(0))
 >>> opt = optim.AdamW(model.parameters(), lr=0.1)
->>> model(mg.Tensor(np.ones((1, 3)))).sum().backward()
->>> opt.step()
->>> sorted(opt.state[model.weight])
-['exp_avg', 'exp_avg_sq', 'step']
+>>> schedule = optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+>>> lrs = []
+>>> for _ in range(4):
+...     opt.step()
+...     schedule.step()
+...     lrs.append(schedule.get_last_lr()[0])
+>>> lrs
+[0.1, 0.05, 0.05, 0.025]
 """
 
+from microgradcnn.optim import lr_scheduler
 from microgradcnn.optim.optimizer import (
     OPTIMIZERS,
     SGD,
@@ -32,4 +37,5 @@ __all__ = [
     "Optimizer",
     "RMSprop",
     "create_optimizer",
+    "lr_scheduler",
 ]

@@ -377,6 +377,7 @@ def test_the_package_keeps_the_old_import_paths():
 
     assert mg.optim.SGD is SGD
     assert issubclass(Adam, Optimizer)
+    assert mg.optim.lr_scheduler.StepLR.__module__ == "microgradcnn.optim.lr_scheduler"
 
 
 @pytest.mark.parametrize(
