@@ -61,7 +61,7 @@ class LRScheduler:
         self.optimizer = optimizer
         if last_epoch == -1:
             for group in optimizer.param_groups:
-                group.setdefault("initial_lr", group["lr"])
+                group.setdefault("initial_lr", float(group["lr"]))
         else:
             missing = sorted({k for g in optimizer.param_groups for k in self._group_keys() if k not in g})
             if missing:
@@ -112,7 +112,7 @@ class LRScheduler:
             self._step_count -= 1
             raise
         for group, lr in zip(groups, lrs, strict=True):
-            group["lr"] = lr
+            group["lr"] = float(lr)  # a NumPy scalar would make the state (and a checkpoint's JSON) fail
         self._last_lr = [group["lr"] for group in groups]
 
     @property
@@ -284,6 +284,7 @@ class OneCycleLR(LRScheduler):
         _at_least("div_factor", div_factor, 0.0, name, strict=True)
         _at_least("final_div_factor", final_div_factor, 0.0, name, strict=True)
         self.anneal_strategy = anneal_strategy
+        div_factor, final_div_factor = float(div_factor), float(final_div_factor)
         # Each phase ends at a step and names the group entries it anneals between (PyTorch's table).
         total, pct = self.total_steps, float(pct_start)
         if three_phase:

@@ -342,11 +342,8 @@ class Adam(Optimizer):
 class AdamW(Adam):
     """Adam with decoupled weight decay, exactly as ``torch.optim.AdamW`` (Loshchilov & Hutter). Each
     ``step()`` first shrinks the parameter, ``p = p * (1 - lr * weight_decay)``, then takes Adam's step on the
-    plain gradient (see ``Adam``), so the decay does not pass through the adaptive scaling. The default
-    weight_decay is PyTorch's 1e-2.
-
-    Raises:
-        ValueError: for a negative lr, eps or weight_decay, or a beta outside [0, 1).
+    plain gradient (see ``Adam``), so the decay does not pass through the adaptive scaling. The signature is
+    Adam's with PyTorch's AdamW default weight_decay, 1e-2; the checks and errors are Adam's.
     """
 
     _decoupled_weight_decay = True

@@ -238,6 +238,21 @@ def test_state_dict_is_plain_data_and_a_copy():
     assert schedule.get_last_lr()[0] == pytest.approx(0.04, rel=1e-14)
 
 
+def test_numpy_scalars_in_the_arguments_keep_the_state_json_ready():
+    opt = optim.SGD(two_groups(), lr=np.float32(0.1), momentum=0.9)
+    schedule = sched.OneCycleLR(
+        opt, np.float32(1.0), np.int64(10), div_factor=np.float32(10), base_momentum=np.float32(0.8)
+    )
+    schedule.step()
+    step_opt = optim.SGD(two_groups(), lr=np.float32(0.1))
+    step = sched.StepLR(step_opt, step_size=np.int64(2), gamma=np.float32(0.5))
+    step.step()
+    for state in (schedule.state_dict(), step.state_dict()):
+        assert json.loads(json.dumps(state)) == state
+    for o in (opt, step_opt):  # the entries schedulers add to the groups go into a checkpoint's JSON too
+        json.dumps(o.state_dict()["param_groups"])
+
+
 def test_load_state_dict_rejects_another_schedulers_state():
     opt = make_optimizer("SGD", two_groups())
     step_state = sched.StepLR(opt, step_size=2).state_dict()
