@@ -13,6 +13,7 @@ Shapes and dtypes used throughout:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import gzip
@@ -22,13 +23,14 @@ import importlib.util
 import math
 import os
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, BinaryIO, NoReturn
+from typing import IO, Any, BinaryIO, NoReturn
 
 import numpy as np
 
@@ -388,6 +390,87 @@ def _received(received: int, total: int | None) -> str:
     return f"{received} of {total} bytes" if total is not None else f"{received} bytes"
 
 
+class _Deadline:
+    """The time limit of one transfer. When it passes, the connections opened for the transfer are shut
+    down, which wakes a read blocked on them whatever it was reading: a mirror trickling its headers or
+    its body one byte at a time (each byte within the per-read timeout) cannot hold a download forever.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.start = time.monotonic()
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def passed(self) -> bool:
+        return self.expired or time.monotonic() - self.start > self.seconds
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    # socket.socket.shutdown even for a TLS socket: the plain TCP shutdown, no TLS bookkeeping, since the
+    # reading thread owns that. The reader then sees the end of the stream or an error.
+    with contextlib.suppress(OSError):  # already closed
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _WatchedHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, *args: Any, deadline: _Deadline, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline = deadline
+
+    def connect(self) -> None:
+        super().connect()
+        self._deadline.watch(self.sock)
+
+
+class _WatchedHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, *args: Any, deadline: _Deadline, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline = deadline
+
+    def connect(self) -> None:
+        super().connect()
+        self._deadline.watch(self.sock)
+
+
+def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
+    """urllib's default opener (proxies, redirects, file:// included) whose HTTP(S) connections obey
+    ``deadline``."""
+
+    class HTTP(urllib.request.HTTPHandler):
+        def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+            return self.do_open(functools.partial(_WatchedHTTPConnection, deadline=deadline), req)
+
+    class HTTPS(urllib.request.HTTPSHandler):
+        def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+            connection = functools.partial(_WatchedHTTPSConnection, deadline=deadline)
+            return self.do_open(connection, req, context=self._context)
+
+    return urllib.request.build_opener(HTTP, HTTPS)
+
+
 def _fetch(
     url: str, dest: Path, expected_sha256: str | None, *, progress: bool, timeout: float, deadline: float
 ) -> None:
@@ -395,19 +478,28 @@ def _fetch(
     and hashed as it comes, and a short body, a stall, the deadline or a checksum mismatch raises inside
     the write, so nothing is renamed into place: ``dest`` is untouched, or complete and verified.
 
-    ``timeout`` bounds each network operation (connect, each read); ``deadline`` the whole transfer. The
-    deadline is checked between reads, so it is overrun by at most one ``timeout``.
+    ``timeout`` bounds each network operation (connect, each read); ``deadline`` the whole transfer,
+    headers included.
     """
-    start = time.monotonic()
     request = urllib.request.Request(url, headers={"User-Agent": "microgradcnn (python urllib)"})
-    with urllib.request.urlopen(request, timeout=min(timeout, deadline)) as response:
+    with _Deadline(deadline) as limit:
+        late = _TransferFailed(f"timed out after {deadline:g} s waiting for the response")
+        try:
+            response = _opener(limit).open(request, timeout=min(timeout, deadline))
+        except (OSError, http.client.HTTPException) as exc:
+            if limit.passed() and not isinstance(exc, urllib.error.HTTPError):
+                raise late from None
+            raise
+        with response:
+            if limit.passed():  # headers cut short by the deadline can still parse as a response
+                raise late
 
-        def write(tmp: IO[bytes]) -> None:
-            got = _copy_body(response, tmp, dest.name, progress, timeout=timeout, deadline=(start, deadline))
-            if expected_sha256 is not None and got != expected_sha256.lower():
-                raise _ChecksumMismatch(got)
+            def write(tmp: IO[bytes]) -> None:
+                got = _copy_body(response, tmp, dest.name, progress, timeout=timeout, deadline=limit)
+                if expected_sha256 is not None and got != expected_sha256.lower():
+                    raise _ChecksumMismatch(got)
 
-        write_atomic(dest, write)
+            write_atomic(dest, write)
 
 
 def _copy_body(
@@ -417,10 +509,9 @@ def _copy_body(
     progress: bool,
     *,
     timeout: float,
-    deadline: tuple[float, float],
+    deadline: _Deadline,
 ) -> str:
-    """Copy the body of ``response`` into ``out``; return its SHA-256. ``deadline`` is (start, seconds):
-    the copy gives up once ``time.monotonic()`` is past ``start + seconds``.
+    """Copy the body of ``response`` into ``out`` (with a progress bar if ``progress``); its SHA-256.
 
     Raises ``_TransferFailed`` saying what happened when the body does not arrive whole.
     """
@@ -428,29 +519,13 @@ def _copy_body(
 
     length = response.headers.get("Content-Length")
     total = int(length) if length and length.isdigit() else None
-    start, seconds = deadline
     digest = hashlib.sha256()
     received = 0
     with tqdm(
         total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name, disable=not progress
     ) as bar:
         while True:
-            if time.monotonic() > start + seconds:
-                raise _TransferFailed(f"timed out after {seconds:g} s (got {_received(received, total)})")
-            try:
-                # read1: whatever has arrived, up to a chunk. read() waits for a whole chunk, which a server
-                # sending a byte at a time does not complete within any deadline.
-                chunk = response.read1(_CHUNK)
-            except TimeoutError:
-                raise _TransferFailed(
-                    f"stalled: no data for {timeout:g} s after {_received(received, total)}"
-                ) from None
-            except http.client.IncompleteRead:
-                break  # the length check below says how much is missing
-            except (OSError, http.client.HTTPException) as exc:  # connection reset, a malformed chunk, ...
-                raise _TransferFailed(
-                    f"connection lost after {_received(received, total)} ({_describe(exc)})"
-                ) from None
+            chunk = _read_chunk(response, timeout, deadline, _received(received, total))
             if not chunk:
                 break
             out.write(chunk)
@@ -461,6 +536,28 @@ def _copy_body(
     if total is not None and received != total:
         raise _TransferFailed(f"truncated: got {_received(received, total)}")
     return digest.hexdigest()
+
+
+def _read_chunk(response: http.client.HTTPResponse, timeout: float, deadline: _Deadline, got: str) -> bytes:
+    """The next piece of the body (b"" at its end), or ``_TransferFailed`` saying what went wrong and how
+    far the transfer ``got``."""
+    failure: BaseException | None = None
+    try:
+        # read1: whatever has arrived, up to a chunk. read() waits for a whole chunk, which a server sending
+        # a byte at a time does not complete within any deadline.
+        chunk = response.read1(_CHUNK)
+    except http.client.IncompleteRead:
+        chunk = b""  # the caller's length check says how much is missing
+    except (OSError, http.client.HTTPException) as exc:
+        chunk, failure = b"", exc
+    # Checked first: when the deadline shuts the connection down, the read ends in an error or an early end.
+    if deadline.passed():
+        raise _TransferFailed(f"timed out after {deadline.seconds:g} s (got {got})")
+    if isinstance(failure, TimeoutError):
+        raise _TransferFailed(f"stalled: no data for {timeout:g} s after {got}")
+    if failure is not None:  # connection reset, a malformed chunk, ...
+        raise _TransferFailed(f"connection lost after {got} ({_describe(failure)})")
+    return chunk
 
 
 _NETWORK_ERRNOS = {
@@ -592,7 +689,7 @@ def download(
     are skipped. Writes are atomic (``write_atomic``): an interrupted or failed download leaves nothing.
     ``progress`` shows a tqdm bar per file. ``timeout`` (seconds) bounds each network operation: a mirror
     that sends nothing for that long has stalled. ``deadline`` (seconds) bounds one file from one mirror,
-    however slowly it trickles in; past it the next mirror is tried.
+    headers included, however slowly it trickles in; past it the next mirror is tried.
 
     Raises :class:`DownloadError` (an ``OSError``) naming the file and every URL tried, with what happened
     at each (HTTP status, no answer, truncated: got N of M bytes, stalled, timed out, SHA-256 mismatch),

@@ -105,10 +105,17 @@ class Stall:
     body: bytes
 
 
+@dataclass
+class SlowHeaders:
+    """Route behaviour: a status line, then one byte of an endless header every ``interval`` seconds."""
+
+    interval: float = 0.1
+
+
 # Longest a handler keeps a connection open (trickling or stalled), whatever the client does.
 HANDLER_LIMIT = 10.0
 
-Route = bytes | Drop | Trickle | Stall
+Route = bytes | Drop | Trickle | Stall | SlowHeaders
 
 
 @dataclass
@@ -131,6 +138,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = state.routes.get(self.path)
         if body is None:
             self.send_error(404)
+            return
+        if isinstance(body, SlowHeaders):
+            self.close_connection = True
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            self._trickle(state, Trickle(b"X-Padding: " + b"a" * 10_000, body.interval))
             return
         full = body if isinstance(body, bytes) else body.body
         self.send_response(200)
@@ -501,6 +513,20 @@ def test_download_gives_up_on_a_trickling_mirror(server: Server, tmp_path: Path,
     )
     assert "offline" not in msg
     assert os.listdir(tmp_path / "2") == []
+
+
+def test_download_deadline_covers_the_headers(server: Server, tmp_path: Path, fake_sums) -> None:
+    # A server that trickles its response headers holds urllib inside the request itself: the deadline
+    # must end that too, not only the reading of the body.
+    mirror = server.mirror("headers", {name: SlowHeaders() for name in GZ_NAMES})
+    tic = time.monotonic()
+    with pytest.raises(data.DownloadError) as info:
+        data.download("mnist", tmp_path, mirrors=[mirror], progress=False, checksums=fake_sums, deadline=0.5)
+    assert time.monotonic() - tic < 4.0  # the handler would go on for HANDLER_LIMIT = 10 s
+    msg = str(info.value)
+    assert f"{mirror}train-images-idx3-ubyte.gz: timed out after 0.5 s waiting for the response" in msg
+    assert "offline" not in msg
+    assert os.listdir(tmp_path) == []
 
 
 def test_download_reports_a_stalled_mirror(server: Server, tmp_path: Path, fake_dataset, fake_sums) -> None:
