@@ -55,9 +55,10 @@ def _native(image: np.ndarray, name: str | None) -> tuple[np.ndarray, float]:
     if image.dtype == np.bool_:
         return image.astype(np.uint8) * np.uint8(255), 255.0
     if np.issubdtype(image.dtype, np.floating):
-        pixels = np.nan_to_num(image.astype(np.float32), nan=0.0, neginf=0.0)
-        scale = 255.0 if float(pixels.max()) <= 1.0 else 1.0  # float images are conventionally 0..1
-        return np.clip(pixels * np.float32(scale), 0.0, 255.0).astype(np.float32), 255.0
+        with np.errstate(over="ignore", invalid="ignore"):  # huge values saturate at 255 below anyway
+            pixels = np.nan_to_num(image.astype(np.float32), nan=0.0, neginf=0.0)
+            scale = 255.0 if float(pixels.max()) <= 1.0 else 1.0  # float images are conventionally 0..1
+            return np.clip(pixels * np.float32(scale), 0.0, 255.0).astype(np.float32), 255.0
     if np.issubdtype(image.dtype, np.integer):  # other integer types: taken at face value, 0..255
         return np.clip(image, 0, 255).astype(np.uint8), 255.0
     raise ValueError(f"{_where(name)}unsupported image dtype {image.dtype}")
