@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from test_train import fail_on_call  # Ctrl-C at the n-th training step, shared with the fit tests
 
 from microgradcnn import checkpoint as ck
 from microgradcnn import cli
@@ -476,19 +477,6 @@ def test_graph_without_dot_says_how_to_install_it(capsys, tmp_path, monkeypatch)
 
 
 # ---- --optimizer, --schedule, --clip-grad-norm ----------------------------------------------------------
-def interrupt_at(monkeypatch, n):
-    """Ctrl-C at the n-th training step (1-based); QUICK has 10 steps per epoch."""
-    real, calls = training.train_step, [0]
-
-    def step(*args):
-        calls[0] += 1
-        if calls[0] == n:
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(training, "train_step", step)
-
-
 def test_train_runs_each_optimizer_schedule_and_clipping(capsys, tmp_path):
     out = tmp_path / "a.npz"
     flags = ["--optimizer", "adamw", "--schedule", "onecycle", "--clip-grad-norm", "2.5"]
@@ -517,7 +505,7 @@ def test_a_scheduled_run_interrupted_and_resumed_equals_an_uninterrupted_one(
     straight, broken = tmp_path / "straight.npz", tmp_path / "broken.npz"
     flags = [*QUICK, "--epochs", "2", "--schedule", schedule, "--clip-grad-norm", "1"]
     assert run(capsys, "train", *flags, "--out", straight)[0] == 0
-    interrupt_at(monkeypatch, 14)  # epoch 2, 3 scheduler steps past the boundary
+    fail_on_call(monkeypatch, 14)  # epoch 2 (QUICK: 10 steps per epoch), 3 scheduler steps in
     assert run(capsys, "train", *flags, "--out", broken)[0] == 130
     monkeypatch.undo()
     assert ck.load_checkpoint(broken).epoch == 1
@@ -543,7 +531,7 @@ def test_resume_refuses_another_schedule_or_optimizer_naming_file_and_values(
     capsys, tmp_path, monkeypatch, first, again, message
 ):
     out = tmp_path / "run.npz"
-    interrupt_at(monkeypatch, 12)
+    fail_on_call(monkeypatch, 12)
     assert run(capsys, "train", *QUICK, "--epochs", "2", *first, "--out", out)[0] == 130
     monkeypatch.undo()
     before = out.read_bytes()
