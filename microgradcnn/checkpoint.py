@@ -5,7 +5,9 @@ A checkpoint is a NumPy ``.npz`` (a zip of ``.npy`` arrays) holding
 * ``model/<name>`` -- one array per ``model.state_dict()`` entry (``"model/0.weight"``);
 * ``optimizer/<index>/<state>`` -- the optimizer's per-parameter arrays (momentum buffer, Adam moments);
 * ``meta`` -- a uint8 array of UTF-8 JSON: format and version, epoch, the training config, metrics
-  history, the data RNG state, the optimizer type and hyperparameters.
+  history, the data RNG state, the optimizer type and hyperparameters, and the learning-rate scheduler's
+  type and ``state_dict()`` (``null`` for a run without one, and absent from files written before
+  schedulers were stored: both load as "no scheduler").
 
 It is read with ``np.load(..., allow_pickle=False)``: loading a checkpoint from a stranger never runs code,
 and a file that needs unpickling (an object array) is refused with :class:`CheckpointError`.
@@ -29,6 +31,7 @@ from microgradcnn._checks import check_int
 from microgradcnn._files import write_atomic
 from microgradcnn.nn.module import Module
 from microgradcnn.optim import Optimizer
+from microgradcnn.optim.lr_scheduler import LRScheduler
 
 __all__ = [
     "FORMAT",
@@ -60,7 +63,9 @@ class Checkpoint:
     ``model_state`` is a ``Module.state_dict()``; ``optimizer_state`` an ``Optimizer.state_dict()`` (or None)
     and ``optimizer_type`` its class name; ``config`` the training settings (``config["model"]`` names a
     ``microgradcnn.models.MODELS`` entry when known); ``history`` one metrics dict per finished epoch;
-    ``rng_state`` the ``bit_generator.state`` of the data-shuffling generator at the end of ``epoch``.
+    ``rng_state`` the ``bit_generator.state`` of the data-shuffling generator at the end of ``epoch``;
+    ``scheduler_state`` an ``LRScheduler.state_dict()`` and ``scheduler_type`` its class name (both None
+    for a run without a scheduler).
     """
 
     model_state: dict[str, np.ndarray]
@@ -71,6 +76,8 @@ class Checkpoint:
     history: list[dict[str, Any]] = field(default_factory=list)
     rng_state: dict[str, Any] | None = None
     path: Path | None = None
+    scheduler_state: dict[str, Any] | None = None
+    scheduler_type: str | None = None
 
 
 def save_checkpoint(
@@ -82,11 +89,14 @@ def save_checkpoint(
     config: Mapping[str, Any] | None = None,
     history: list[dict[str, Any]] | None = None,
     rng_state: Mapping[str, Any] | None = None,
+    scheduler: LRScheduler | None = None,
 ) -> Path:
     """Write ``model``'s weights, ``optimizer``'s state and the metadata to exactly ``path``, atomically.
 
     ``path`` is used as given: no ``.npz`` suffix is added. ``config``, ``history`` and ``rng_state`` must be
-    JSON-serialisable (``rng_state`` is ``generator.bit_generator.state``). Returns ``path`` as a ``Path``.
+    JSON-serialisable (``rng_state`` is ``generator.bit_generator.state``). ``scheduler``'s ``state_dict()``
+    (plain numbers, strings and lists) goes into the JSON metadata with its class name. Returns ``path`` as
+    a ``Path``.
 
     Raises:
         TypeError: if the metadata is not JSON-serialisable.
@@ -112,6 +122,9 @@ def save_checkpoint(
         "rng_state": None if rng_state is None else dict(rng_state),
         "model_keys": list(model.state_dict()),
         "optimizer": optim_meta,
+        "scheduler": None
+        if scheduler is None
+        else {"type": type(scheduler).__name__, "state": scheduler.state_dict()},
     }
     try:
         text = json.dumps(meta, allow_nan=True, default=_json_default)
@@ -267,6 +280,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             )
     else:
         optimizer_type = None
+    scheduler_type, scheduler_state = _scheduler_meta(meta.get("scheduler"), where)
     try:
         return Checkpoint(
             model_state=model_state,
@@ -277,9 +291,26 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             history=list(meta.get("history") or []),
             rng_state=meta.get("rng_state"),
             path=p,
+            scheduler_state=scheduler_state,
+            scheduler_type=scheduler_type,
         )
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{where}: malformed checkpoint metadata ({err})") from None
+
+
+def _scheduler_meta(entry: Any, where: str) -> tuple[str | None, dict[str, Any] | None]:
+    """(type, state) of the metadata's ``scheduler`` entry; (None, None) when it is null or absent."""
+    if entry is None:
+        return None, None
+    if (
+        not isinstance(entry, dict)
+        or not isinstance(entry.get("type"), str)
+        or not isinstance(entry.get("state"), dict)
+    ):
+        raise CheckpointError(
+            f"{where}: malformed scheduler metadata (want a type name and a state dict, got {entry!r:.60})"
+        )
+    return entry["type"], entry["state"]
 
 
 def restore_model(checkpoint: Checkpoint, model: Module | None = None) -> Module:

@@ -37,6 +37,8 @@ _RESUME_MUST_MATCH = (
     "shift",
     "seed",
     "limit",
+    "schedule",
+    "clip_grad_norm",
 )
 
 
@@ -69,10 +71,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
             for k, v in given.items()
             if v != getattr(saved, k)
         ]
+        # A schedule is laid out over the run's epochs: continuing it for more would change every rate.
+        if saved.schedule != "none" and args.epochs is not None and args.epochs != saved.epochs:
+            clashes.append(
+                f"--epochs {args.epochs} (checkpoint: {saved.epochs}, which its {saved.schedule} schedule "
+                "spans)"
+            )
         if clashes:
             raise UsageError(
-                "--resume continues the checkpoint's run, which needs its settings; these differ: "
-                + ", ".join(clashes)
+                f"--resume {args.resume} continues the checkpoint's run, which needs its settings; these "
+                "differ: " + ", ".join(clashes)
             )
         base = saved.to_dict()
     else:
@@ -80,6 +88,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         base["epochs"] = args.epochs
     base.update(given)
+    _check_train_flags(args, base)
     try:
         config = training.TrainConfig.from_dict(base)
     except ValueError as err:
@@ -102,11 +111,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
 
     train_x, train_y, test_x, test_y = training.load_data(config, args.data_dir, args.download)
-    schedule = "" if config.lr_decay == 1 else f" (x{config.lr_decay:g} per epoch)"
+    if config.schedule != "none":
+        schedule = f" ({config.schedule} schedule)"
+    else:
+        schedule = "" if config.lr_decay == 1 else f" (x{config.lr_decay:g} per epoch)"
+    clip = "" if config.clip_grad_norm is None else f", gradients clipped to norm {config.clip_grad_norm:g}"
     print(
         f"training model {config.model!r} on {config.dataset}: {len(train_y)} train / {len(test_y)} test "
         f"images, {config.epochs} epochs, batch {config.batch_size}, {config.optimizer} "
-        f"lr {config.lr:g}{schedule}, seed {config.seed}"
+        f"lr {config.lr:g}{schedule}{clip}, seed {config.seed}"
     )
     where = f"resuming from {args.resume} at epoch {resume.epoch}; " if resume is not None else ""
     print(f"{where}checkpoint (after every epoch): {out}")
@@ -141,6 +154,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
     print(f"next: {PROG} evaluate {out}  |  {PROG} predict {out} IMAGE.png")
     return 0
+
+
+def _check_train_flags(args: argparse.Namespace, settings: dict[str, Any]) -> None:
+    """UsageError for flags that the chosen optimizer or schedule would ignore."""
+    optimizer = settings.get("optimizer", "sgd")
+    if args.momentum is not None and optimizer != "sgd":
+        raise UsageError(
+            f"--momentum is SGD's momentum; --optimizer {optimizer} has none to set (adam and adamw use "
+            "betas, rmsprop runs without momentum)"
+        )
+    schedule = settings.get("schedule", "none")
+    if args.lr_decay is not None and schedule != "none":
+        raise UsageError(
+            f"--lr-decay applies without a schedule only; --schedule {schedule} sets the learning rate of "
+            "every step itself"
+        )
 
 
 # ---- evaluate -------------------------------------------------------------------------------------------
@@ -281,6 +310,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
 def _decay(text: str) -> float:
     value = _non_negative_float(text)
     if not 0 < value <= 1:
@@ -292,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``microgradcnn`` command and its four subcommands."""
     from microgradcnn.data import DATASETS
     from microgradcnn.models import MODELS
+    from microgradcnn.optim import OPTIMIZERS
+    from microgradcnn.optim.lr_scheduler import SCHEDULERS
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -329,24 +367,50 @@ def build_parser() -> argparse.ArgumentParser:
         help="total number of epochs, counting those of a resumed checkpoint (default 8; 12 for cnn2)",
     )
     t.add_argument("--batch-size", type=_positive_int, default=None, help="default 32")
-    t.add_argument("--optimizer", choices=["sgd", "adam"], default=None, help="default sgd (momentum 0.9)")
+    t.add_argument(
+        "--optimizer",
+        choices=list(OPTIMIZERS),
+        default=None,
+        help="default sgd (momentum 0.9); adam, adamw (decoupled weight decay) and rmsprop with PyTorch's "
+        "defaults",
+    )
     t.add_argument(
         "--lr",
         type=_non_negative_float,
         default=None,
-        help="peak learning rate (default 0.05 for sgd, 0.002 for adam)",
+        help="learning rate of the first step, the peak for --schedule onecycle (default 0.05 for sgd, "
+        "0.002 for adam and adamw, 0.001 for rmsprop)",
     )
     t.add_argument("--momentum", type=_non_negative_float, default=None, help="SGD momentum (default 0.9)")
     t.add_argument(
-        "--weight-decay", type=_non_negative_float, default=None, help="L2 weight decay (default 0)"
+        "--weight-decay",
+        type=_non_negative_float,
+        default=None,
+        help="weight decay: L2 for sgd, adam, rmsprop (default 0); decoupled for adamw (default 0.01)",
     )
     t.add_argument(
         "--lr-decay",
         type=_decay,
         default=None,
         metavar="GAMMA",
-        help="multiply the learning rate by GAMMA per epoch, smoothly per step (default 0.7, 0.8 for cnn2; "
-        "1 = constant)",
+        help="without --schedule: multiply the learning rate by GAMMA per epoch, smoothly per step "
+        "(default 0.7, 0.8 for cnn2; 1 = constant)",
+    )
+    t.add_argument(
+        "--schedule",
+        choices=["none", *SCHEDULERS],
+        default=None,
+        help="learning-rate schedule over the whole run, stepped after every batch: step (x0.1 every "
+        "ceil(epochs/3) epochs), cosine (down to 0), onecycle (up to --lr and down, momentum the other "
+        "way); default none (--lr-decay per epoch)",
+    )
+    t.add_argument(
+        "--clip-grad-norm",
+        type=_positive_float,
+        default=None,
+        metavar="X",
+        help="scale each batch's gradients to a total 2-norm of at most X before the step (default: no "
+        "clipping)",
     )
     t.add_argument(
         "--shift",

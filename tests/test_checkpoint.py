@@ -265,3 +265,58 @@ def test_a_file_that_is_not_a_checkpoint_is_reported_as_such(tmp_path, content, 
         ck.load_checkpoint(path)
     assert "pickled" not in str(info.value)  # only a file that really holds pickled data is called that
     assert str(path) in str(info.value)
+
+
+# ---- learning-rate scheduler state ----------------------------------------------------------------------
+def scheduled_pair():
+    """The trained pair with a OneCycleLR stepped 3 times: its state has floats, ints, strings and lists."""
+    model, opt = trained_pair()
+    schedule = optim.lr_scheduler.OneCycleLR(opt, max_lr=0.01, total_steps=10)
+    for _ in range(3):
+        schedule.step()
+    return model, opt, schedule
+
+
+def test_the_scheduler_state_round_trips_through_the_json_metadata(tmp_path):
+    model, opt, schedule = scheduled_pair()
+    path = ck.save_checkpoint(tmp_path / "c.npz", model, opt, scheduler=schedule)
+    with np.load(path, allow_pickle=False) as npz:  # no arrays of its own: all of it is in the metadata
+        assert not [k for k in npz.files if "sched" in k]
+        meta = json.loads(npz["meta"].tobytes())
+    assert meta["scheduler"]["type"] == "OneCycleLR"
+    loaded = ck.load_checkpoint(path)
+    assert loaded.scheduler_type == "OneCycleLR"
+    assert loaded.scheduler_state == schedule.state_dict()
+    assert loaded.scheduler_state["last_epoch"] == 3
+    # a scheduler built afresh continues from it exactly
+    opt2 = optim.Adam(seed_cnn(rng=np.random.default_rng(3)).parameters(), lr=1e-3)
+    opt2.load_state_dict(loaded.optimizer_state)
+    fresh = optim.lr_scheduler.OneCycleLR(opt2, max_lr=0.01, total_steps=10)
+    fresh.load_state_dict(loaded.scheduler_state)
+    schedule.step()
+    fresh.step()
+    assert fresh.get_last_lr() == schedule.get_last_lr()
+    assert opt2.param_groups[0]["betas"] == opt.param_groups[0]["betas"]
+
+
+def test_a_checkpoint_without_a_scheduler_loads_as_no_scheduler(tmp_path):
+    path = save(tmp_path / "c.npz")
+    loaded = ck.load_checkpoint(path)
+    assert (loaded.scheduler_type, loaded.scheduler_state) == (None, None)
+    with np.load(path, allow_pickle=False) as npz:  # as written before schedulers were stored: no key
+        arrays = {k: npz[k] for k in npz.files}
+    meta = json.loads(arrays["meta"].tobytes())
+    del meta["scheduler"]
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    write_npz(path, **arrays)
+    loaded = ck.load_checkpoint(path)
+    assert (loaded.scheduler_type, loaded.scheduler_state) == (None, None)
+
+
+@pytest.mark.parametrize("entry", [["StepLR"], {"type": "StepLR"}, {"type": 3, "state": {}}, "cosine"])
+def test_malformed_scheduler_metadata_is_refused_naming_the_file(tmp_path, entry):
+    path = save(tmp_path / "c.npz")
+    rewrite(path, scheduler=entry)
+    with pytest.raises(ck.CheckpointError, match="malformed scheduler metadata") as info:
+        ck.load_checkpoint(path)
+    assert str(path) in str(info.value)

@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from test_train import fail_on_call  # Ctrl-C at the n-th training step, shared with the fit tests
 
 from microgradcnn import checkpoint as ck
 from microgradcnn import cli
@@ -473,3 +474,118 @@ def test_graph_without_dot_says_how_to_install_it(capsys, tmp_path, monkeypatch)
     assert code == 1
     assert "apt-get install graphviz" in err
     assert not (tmp_path / "g.svg").exists()
+
+
+# ---- --optimizer, --schedule, --clip-grad-norm ----------------------------------------------------------
+def test_train_runs_each_optimizer_schedule_and_clipping(capsys, tmp_path):
+    out = tmp_path / "a.npz"
+    flags = ["--optimizer", "adamw", "--schedule", "onecycle", "--clip-grad-norm", "2.5"]
+    code, stdout, _ = run(capsys, "train", *QUICK, "--epochs", "2", *flags, "--out", out)
+    assert code == 0
+    assert "adamw lr 0.002 (onecycle schedule), gradients clipped to norm 2.5" in stdout
+    saved = ck.load_checkpoint(out)
+    assert (saved.optimizer_type, saved.scheduler_type) == ("AdamW", "OneCycleLR")
+    assert saved.scheduler_state["last_epoch"] == 20  # stepped after each of the 2 x 10 batches
+    assert (saved.config["schedule"], saved.config["clip_grad_norm"]) == ("onecycle", 2.5)
+    assert saved.config["weight_decay"] == 0.01  # AdamW's default decay
+    for optimizer, schedule, kind in [("rmsprop", "cosine", "RMSprop"), ("sgd", "step", "SGD")]:
+        path = tmp_path / f"{optimizer}.npz"
+        args = ["--optimizer", optimizer, "--schedule", schedule, "--out", path]
+        assert run(capsys, "train", *QUICK, "--epochs", "1", *args)[0] == 0
+        assert ck.load_checkpoint(path).optimizer_type == kind
+    plain = tmp_path / "plain.npz"
+    assert run(capsys, "train", *QUICK, "--epochs", "1", "--out", plain)[0] == 0
+    assert ck.load_checkpoint(plain).scheduler_state is None  # the default schedule is none
+
+
+@pytest.mark.parametrize("schedule", ["step", "cosine", "onecycle"])
+def test_a_scheduled_run_interrupted_and_resumed_equals_an_uninterrupted_one(
+    capsys, tmp_path, monkeypatch, schedule
+):
+    straight, broken = tmp_path / "straight.npz", tmp_path / "broken.npz"
+    flags = [*QUICK, "--epochs", "2", "--schedule", schedule, "--clip-grad-norm", "1"]
+    assert run(capsys, "train", *flags, "--out", straight)[0] == 0
+    fail_on_call(monkeypatch, 14)  # epoch 2 (QUICK: 10 steps per epoch), 3 scheduler steps in
+    assert run(capsys, "train", *flags, "--out", broken)[0] == 130
+    monkeypatch.undo()
+    assert ck.load_checkpoint(broken).epoch == 1
+    code, stdout, _ = run(capsys, "train", "--resume", broken, "--epochs", "2")
+    assert code == 0
+    assert f"({schedule} schedule)" in stdout  # the schedule comes from the checkpoint
+    a, b = weights(straight), weights(broken)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert ck.load_checkpoint(broken).scheduler_state == ck.load_checkpoint(straight).scheduler_state
+
+
+@pytest.mark.parametrize(
+    ("first", "again", "message"),
+    [
+        ([], ["--schedule", "cosine"], "--schedule cosine (checkpoint: none)"),
+        (["--schedule", "step"], ["--schedule", "onecycle"], "--schedule onecycle (checkpoint: step)"),
+        (["--optimizer", "adamw"], ["--optimizer", "rmsprop"], "--optimizer rmsprop (checkpoint: adamw)"),
+        (["--clip-grad-norm", "1"], ["--clip-grad-norm", "2"], "--clip-grad-norm 2.0 (checkpoint: 1.0)"),
+        (["--schedule", "cosine"], ["--epochs", "3"], "--epochs 3 (checkpoint: 2, which its cosine schedule"),
+    ],
+)
+def test_resume_refuses_another_schedule_or_optimizer_naming_file_and_values(
+    capsys, tmp_path, monkeypatch, first, again, message
+):
+    out = tmp_path / "run.npz"
+    fail_on_call(monkeypatch, 12)
+    assert run(capsys, "train", *QUICK, "--epochs", "2", *first, "--out", out)[0] == 130
+    monkeypatch.undo()
+    before = out.read_bytes()
+    code, _, err = run(capsys, "train", "--resume", out, *again)
+    assert code == 2
+    assert f"--resume {out} " in err
+    assert message in err
+    assert out.read_bytes() == before
+
+
+def test_an_old_checkpoint_without_a_schedule_resumes(capsys, tmp_path):
+    """A file written before schedules existed: no scheduler entry, no schedule in its config."""
+    straight, old = tmp_path / "straight.npz", tmp_path / "old.npz"
+    assert run(capsys, "train", *QUICK, "--epochs", "2", "--out", straight)[0] == 0
+    assert run(capsys, "train", *QUICK, "--epochs", "1", "--out", old)[0] == 0
+    with np.load(old, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    meta = json.loads(arrays["meta"].tobytes())
+    del meta["scheduler"], meta["config"]["schedule"], meta["config"]["clip_grad_norm"]
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    with open(old, "wb") as f:
+        np.savez(f, **arrays)
+    assert run(capsys, "train", "--resume", old, "--epochs", "2")[0] == 0
+    a, b = weights(straight), weights(old)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--optimizer", "lbfgs"], "argument --optimizer: invalid choice: 'lbfgs'"),
+        (["--schedule", "linear"], "argument --schedule: invalid choice: 'linear'"),
+        (["--clip-grad-norm", "0"], "argument --clip-grad-norm: expected a finite number > 0, got '0'"),
+        (["--clip-grad-norm", "-1"], "argument --clip-grad-norm: expected a finite number >= 0, got '-1'"),
+        (["--clip-grad-norm", "inf"], "argument --clip-grad-norm: expected a finite number"),
+        (["--clip-grad-norm", "big"], "argument --clip-grad-norm: expected a number, got 'big'"),
+        (["--optimizer", "adam", "--momentum", "0.5"], "--momentum is SGD's momentum; --optimizer adam"),
+        (["--schedule", "cosine", "--lr-decay", "0.5"], "--lr-decay applies without a schedule only"),
+    ],
+)
+def test_bad_training_control_flags_are_usage_errors(capsys, tmp_path, monkeypatch, args, message):
+    no_training(monkeypatch)
+    code, _, err = run(capsys, "train", *QUICK, *args, "--out", tmp_path / "x.npz")
+    assert code == 2
+    assert message in err
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_train_help_describes_the_training_controls(capsys):
+    code, stdout, _ = run(capsys, "train", "--help")
+    assert code == 0
+    flat = " ".join(stdout.split())
+    assert "--optimizer {sgd,adam,adamw,rmsprop}" in flat
+    assert "--schedule {none,step,cosine,onecycle}" in flat
+    assert "--clip-grad-norm X" in flat
+    assert "stepped after every batch" in flat
+    assert "decoupled for adamw (default 0.01)" in flat
