@@ -77,8 +77,8 @@ def test_a_private_op_with_cases_passes_and_a_broken_one_fails_naming_op_and_sha
 def test_the_failure_report_names_the_op_and_shrinks():
     with pytest.raises(GradcheckError) as err:
         check_op(_softsign(2.0), max_examples=20, cases=tensors(elements=st.floats(0.5, 1.0)))
-    notes = "\n".join(getattr(err.value, "__notes__", []))
-    assert "check_op_test_softsign(" in notes  # hypothesis' "Falsifying example: check_op_<name>(case=...)"
+    # check_op's own message, not hypothesis's report around it (whose wording is hypothesis's to change)
+    assert str(err.value).startswith("check_op('test_softsign'): gradcheck: ")
     assert "inputs: Tensor float64 () requires_grad" in str(err.value)  # shrunk to a 0-d tensor
 
 
