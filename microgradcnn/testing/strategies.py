@@ -2,8 +2,7 @@
 
 Needs the ``testing`` extra (``pip install "microgradcnn[testing]"``). Public building blocks for your own
 property tests: ``tensors``, ``arrays``, ``shapes``, ``broadcastable_shapes``, ``floats``, ``away_from_zero``,
-``spaced_arrays``, ``distinct_arrays``, ``axes``, ``conv2d_configs``, ``pool2d_configs``, ``class_targets``,
-``default_cases`` (what ``check_op`` draws for an op with no cases of its own).
+``spaced_arrays``, ``distinct_arrays``, ``axes``, ``conv2d_configs``, ``pool2d_configs``, ``class_targets``.
 Sizes are small (sides up to ``MAX_SIDE``; conv/pool images up to 9x9) so a property test of 100 gradient
 checks takes seconds. Values are drawn away from the points where finite differences lie (relu at 0, ties
 under max, log near 0): ``tensors(avoid_kinks=True)`` and ``spaced_arrays`` for your own ops; so a failing
