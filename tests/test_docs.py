@@ -184,3 +184,18 @@ def test_the_docs_index_links_resolve():
     assert local
     missing = [t for t in local if not (index.parent / t).exists()]
     assert not missing, f"docs/index.md links to missing files: {missing}"
+
+
+# History of how the project was built, and files outside the repository, have no place in its docs.
+NOT_IN_DOCS = re.compile(r"\bsessions?\b|\bissue #\d|PERF_NOTES|shared/seeds|/work/|/tmp/perf", re.I)
+
+
+def test_the_docs_describe_the_project_as_it_is():
+    pages = [*PAGES, "examples/README.md", "benchmarks/README.md"]
+    found = [
+        f"{page}:{n}: {line.strip()}"
+        for page in pages
+        for n, line in enumerate((ROOT / page).read_text().splitlines(), 1)
+        if NOT_IN_DOCS.search(line)
+    ]
+    assert not found, "history or outside paths in the docs:\n" + "\n".join(found)
