@@ -13,6 +13,7 @@ and a file that needs unpickling (an object array) is refused with :class:`Check
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import zipfile
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from microgradcnn._checks import check_int
 from microgradcnn._files import write_atomic
 from microgradcnn.nn.module import Module
 from microgradcnn.optim import Optimizer
@@ -96,7 +98,11 @@ def save_checkpoint(
         for index, entry in state["state"].items():
             for name, value in entry.items():
                 arrays[f"{_OPTIM}{index}/{name}"] = np.asarray(value)
-        optim_meta = {"type": type(optimizer).__name__, "param_groups": state["param_groups"]}
+        optim_meta = {
+            "type": type(optimizer).__name__,
+            "param_groups": state["param_groups"],
+            "arrays": sorted(name for name in arrays if name.startswith(_OPTIM)),  # a removed one is noticed
+        }
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -127,32 +133,67 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
+_ZIP_MAGIC, _NPY_MAGIC = b"PK\x03\x04", b"\x93NUMPY"
+
+
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Every array of the npz at ``path``, read eagerly (a truncated member fails here, not later)."""
+    """Every array of the npz at ``path``, read eagerly (a truncated member fails here, not later).
+
+    What the file is gets decided from its first bytes, so a text file or a picture is reported as "not a
+    checkpoint" and only a file that really holds pickled data (a pickle, or an ``.npy`` member of object
+    dtype) as pickled. Nothing is ever unpickled.
+    """
     where = os.fspath(path)
     if path.is_dir():
         raise CheckpointError(f"{where}: is a directory, not a checkpoint file")
     try:
-        # Our own file object, closed on every path (np.load leaks its handle when it fails half-way).
         with open(path, "rb") as f:
-            loaded = np.load(f, allow_pickle=False)
-            if not isinstance(loaded, Mapping):  # a bare .npy array, not an .npz archive
+            head = f.read(len(_NPY_MAGIC))
+            if not head:
+                raise CheckpointError(f"{where}: empty file, not a checkpoint")
+            if head.startswith(_NPY_MAGIC):
                 raise CheckpointError(f"{where}: not a checkpoint (a single .npy array, not an .npz archive)")
-            with loaded as npz:
-                return {name: npz[name] for name in npz.files}
+            if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):  # pickle protocols
+                raise _pickled(where, "a pickle file")
+            if not head.startswith(_ZIP_MAGIC):
+                raise CheckpointError(
+                    f"{where}: not a checkpoint (not an .npz archive; it starts with {head!r})"
+                )
+            f.seek(0)
+            with zipfile.ZipFile(f) as archive:
+                return {
+                    info.filename.removesuffix(".npy"): _read_member(archive, info, where)
+                    for info in archive.infolist()
+                }
     except (FileNotFoundError, CheckpointError):
         raise
-    except ValueError as err:
-        if "pickle" in str(err):
-            raise CheckpointError(
-                f"{where}: refusing to load pickled data (an object array or a pickle file); "
-                "checkpoints hold plain arrays only, because unpickling a file from a stranger can run code"
-            ) from None
-        raise CheckpointError(f"{where}: not a valid checkpoint ({err})") from None
-    except (zipfile.BadZipFile, EOFError, OSError, zlib.error, KeyError) as err:
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error, ValueError) as err:
         raise CheckpointError(
             f"{where}: corrupt or truncated checkpoint ({type(err).__name__}: {err})"
         ) from None
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> np.ndarray:
+    """One ``.npy`` member, CRC-checked, its header read before its data: object arrays are refused."""
+    if not info.filename.endswith(".npy"):
+        raise CheckpointError(f"{where}: not a checkpoint (archive member {info.filename!r} is not an array)")
+    stream = io.BytesIO(archive.read(info))  # read() checks the CRC: flipped bytes fail here
+    version = np.lib.format.read_magic(stream)
+    read_header = (
+        np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    )
+    _, _, dtype = read_header(stream)
+    if dtype.hasobject:
+        raise _pickled(where, f"an object array, {info.filename!r}")
+    stream.seek(0)
+    return np.lib.format.read_array(stream, allow_pickle=False)
+
+
+def _pickled(where: str, what: str) -> CheckpointError:
+    return CheckpointError(
+        f"{where}: refusing to load pickled data ({what}); checkpoints hold plain arrays only, because "
+        "unpickling a file from a stranger can run code"
+    )
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
@@ -185,6 +226,15 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     for name, array in arrays.items():
         if array.dtype.kind not in "biuf":
             raise CheckpointError(f"{where}: array {name!r} has dtype {array.dtype}, want a numeric array")
+        # A diverged run's weights predict nonsense ("0 (nan%)"): refuse them here, whoever wrote the file.
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise CheckpointError(
+                f"{where}: array {name!r} holds NaN or inf, so the model it describes is broken"
+            )
+    try:
+        epoch = check_int(meta.get("epoch", 0), "epoch", f"{where}: metadata", minimum=0)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(str(err)) from None
     model_state = {k[len(_MODEL) :]: v for k, v in arrays.items() if k.startswith(_MODEL)}
     keys = meta.get("model_keys")
     if not isinstance(keys, list) or sorted(keys) != sorted(model_state):
@@ -206,6 +256,15 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             optimizer_type = str(optim["type"])
         except (KeyError, TypeError):
             raise CheckpointError(f"{where}: malformed optimizer metadata") from None
+        listed = optim.get("arrays")  # absent in files written before the list was kept
+        found = sorted(name for name in arrays if name.startswith(_OPTIM))
+        if listed is not None and sorted(listed) != found:
+            missing = sorted(set(listed) - set(found)) or ["none"]
+            extra = sorted(set(found) - set(listed)) or ["none"]
+            raise CheckpointError(
+                f"{where}: the optimizer arrays do not match the metadata's list (missing: "
+                f"{', '.join(missing)}; unexpected: {', '.join(extra)}), so training cannot resume from it"
+            )
     else:
         optimizer_type = None
     try:
@@ -213,7 +272,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             model_state=model_state,
             optimizer_state=optimizer_state,
             optimizer_type=optimizer_type,
-            epoch=int(meta.get("epoch", 0)),
+            epoch=epoch,
             config=dict(meta.get("config") or {}),
             history=list(meta.get("history") or []),
             rng_state=meta.get("rng_state"),

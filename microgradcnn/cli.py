@@ -1,8 +1,11 @@
 """The ``microgradcnn`` command line: train, evaluate, predict, graph (also ``python -m microgradcnn``).
 
 ``main(argv)`` returns the exit code instead of exiting, so tests call it in-process: 0 success, 1 a runtime
-error (bad checkpoint, missing file or dataset, ...), 2 a usage error, 130 interrupted by Ctrl-C. Errors are
-one line on stderr naming the file or argument, never a traceback.
+error (bad checkpoint, missing file or dataset, diverged training, ...), 2 a usage error, 130 interrupted by
+Ctrl-C. Errors are one line on stderr naming the file or argument, never a traceback.
+
+The checkpoint, optimizer and model modules are imported inside ``main``, where Ctrl-C is caught, so an
+interrupt while the command starts up is one line too.
 """
 
 from __future__ import annotations
@@ -17,9 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from microgradcnn.checkpoint import CheckpointError, load_checkpoint, restore_model, write_atomic
-from microgradcnn.models import MODELS
 
 __all__ = ["build_parser", "main"]
 
@@ -52,7 +52,10 @@ def default_out(model: str) -> str:
 # ---- train ----------------------------------------------------------------------------------------------
 def _cmd_train(args: argparse.Namespace) -> int:
     from microgradcnn import train as training
+    from microgradcnn.checkpoint import CheckpointError, load_checkpoint
 
+    if args.out == "":
+        raise UsageError("--out needs a file name, got ''")
     given = {name: getattr(args, name) for name in _RESUME_MUST_MATCH if getattr(args, name) is not None}
     resume = None
     if args.resume is not None:
@@ -82,6 +85,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UsageError(str(err).removeprefix("TrainConfig: ")) from None
     out = Path(args.out or (args.resume if args.resume is not None else default_out(config.model)))
+    if resume is not None and resume.epoch >= config.epochs:
+        print(
+            f"{args.resume} already holds {resume.epoch} epochs (--epochs {config.epochs}): nothing to do; "
+            "the file is left as it is"
+        )
+        return 0
+    # Everything that could stop the run at its end is checked before it starts.
+    training.check_writable(out)
+    if out.exists() and not args.force and not (resume is not None and out.samefile(args.resume)):
+        what = "a fresh run" if resume is None else f"continuing {args.resume}"
+        keep = f"continue its own run with --resume {out}, " if resume is None else ""
+        raise FileExistsError(
+            f"{out} already exists and {what} would replace it: {keep}pass --force to replace it, "
+            "or choose another --out"
+        )
 
     train_x, train_y, test_x, test_y = training.load_data(config, args.data_dir, args.download)
     schedule = "" if config.lr_decay == 1 else f" (x{config.lr_decay:g} per epoch)"
@@ -98,6 +116,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
             config, out=out, resume=resume, data=(train_x, train_y, test_x, test_y), progress=args.progress
         )
     except training.TrainingInterrupted as stop:
+        if stop.checkpoint is None:
+            kept = "was left as it was" if out.exists() else "was not written"
+            print(
+                f"{PROG} train: interrupted during epoch 1, before any epoch was trained; {out} {kept}",
+                file=sys.stderr,
+            )
+            return 130
         print(
             f"{PROG} train: interrupted during epoch {stop.epoch + 1}; saved the state after epoch "
             f"{stop.epoch} to {stop.checkpoint}. Continue with: "
@@ -105,6 +130,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    except training.TrainingDiverged as bad:
+        print(f"{PROG} train: error: {bad}; try a smaller --lr (this run: {config.lr:g})", file=sys.stderr)
+        return 1
     last = result.history[-1] if result.history else None
     if last is not None:
         print(
@@ -119,6 +147,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from microgradcnn import data as datasets
     from microgradcnn import train as training
+    from microgradcnn.checkpoint import load_checkpoint, restore_model
 
     ckpt = load_checkpoint(args.checkpoint)
     model = restore_model(ckpt)
@@ -128,8 +157,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         images, labels = training.subset(images, labels, args.limit)
     result = training.evaluate(model, images, labels)
     if args.plot is not None:
+        from microgradcnn import viz
+
         title = f"{Path(args.checkpoint).name} on {dataset} test: accuracy {result.accuracy:.2%}"
-        write_atomic(args.plot, lambda f: f.write(render_confusion_png(result.confusion_matrix, title)))
+        viz.write_confusion_matrix(result.confusion_matrix, args.plot, title=title)
     if args.json:
         print(json.dumps(result.to_dict()))
         return 0
@@ -160,58 +191,11 @@ def format_confusion(matrix: np.ndarray) -> str:
     return "\n".join(lines)
 
 
-def render_confusion_png(matrix: np.ndarray, title: str) -> bytes:
-    """A PNG (bytes) of the confusion matrix drawn with OpenCV: cells shaded by row share, counts written in.
-
-    Shapes: matrix (K, K) of counts, rows true class, columns predicted.
-    """
-    import cv2
-
-    k = matrix.shape[0]
-    cell, left, top = 48, 70, 90
-    size = (top + k * cell + 20, left + k * cell + 20)
-    canvas = np.full((*size, 3), 255, dtype=np.uint8)
-    rows = matrix.sum(axis=1, keepdims=True)
-    share = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=np.float64), where=rows > 0)
-    # Shade cells white -> dark blue by the share of the true class: one block per entry, no pixel loops.
-    shade = (255 * (1 - share)).astype(np.uint8)
-    blocks = np.kron(shade, np.ones((cell, cell), dtype=np.uint8))  # (K*cell, K*cell)
-    region = canvas[top : top + k * cell, left : left + k * cell]
-    region[..., 0] = 255 - (255 - blocks) // 3  # blue channel stays high: a blue colour map (BGR)
-    region[..., 1] = blocks
-    region[..., 2] = blocks
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    for i in range(k):
-        for j in range(k):
-            text = str(int(matrix[i, j]))
-            colour = (255, 255, 255) if share[i, j] > 0.5 else (0, 0, 0)
-            (w, h), _ = cv2.getTextSize(text, font, 0.45, 1)
-            origin = (left + j * cell + (cell - w) // 2, top + i * cell + (cell + h) // 2)
-            cv2.putText(canvas, text, origin, font, 0.45, colour, 1, cv2.LINE_AA)
-        cv2.putText(
-            canvas, str(i), (left + i * cell + cell // 2 - 5, top - 8), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA
-        )
-        cv2.putText(
-            canvas, str(i), (left - 22, top + i * cell + cell // 2 + 5), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA
-        )
-    for t in range(k + 1):  # grid lines
-        cv2.line(canvas, (left, top + t * cell), (left + k * cell, top + t * cell), (160, 160, 160), 1)
-        cv2.line(canvas, (left + t * cell, top), (left + t * cell, top + k * cell), (160, 160, 160), 1)
-    cv2.putText(canvas, title, (10, 22), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(
-        canvas, "predicted", (left + k * cell // 2 - 40, top - 32), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA
-    )
-    cv2.putText(canvas, "true", (8, top + k * cell // 2), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    ok, encoded = cv2.imencode(".png", canvas)
-    if not ok:
-        raise RuntimeError("OpenCV could not encode the confusion-matrix PNG")
-    return encoded.tobytes()
-
-
 # ---- predict --------------------------------------------------------------------------------------------
 def _cmd_predict(args: argparse.Namespace) -> int:
     from microgradcnn import image
     from microgradcnn import train as training
+    from microgradcnn.checkpoint import load_checkpoint, restore_model
 
     ckpt = load_checkpoint(args.checkpoint)
     model = restore_model(ckpt)
@@ -242,6 +226,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 # ---- graph ----------------------------------------------------------------------------------------------
 def _cmd_graph(args: argparse.Namespace) -> int:
     from microgradcnn import viz
+    from microgradcnn.checkpoint import CheckpointError, load_checkpoint, restore_model
+    from microgradcnn.models import MODELS
 
     fmt = args.format or (Path(args.out).suffix.lstrip(".").lower() or "svg")
     if fmt not in ("svg", "png", "pdf"):
@@ -305,6 +291,7 @@ def _decay(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``microgradcnn`` command and its four subcommands."""
     from microgradcnn.data import DATASETS
+    from microgradcnn.models import MODELS
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -385,6 +372,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue a run from its checkpoint, bit for bit as if never stopped",
     )
     t.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing --out file (without it, a fresh run refuses to; the old file stays until "
+        "the new run has trained an epoch either way)",
+    )
+    t.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -445,11 +438,14 @@ def _silence_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
-    parser = build_parser()
     try:
+        parser = build_parser()  # imports the data and model modules
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse exits on --help (0) and on usage errors (2)
         return exit_.code if isinstance(exit_.code, int) else 0
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
     command = f"{PROG} {args.command}"
     try:
         code: int = args.handler(args)
@@ -466,6 +462,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModuleNotFoundError as err:  # the mnist5k data extra (the message says what to install)
         print(f"{command}: error: {err}", file=sys.stderr)
         return 1
-    except (CheckpointError, OSError, ValueError) as err:  # OSError covers missing files and DownloadError
-        print(f"{command}: error: {err}", file=sys.stderr)
+    except (OSError, ValueError) as err:  # CheckpointError is a ValueError; OSError covers DownloadError
+        print(f"{command}: error: {_describe(err)}", file=sys.stderr)
         return 1
+
+
+def _describe(err: Exception) -> str:
+    """The message of ``err`` naming its file, without OSError's "[Errno 28]" prefix."""
+    if isinstance(err, OSError) and err.strerror:
+        name = os.fsdecode(err.filename) if isinstance(err.filename, str | bytes) else None
+        return err.strerror if name is None or name in err.strerror else f"{name}: {err.strerror}"
+    return str(err)

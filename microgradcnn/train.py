@@ -15,11 +15,16 @@ and a 1-epoch run resumed to 2 epochs equals a 2-epoch run (a cosine schedule ov
 Ctrl-C (``KeyboardInterrupt``) writes the
 state of the last completed epoch boundary and raises :class:`TrainingInterrupted`; the interrupted epoch
 is re-run from its start on resume.
+
+A checkpoint only ever holds a trained, finite state: nothing is written before the first epoch has
+finished (so an existing file at ``out`` survives a run stopped early), and a NaN or inf loss or weight
+stops training with :class:`TrainingDiverged`, leaving ``out`` with the last finite epoch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import os
 import time
@@ -33,6 +38,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from microgradcnn import data as datasets
 from microgradcnn import functional as F
+from microgradcnn._checks import check_int, is_int, is_real
 from microgradcnn.checkpoint import Checkpoint, load_checkpoint, restore_model, save_checkpoint
 from microgradcnn.models import MODELS
 from microgradcnn.nn import Module
@@ -47,12 +53,15 @@ __all__ = [
     "Evaluation",
     "TrainConfig",
     "TrainResult",
+    "TrainingDiverged",
     "TrainingInterrupted",
+    "check_writable",
     "evaluate",
     "fit",
     "learning_rate",
     "make_optimizer",
     "predict_proba",
+    "random_batch_loss",
     "random_shift",
     "subset",
     "train_step",
@@ -105,15 +114,15 @@ class TrainConfig:
             (self.model in MODELS, f"model must be one of {', '.join(MODELS)}"),
             (self.dataset in datasets.DATASETS, f"dataset must be one of {', '.join(datasets.DATASETS)}"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
-            (_is_real(self.lr) and math.isfinite(self.lr) and self.lr > 0, "lr must be a positive number"),
-            (_is_real(self.lr_decay) and 0 < self.lr_decay <= 1, "lr_decay must be in (0, 1]"),
-            (_is_int(self.shift) and 0 <= self.shift <= 8, "shift must be an int in 0..8"),
-            (_is_int(self.epochs) and self.epochs >= 1, "epochs must be an int >= 1"),
-            (_is_int(self.batch_size) and self.batch_size >= 1, "batch_size must be an int >= 1"),
-            (_is_real(self.momentum) and self.momentum >= 0, "momentum must be >= 0"),
-            (_is_real(self.weight_decay) and self.weight_decay >= 0, "weight_decay must be >= 0"),
-            (_is_int(self.seed) and self.seed >= 0, "seed must be an int >= 0"),
-            (self.limit is None or (_is_int(self.limit) and self.limit >= 1), "limit must be an int >= 1"),
+            (is_real(self.lr) and math.isfinite(self.lr) and self.lr > 0, "lr must be a positive number"),
+            (is_real(self.lr_decay) and 0 < self.lr_decay <= 1, "lr_decay must be in (0, 1]"),
+            (is_int(self.shift) and 0 <= self.shift <= 8, "shift must be an int in 0..8"),
+            (is_int(self.epochs) and self.epochs >= 1, "epochs must be an int >= 1"),
+            (is_int(self.batch_size) and self.batch_size >= 1, "batch_size must be an int >= 1"),
+            (is_real(self.momentum) and self.momentum >= 0, "momentum must be >= 0"),
+            (is_real(self.weight_decay) and self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (is_int(self.seed) and self.seed >= 0, "seed must be an int >= 0"),
+            (self.limit is None or (is_int(self.limit) and self.limit >= 1), "limit must be an int >= 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -130,21 +139,56 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in names})
 
 
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
 class TrainingInterrupted(KeyboardInterrupt):
-    """Training was interrupted (Ctrl-C); ``checkpoint`` holds the state after ``epoch`` finished epochs."""
+    """Training was interrupted (Ctrl-C); ``checkpoint`` holds the state after ``epoch`` finished epochs.
 
-    def __init__(self, checkpoint: Path, epoch: int) -> None:
-        super().__init__(f"interrupted; checkpoint after epoch {epoch} saved to {checkpoint}")
+    ``checkpoint`` is None when the interrupt came before the first epoch finished: nothing was written, and
+    a file that was already at ``out`` is left as it was.
+    """
+
+    def __init__(self, checkpoint: Path | None, epoch: int) -> None:
+        saved = (
+            f"checkpoint after epoch {epoch} saved to {checkpoint}" if checkpoint else "no checkpoint written"
+        )
+        super().__init__(f"interrupted; {saved}")
         self.checkpoint = checkpoint
         self.epoch = epoch
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights became NaN or inf in epoch ``epoch`` (1-based), at step ``step`` of it.
+
+    ``loss`` is the offending value. ``checkpoint`` is the file holding the last finite state, after
+    ``saved_epoch`` epochs, or None (and ``saved_epoch`` None) if no epoch of this run was saved; nothing
+    non-finite is ever written.
+    """
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        epoch: int,
+        step: int,
+        loss: float,
+        checkpoint: Path | None,
+        saved_epoch: int | None,
+    ) -> None:
+        kept = (
+            f"{checkpoint} holds the last finite state, after epoch {saved_epoch}"
+            if checkpoint is not None
+            else "no checkpoint was written"
+        )
+        super().__init__(f"training diverged: {what} in epoch {epoch}, step {step}; {kept}")
+        self.epoch, self.step, self.loss = epoch, step, loss
+        self.checkpoint, self.saved_epoch = checkpoint, saved_epoch
+
+
+class _NonFinite(Exception):
+    """Raised inside an epoch; ``fit`` turns it into TrainingDiverged with what it knows of the files."""
+
+    def __init__(self, what: str, step: int, loss: float) -> None:
+        super().__init__(what)
+        self.what, self.step, self.loss = what, step, loss
 
 
 @dataclass
@@ -246,7 +290,12 @@ def evaluate(model: Module, images: np.ndarray, labels: np.ndarray, batch_size: 
     """Loss, accuracy and confusion matrix of ``model`` on a labelled set, without recording a graph.
 
     ``images``: uint8 (N, 28, 28) raw or float32 (N, 1, 28, 28) preprocessed; ``labels``: int (N,).
+
+    Raises:
+        ValueError: for a set without images (its accuracy would be a made-up number).
     """
+    if len(labels) == 0:
+        raise ValueError("evaluate: the set has no images, so there is nothing to evaluate")
     model.eval()
     total_loss, preds = 0.0, []
     with no_grad():
@@ -258,12 +307,65 @@ def evaluate(model: Module, images: np.ndarray, labels: np.ndarray, batch_size: 
     predictions = np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
     n_classes = max(10, int(labels.max(initial=0)) + 1)
     confusion = np.bincount(labels * n_classes + predictions, minlength=n_classes * n_classes)
-    n = max(len(labels), 1)
+    n = len(labels)
     return Evaluation(
         loss=total_loss / n,
         accuracy=float((predictions == labels).sum() / n),
         confusion_matrix=confusion.reshape(n_classes, n_classes).astype(np.int64),
         predictions=predictions,
+    )
+
+
+MNIST_SIDE = 28  # images are MNIST-shaped unless the model says otherwise
+
+
+def random_batch_loss(
+    model: Module, batch_size: int = 8, *, seed: int = 0, input_shape: tuple[int, ...] | None = None
+) -> tuple[Tensor, Tensor]:
+    """The loss of one seeded random training batch of ``model``: ``(x, F.cross_entropy(model(x), y))``.
+
+    Inputs are uniform in [-0.5, 0.5) (the range of MNIST pixels after ``x / 255 - 0.5``), in the dtype of
+    the model's parameters, of shape ``(batch_size, *input_shape)``; labels are uniform over the model's
+    classes. The same ``seed`` gives the same batch. ``input_shape`` defaults to the model's
+    ``input_shape`` attribute if it has one, else (in_channels, 28, 28) for a first layer with
+    ``in_channels`` (a conv net, e.g. the seed CNN: (1, 28, 28)), else (in_features,). Used to draw a model's
+    training graph (``viz.write_model_graph``).
+
+    Shapes: ``model`` maps (N, *input_shape) to logits (N, classes); the loss is 0-d.
+
+    Raises:
+        TypeError, ValueError: ``batch_size`` is not an int >= 1; the input shape cannot be inferred; the
+            model's output is not (N, classes).
+    """
+    batch_size = check_int(batch_size, "batch_size", "random_batch_loss", minimum=1)
+    shape = _input_shape(model) if input_shape is None else tuple(int(s) for s in input_shape)
+    params = [p for _, p in model.named_parameters()]
+    dtype = params[0].dtype if params else np.dtype(np.float32)
+    rng = np.random.default_rng(seed)
+    x = Tensor((rng.random((batch_size, *shape)) - 0.5).astype(dtype))
+    logits = model(x)
+    if logits.ndim != 2 or logits.shape[0] != batch_size:
+        raise ValueError(
+            f"random_batch_loss: the model maps input {x.shape} to {logits.shape}; want logits (N, classes)"
+        )
+    y = rng.integers(0, logits.shape[1], size=batch_size)
+    return x, F.cross_entropy(logits, y)
+
+
+def _input_shape(model: Any) -> tuple[int, ...]:
+    """The per-sample input shape a model expects (see random_batch_loss)."""
+    declared = getattr(model, "input_shape", None)
+    if declared is not None:
+        return tuple(int(s) for s in declared)
+    modules = model.named_modules() if hasattr(model, "named_modules") else [("", model)]
+    for _, module in modules:
+        if isinstance(getattr(module, "in_channels", None), int):
+            return (module.in_channels, MNIST_SIDE, MNIST_SIDE)
+        if isinstance(getattr(module, "in_features", None), int):
+            return (module.in_features,)
+    raise ValueError(
+        f"random_batch_loss: cannot infer the input shape of {type(model).__name__}; "
+        "pass input_shape=(C, H, W)"
     )
 
 
@@ -282,10 +384,15 @@ def load_data(
     """(train images, train labels, test images, test labels) of ``config.dataset``, cut to ``config.limit``.
 
     The limit keeps the same random subset in every run (:func:`subset`). Raises what
-    ``microgradcnn.data.load_dataset`` raises (missing files or the data extra).
+    ``microgradcnn.data.load_dataset`` raises (missing files or the data extra), and ValueError naming the
+    dataset and split if one holds no images.
     """
     train = datasets.load_dataset(config.dataset, "train", root=data_dir, download=download)
     test = datasets.load_dataset(config.dataset, "test", root=data_dir, download=download)
+    for split, (_, labels) in (("train", train), ("test", test)):
+        if len(labels) == 0:
+            where = f" in {data_dir}" if data_dir is not None else ""
+            raise ValueError(f"the {split} split of {config.dataset}{where} has no images")
     if config.limit is not None:
         train, test = subset(*train, config.limit), subset(*test, config.limit)
     return train[0], train[1], test[0], test[1]
@@ -316,11 +423,23 @@ def fit(
         progress: show a tqdm bar per epoch (None: only when stderr is a terminal).
         log: where one summary line per epoch goes.
 
+    A checkpoint is written only once an epoch has been trained, and only with finite weights: a run
+    stopped (Ctrl-C, divergence) before its first epoch finished leaves a file already at ``out`` as it was.
+
     Raises:
         TrainingInterrupted: on Ctrl-C, after saving the last epoch boundary's state to ``out``.
-        CheckpointError: if ``resume`` does not fit the model.
+        TrainingDiverged: when a training loss, the test loss or a weight becomes NaN or inf; ``out`` keeps
+            the last finite epoch.
+        CheckpointError: if ``resume`` does not fit the model or does not come from a training run.
+        ValueError: if the training or the test set has no images.
+        OSError: naming ``out``, if the checkpoint cannot be written there (checked before training).
     """
     train_x, train_y, test_x, test_y = data if data is not None else load_data(config, data_dir, download)
+    for what, labels in (("training", train_y), ("test", test_y)):
+        if len(labels) == 0:
+            raise ValueError(f"fit: the {what} set has no images")
+    if out is not None:
+        check_writable(out)
     init_seq, data_seq = np.random.SeedSequence(config.seed).spawn(2)
     model = MODELS[config.model](rng=np.random.default_rng(init_seq))
     optimizer = make_optimizer(config, model)
@@ -333,6 +452,8 @@ def fit(
         _restore_training_state(ckpt, optimizer, data_rng)
         start, history = ckpt.epoch, list(ckpt.history)
     result = TrainResult(model, optimizer, config, history, Path(out) if out is not None else None)
+    # The epoch the file at `out` holds from this run (or from the checkpoint it resumes in place).
+    saved: list[int | None] = [start if resume is not None and _same_file(out, ckpt.path) else None]
 
     def save(epoch: int) -> None:
         if out is not None:
@@ -342,10 +463,10 @@ def fit(
                 "rng_state": data_rng.bit_generator.state,
             }
             save_checkpoint(out, model, optimizer, epoch=epoch, **state)
+            saved[0] = epoch
 
-    if start >= config.epochs:
+    if start >= config.epochs:  # the file already holds this state: leave it untouched
         log(f"already trained for {start} epochs (--epochs {config.epochs}); nothing to do")
-        save(start)
         return result
     batches = datasets.iterate_batches(train_x, train_y, config.batch_size, rng=data_rng)
     for epoch in range(start, config.epochs):
@@ -353,10 +474,14 @@ def fit(
         tic = time.perf_counter()
         # The whole epoch, evaluation and checkpoint included: Ctrl-C anywhere in it rolls back to its start.
         try:
-            train_loss, train_accuracy = _train_epoch(
-                config, model, optimizer, batches, data_rng, epoch, progress
-            )
-            metrics = evaluate(model, test_x, test_y)
+            # A diverging run overflows before its loss is NaN; NumPy's warnings from deep inside the ops
+            # would only repeat what the finiteness checks report as one clear TrainingDiverged.
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                train_loss, train_accuracy = _train_epoch(
+                    config, model, optimizer, batches, data_rng, epoch, progress
+                )
+                metrics = evaluate(model, test_x, test_y)
+            _check_finite(model, metrics.loss, len(batches))
             history.append(
                 {
                     "epoch": epoch + 1,
@@ -368,10 +493,23 @@ def fit(
                 }
             )
             save(epoch + 1)
+        except _NonFinite as bad:
+            _restore_snapshot(boundary, model, optimizer, data_rng, history)
+            checkpoint = Path(out) if out is not None and saved[0] is not None else None
+            raise TrainingDiverged(
+                bad.what,
+                epoch=epoch + 1,
+                step=bad.step,
+                loss=bad.loss,
+                checkpoint=checkpoint,
+                saved_epoch=saved[0] if checkpoint is not None else None,
+            ) from None
         except KeyboardInterrupt:
             if out is None:
                 raise
             _restore_snapshot(boundary, model, optimizer, data_rng, history)
+            if epoch == 0:  # nothing trained yet: never replace a file with an untrained model
+                raise TrainingInterrupted(None, 0) from None
             save(epoch)
             raise TrainingInterrupted(Path(out), epoch) from None
         h = history[-1]
@@ -407,11 +545,55 @@ def _train_epoch(
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, epoch * len(batches) + i, len(batches))
             loss, hits = train_step(model, optimizer, random_shift(x, config.shift, rng), y)
+            if not math.isfinite(loss):  # stop at once: every later step would be NaN too
+                lr = optimizer.param_groups[0]["lr"]
+                raise _NonFinite(f"the training loss became {loss} (learning rate {lr:.3g})", i + 1, loss)
             seen, correct, loss_sum = seen + len(y), correct + hits, loss_sum + loss * len(y)
             bar.update()
             if i % 10 == 0:
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.1%}", refresh=False)
     return loss_sum / seen, correct / seen
+
+
+def _check_finite(model: Module, test_loss: float, step: int) -> None:
+    """_NonFinite if the test loss or a weight is NaN or inf (the last step can break the weights unseen)."""
+    if not math.isfinite(test_loss):
+        raise _NonFinite(f"the test loss became {test_loss}", step, test_loss)
+    for name, p in model.named_parameters():
+        if not np.isfinite(p.data).all():
+            raise _NonFinite(f"the weights {name!r} hold NaN or inf", step, test_loss)
+
+
+def _same_file(a: str | os.PathLike[str] | None, b: str | os.PathLike[str] | None) -> bool:
+    return (
+        a is not None and b is not None and os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+    )
+
+
+def check_writable(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path, if a file can be created or replaced there; checked without writing anything.
+
+    Meant to run before a long job that ends by writing ``path``, so that it fails at once rather than after
+    the work. Missing parent directories are fine (``write_atomic`` creates them).
+
+    Raises:
+        ValueError: ``path`` is empty.
+        IsADirectoryError, NotADirectoryError, PermissionError: naming ``path``: it is a directory, a parent
+            of it is a file, or the directory it would go in is not writable.
+    """
+    if os.fspath(path) == "":
+        raise ValueError("no file name given (an empty path)")
+    target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"cannot write {target}: it is a directory")
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:  # the nearest ancestor that exists
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"cannot write {target}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):  # EROFS and missing permissions alike
+        raise PermissionError(errno.EACCES, f"cannot write {target}: the directory {parent} is not writable")
+    return target
 
 
 def _restore_training_state(ckpt: Checkpoint, optimizer: Optimizer, rng: np.random.Generator) -> None:
@@ -426,6 +608,11 @@ def _restore_training_state(ckpt: Checkpoint, optimizer: Optimizer, rng: np.rand
         )
     if ckpt.rng_state is None:
         raise CheckpointError(f"{where}: holds no RNG state, so training cannot resume from it")
+    if len(ckpt.history) != ckpt.epoch:  # training writes one metrics entry per epoch
+        raise CheckpointError(
+            f"{where}: holds epoch {ckpt.epoch} but the metrics of {len(ckpt.history)} epoch(s); training "
+            "writes one per epoch, so the file was edited and cannot be resumed"
+        )
     try:
         optimizer.load_state_dict(ckpt.optimizer_state)
         rng.bit_generator.state = ckpt.rng_state

@@ -138,8 +138,8 @@ def test_pickle_bearing_files_are_refused(tmp_path):
             lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]),
             "corrupt or truncated|not a valid",
         ),
-        (lambda p: p.write_text("hello, not a zip"), "not a valid|pickled"),
-        (lambda p: p.write_bytes(b""), "corrupt|not a valid|pickled"),
+        (lambda p: p.write_text("hello, not a zip"), "not a checkpoint"),
+        (lambda p: p.write_bytes(b""), "empty file"),
         (lambda p: write_npy(p, np.zeros(3)), "single .npy array"),
         (lambda p: write_npz(p, weights=np.zeros(3)), "no 'meta'"),
         (lambda p: write_npz(p, meta=np.frombuffer(b"{not json", np.uint8)), "corrupt checkpoint metadata"),
@@ -211,3 +211,57 @@ def test_metadata_must_be_json(tmp_path):
         ck.save_checkpoint(tmp_path / "c.npz", model, opt, config={"f": object()})
     ck.save_checkpoint(tmp_path / "c.npz", model, config={"n": np.int64(3), "a": np.arange(2)})
     assert ck.load_checkpoint(tmp_path / "c.npz").config == {"n": 3, "a": [0, 1]}
+
+
+def rewrite(path, drop=(), **meta_changes):
+    """Rewrite the checkpoint at ``path`` as a hostile editor would: members removed, metadata edited."""
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files if not k.startswith(tuple(drop))}
+    meta = json.loads(arrays["meta"].tobytes())
+    meta.update(meta_changes)
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    write_npz(path, **arrays)
+
+
+@pytest.mark.parametrize("epoch", [-5, 1.5, True, "3"])
+def test_a_crafted_epoch_is_refused_naming_the_file(tmp_path, epoch):
+    path = save(tmp_path / "c.npz", epoch=2)
+    rewrite(path, epoch=epoch)
+    with pytest.raises(ck.CheckpointError, match="epoch") as info:
+        ck.load_checkpoint(path)
+    assert str(path) in str(info.value)
+
+
+def test_removed_optimizer_arrays_are_refused_naming_the_file(tmp_path):
+    path = save(tmp_path / "c.npz", epoch=1)  # Adam after one step: step, exp_avg, exp_avg_sq per parameter
+    rewrite(path, drop=["optimizer/"])
+    with pytest.raises(ck.CheckpointError, match="optimizer arrays") as info:
+        ck.load_checkpoint(path)
+    assert str(path) in str(info.value)
+    assert "optimizer/0/exp_avg" in str(info.value)  # says which ones are missing
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    model, opt = trained_pair()
+    next(iter(model.parameters())).data.flat[0] = np.nan
+    path = ck.save_checkpoint(tmp_path / "nan.npz", model, opt)
+    with pytest.raises(ck.CheckpointError, match="NaN or inf") as info:
+        ck.load_checkpoint(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty file"),
+        (b"hello, a text file", "not a checkpoint"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(40), "not a checkpoint"),
+    ],
+)
+def test_a_file_that_is_not_a_checkpoint_is_reported_as_such(tmp_path, content, message):
+    path = tmp_path / "c.npz"
+    path.write_bytes(content)
+    with pytest.raises(ck.CheckpointError, match=message) as info:
+        ck.load_checkpoint(path)
+    assert "pickled" not in str(info.value)  # only a file that really holds pickled data is called that
+    assert str(path) in str(info.value)

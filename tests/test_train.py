@@ -67,7 +67,7 @@ def fail_on_call(monkeypatch, n):
     monkeypatch.setattr(training, "train_step", step)
 
 
-@pytest.mark.parametrize(("fail_at", "saved_epoch"), [(9, 1), (3, 0)])
+@pytest.mark.parametrize(("fail_at", "saved_epoch"), [(9, 1), (15, 2)])
 def test_interrupt_saves_the_last_epoch_boundary_and_resume_matches(
     tmp_path, monkeypatch, fail_at, saved_epoch
 ):
@@ -279,3 +279,115 @@ def test_shift_augmentation_resumes_bit_for_bit(tmp_path):
     assert_same_run(straight, resumed)
     plain = training.fit(config(), data=data, log=lambda s: None)
     assert not np.array_equal(plain.model.state_dict()["0.weight"], straight.model.state_dict()["0.weight"])
+
+
+# ---- what fit refuses and where it stops ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("empty", "message"), [(0, "training set has no images"), (2, "test set has no images")]
+)
+def test_a_data_set_without_images_is_a_clear_error(tmp_path, empty, message):
+    data = list(synthetic())
+    data[empty], data[empty + 1] = data[empty][:0], data[empty + 1][:0]
+    with pytest.raises(ValueError, match=message):
+        training.fit(config(), out=tmp_path / "a.npz", data=tuple(data), log=lambda s: None)
+    assert not (tmp_path / "a.npz").exists()
+
+
+def nan_loss_on_call(monkeypatch, n):
+    """Make the n-th call of train_step (1-based) report a NaN loss, as a diverging run would."""
+    real, calls = training.train_step, [0]
+
+    def step(*args):
+        calls[0] += 1
+        loss, hits = real(*args)
+        return (math.nan if calls[0] == n else loss), hits
+
+    monkeypatch.setattr(training, "train_step", step)
+
+
+def test_a_non_finite_loss_stops_training_keeping_the_last_finite_checkpoint(tmp_path, monkeypatch):
+    data = synthetic()  # 6 steps per epoch
+    one = training.fit(config(epochs=1), data=data, log=lambda s: None)
+    nan_loss_on_call(monkeypatch, 9)  # in epoch 2
+    out = tmp_path / "c.npz"
+    with pytest.raises(training.TrainingDiverged) as info:
+        training.fit(config(epochs=3), out=out, data=data, log=lambda s: None)
+    stop = info.value
+    assert (stop.epoch, stop.step, stop.checkpoint, stop.saved_epoch) == (2, 3, out, 1)
+    assert "nan" in str(stop)
+    assert str(out) in str(stop)
+    saved = ck.load_checkpoint(out)  # the state after epoch 1, which is finite
+    assert saved.epoch == 1
+    for name, value in saved.model_state.items():
+        np.testing.assert_array_equal(value, dict(one.model.state_dict())[name])
+
+
+def test_divergence_in_the_first_epoch_writes_no_checkpoint(tmp_path):
+    out = tmp_path / "c.npz"
+    with pytest.raises(training.TrainingDiverged, match="no checkpoint was written") as info:
+        training.fit(config(lr=1e308), out=out, data=synthetic(), log=lambda s: None)
+    assert info.value.checkpoint is None
+    assert not out.exists()
+
+
+def test_weights_that_turn_non_finite_at_the_end_of_an_epoch_are_never_saved(tmp_path, monkeypatch):
+    real = training.evaluate
+
+    def poisoned(model, *args, **kwargs):  # the last step of epoch 1 left an inf in the weights
+        next(iter(model.parameters())).data.flat[0] = np.inf
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(training, "evaluate", poisoned)
+    with pytest.raises(training.TrainingDiverged, match=r"inf|nan"):
+        training.fit(config(), out=tmp_path / "c.npz", data=synthetic(), log=lambda s: None)
+    assert not (tmp_path / "c.npz").exists()
+
+
+def test_an_interrupt_in_the_first_epoch_writes_nothing_and_keeps_an_existing_file(tmp_path, monkeypatch):
+    out = tmp_path / "c.npz"
+    out.write_bytes(b"an eight-epoch checkpoint")
+    fail_on_call(monkeypatch, 3)
+    with pytest.raises(training.TrainingInterrupted) as info:
+        training.fit(config(), out=out, data=synthetic(), log=lambda s: None)
+    assert (info.value.epoch, info.value.checkpoint) == (0, None)
+    assert out.read_bytes() == b"an eight-epoch checkpoint"
+
+
+def test_resuming_a_finished_run_does_not_rewrite_the_file(tmp_path):
+    out = tmp_path / "a.npz"
+    training.fit(config(), out=out, data=synthetic(), log=lambda s: None)
+    before = out.stat()
+    training.fit(config(epochs=1), out=out, resume=out, data=synthetic(), log=lambda s: None)
+    after = out.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_resume_refuses_an_epoch_count_its_history_does_not_back(tmp_path):
+    out = tmp_path / "a.npz"
+    done = training.fit(config(epochs=1), out=out, data=synthetic(), log=lambda s: None)
+    state = {"config": done.config.to_dict(), "history": done.history}
+    ck.save_checkpoint(
+        out, done.model, done.optimizer, epoch=5, rng_state=ck.load_checkpoint(out).rng_state, **state
+    )
+    with pytest.raises(ck.CheckpointError, match="epoch 5 but the metrics of 1 epoch") as info:
+        training.fit(config(epochs=6), resume=out, data=synthetic(), log=lambda s: None)
+    assert str(out) in str(info.value)
+
+
+def test_random_batch_loss_is_a_seeded_training_batch():
+    from microgradcnn.models import seed_cnn
+
+    model = seed_cnn(rng=np.random.default_rng(0))
+    x, loss = training.random_batch_loss(model, 4, seed=1)
+    assert x.shape == (4, 1, 28, 28)
+    assert x.dtype == np.float32
+    assert x.data.min() >= -0.5
+    assert x.data.max() < 0.5
+    assert loss.shape == ()
+    again = training.random_batch_loss(model, 4, seed=1)[1]
+    assert again.item() == loss.item()
+    assert training.random_batch_loss(model, 4, seed=2)[1].item() != loss.item()
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        training.random_batch_loss(model, 0)
+    with pytest.raises(TypeError, match="batch_size must be an int"):
+        training.random_batch_loss(model, 2.0)
