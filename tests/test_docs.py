@@ -25,57 +25,10 @@ def _python_blocks(page: str) -> int:
     return len(re.findall(r"^```python\n", (ROOT / page).read_text(), re.M))
 
 
-
 # Pages whose blocks use an outside binary: skipped (with the install command) where it is missing.
 NEEDS: dict[str, tuple[str, ...]] = {"docs/graphs.md": ("dot",)}
+CODE_PAGES = [p for p in PAGES if _python_blocks(p)]
 TIMEOUT = 300  # seconds per page
-
-# What a page's reader has and the test must make, run before the page's blocks in a namespace of its own.
-# docs/data.md downloads MNIST: here from a server on 127.0.0.1 holding four made-up IDX files (tiny, valid,
-# with their own checksums in data.SHA256), never from the network.
-LOCAL_MNIST_MIRROR = r'''
-import gzip, hashlib, http.server, os, struct, tempfile, threading
-import numpy as np
-from microgradcnn import data
-
-served = tempfile.mkdtemp(prefix="docs_mirror_")
-rng = np.random.default_rng(0)
-for images, labels, n in (("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 12),
-                          ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 5)):
-    for name, array in ((images, rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)),
-                        (labels, rng.integers(0, 10, n, dtype=np.uint8))):
-        header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-        blob = gzip.compress(header + array.tobytes(), mtime=0)
-        with open(os.path.join(served, name + ".gz"), "wb") as f:
-            f.write(blob)
-        data.SHA256["mnist"][name + ".gz"] = hashlib.sha256(blob).hexdigest()
-
-
-class Quiet(http.server.SimpleHTTPRequestHandler):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, directory=served, **kwargs)
-
-    def log_message(self, *args):
-        pass
-
-
-httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-threading.Thread(target=httpd.serve_forever, daemon=True).start()
-os.environ["MICROGRADCNN_MIRRORS"] = f"http://127.0.0.1:{httpd.server_port}"
-'''
-SETUP: dict[str, str] = {"docs/data.md": LOCAL_MNIST_MIRROR}
-
-# Pages known not to run yet, each with why: strict, so the entry must go as soon as the page is fixed.
-BROKEN: dict[str, str] = {
-    "docs/data.md": "its image block loads my_seven.jpg, which no block makes, and uses undefined bgr_array",
-}
-
-
-def _marks(page: str) -> list[pytest.MarkDecorator]:
-    marks = [pytest.mark.needs(*NEEDS[page])] if page in NEEDS else []
-    if page in BROKEN:
-        marks.append(pytest.mark.xfail(reason=BROKEN[page], strict=True, raises=AssertionError))
-    return marks
 
 RUNNER = r'''
 import re
@@ -90,8 +43,6 @@ def normalize(line):
 
 
 page = sys.argv[1]
-if len(sys.argv) > 2:
-    exec(compile(open(sys.argv[2]).read(), f"setup of {page}", "exec"), {"__name__": "docs_setup"})
 blocks = [(m.group(1), m.group(2)) for m in FENCE.finditer(open(page).read())]
 namespace = {"__name__": "docs_page"}
 ran = 0
@@ -121,15 +72,12 @@ print("ran", ran, "blocks and", len(tests), "tests:", ", ".join(tests))
 
 
 @pytest.mark.parametrize(
-    "page", [pytest.param(p, marks=_marks(p)) for p in PAGES if _python_blocks(p)]
+    "page", [pytest.param(p, marks=[pytest.mark.needs(*NEEDS[p])] if p in NEEDS else []) for p in CODE_PAGES]
 )
 def test_every_python_block_of_the_page_runs_in_order(page, tmp_path):
     runner = tmp_path / "run_page.py"
     runner.write_text(RUNNER)
     args = [sys.executable, str(runner), str(ROOT / page)]
-    if page in SETUP:
-        (tmp_path / "setup.py").write_text(SETUP[page])
-        args.append(str(tmp_path / "setup.py"))
     work = tmp_path / "work"  # a page is read at the repository root: the files it names are there
     work.mkdir()
     (work / "examples").symlink_to(ROOT / "examples")
