@@ -193,9 +193,19 @@ def load(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> OnnxM
     except DecodeError as err:
         raise OnnxError(f"{where}: not an ONNX model, or a truncated one (protobuf: {err})") from None
     graph = proto.graph
+    # Our own checks first, each with its own message, then onnx's checker for everything else.
     reader = _TensorReader(where, file.parent, limit)
+    params: dict[str, np.ndarray] = {}
+    constants: dict[str, np.ndarray] = {}
     for t in graph.initializer:
         reader.inline(t)
+        arr = reader.array(t)
+        # float arrays are weights; 0-d ones are constants of an expression (x * 2.0), as integer ones are
+        (params if arr.dtype.kind == "f" and arr.ndim > 0 else constants)[t.name] = arr
+    for k, n in enumerate(graph.node):
+        if n.domain not in ("", "ai.onnx"):
+            raise OnnxError(f"{where}: node {n.name or f'{n.op_type}_{k}'!r} has op type {n.op_type!r} of "
+                            f"domain {n.domain!r}, which microgradcnn cannot import (ai.onnx ops only)")
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as err:
@@ -205,20 +215,11 @@ def load(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> OnnxM
     if opset is None:
         raise OnnxError(f"{where}: imports no ai.onnx opset")
 
-    params: dict[str, np.ndarray] = {}
-    constants: dict[str, np.ndarray] = {}
-    for t in graph.initializer:
-        arr = reader.array(t)
-        # float arrays are weights; 0-d ones are constants of an expression (x * 2.0), as integer ones are
-        (params if arr.dtype.kind == "f" and arr.ndim > 0 else constants)[t.name] = arr
     known = set(params) | set(constants)
     inputs = [_input_spec(onnx, where, v) for v in graph.input if v.name not in known]
     nodes = []
     for k, n in enumerate(graph.node):
         name = n.name or f"{n.op_type}_{k}"
-        if n.domain not in ("", "ai.onnx"):
-            raise OnnxError(f"{where}: node {name!r} has op type {n.op_type!r} of domain {n.domain!r}, "
-                            "which microgradcnn cannot import (ai.onnx ops only)")
         if n.op_type not in IMPORTERS:
             raise OnnxError(f"{where}: node {name!r} has op type {n.op_type!r}, which microgradcnn cannot "
                             "import; register an importer with @microgradcnn.onnx.register_importer"
