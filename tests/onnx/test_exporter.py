@@ -60,8 +60,9 @@ def test_static_batch_fixes_the_example_batch(tmp_path):
 
 def test_input_and_output_names_and_opset(tmp_path):
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 3, rng=np.random.default_rng(0)))
-    path = mg.onnx.export(model, digits(1), tmp_path / "m.onnx", opset=13, input_name="pixels",
-                          output_name="logits")
+    path = mg.onnx.export(
+        model, digits(1), tmp_path / "m.onnx", opset=13, input_name="pixels", output_name="logits"
+    )
     proto = onnx.load(str(path))
     assert [i.name for i in proto.graph.input] == ["pixels"]
     assert [o.name for o in proto.graph.output] == ["logits"]
@@ -74,8 +75,9 @@ def test_float64_model_exports_as_double(tmp_path):
     x = digits(3, dtype=np.float64)
     path = mg.onnx.export(model, mg.Tensor(x), tmp_path / "m.onnx")
     assert onnx.load(str(path)).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.DOUBLE
-    np.testing.assert_allclose(run_ort(path, digits(4, dtype=np.float64)),
-                               forward(model, digits(4, dtype=np.float64)), atol=1e-12)
+    np.testing.assert_allclose(
+        run_ort(path, digits(4, dtype=np.float64)), forward(model, digits(4, dtype=np.float64)), atol=1e-12
+    )
 
 
 class EveryOp(nn.Module):
@@ -100,8 +102,26 @@ def test_every_mapped_op_matches_onnxruntime(tmp_path):
     model = EveryOp()
     path = mg.onnx.export(model, digits(1), tmp_path / "m.onnx")
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
-    assert {"Slice", "Squeeze", "MatMul", "Tanh", "Sigmoid", "Exp", "Log", "Pow", "ReduceMax", "ReduceMean",
-            "ReduceSum", "Transpose", "Reshape", "Softmax", "LogSoftmax", "Neg", "Relu", "Div"} <= ops
+    assert {
+        "Slice",
+        "Squeeze",
+        "MatMul",
+        "Tanh",
+        "Sigmoid",
+        "Exp",
+        "Log",
+        "Pow",
+        "ReduceMax",
+        "ReduceMean",
+        "ReduceSum",
+        "Transpose",
+        "Reshape",
+        "Softmax",
+        "LogSoftmax",
+        "Neg",
+        "Relu",
+        "Div",
+    } <= ops
     for n in (1, 5):
         np.testing.assert_allclose(run_ort(path, digits(n, n)), forward(model, digits(n, n)), atol=1e-5)
 
@@ -206,8 +226,10 @@ def test_export_runs_in_eval_mode_and_restores_the_mode(tmp_path, model):
 
 
 def test_importing_microgradcnn_does_not_import_onnx():
-    code = ("import sys, microgradcnn as mg; mg.onnx.register_exporter; import microgradcnn.onnx; "
-            "assert 'onnx' not in sys.modules, 'onnx imported'")
+    code = (
+        "import sys, microgradcnn as mg; mg.onnx.register_exporter; import microgradcnn.onnx; "
+        "assert 'onnx' not in sys.modules, 'onnx imported'"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
 
@@ -239,7 +261,9 @@ def test_cli_exports_a_checkpoint(tmp_path, capsys):
 def test_cli_exports_a_trained_checkpoint(tmp_path, capsys):
     pytest.importorskip("mlxtend")
     ckpt, out = tmp_path / "seed.npz", tmp_path / "seed.onnx"
-    assert cli.main(["train", "--limit", "64", "--batch-size", "16", "--epochs", "1", "--out", str(ckpt)]) == 0
+    assert (
+        cli.main(["train", "--limit", "64", "--batch-size", "16", "--epochs", "1", "--out", str(ckpt)]) == 0
+    )
     assert cli.main(["export", str(ckpt), str(out), "--static-batch"]) == 0
     model = ck.restore_model(ck.load_checkpoint(ckpt))
     np.testing.assert_allclose(run_ort(out, digits(1)), forward(model, digits(1)), atol=1e-5)

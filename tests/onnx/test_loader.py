@@ -26,7 +26,7 @@ def exported(tmp_path, model):
     return mg.onnx.load(mg.onnx.export(model, digits(1), tmp_path / "m.onnx"))
 
 
-# ---- round trip ---------------------------------------------------------------------------------------------
+# ---- round trip --------------------------------------------------------------------------------------------
 def test_round_trip_gives_the_same_outputs_and_state_dict(model, exported):
     assert isinstance(exported, OnnxModel)
     assert list(exported.state_dict()) == list(model.state_dict())
@@ -53,7 +53,8 @@ def test_the_loaded_model_passes_gradcheck_in_float64(exported, model_name):
     x = mg.Tensor(digits(2, dtype=np.float64), requires_grad=True)
     assert mg.testing.check_module_gradients(exported, x)  # every parameter, and the input
     if model_name != "cnn2":  # (cnn2's input Jacobian element by element takes half a minute)
-        assert mg.testing.gradcheck(lambda x: exported.double()(x), [x[:1]])
+        x1 = mg.Tensor(digits(1, dtype=np.float64), requires_grad=True)
+        assert mg.testing.gradcheck(lambda x: exported.double()(x), [x1])
 
 
 def test_gradcheck_catches_a_wrong_imported_backward(tmp_path, monkeypatch):
@@ -80,7 +81,8 @@ def test_gradcheck_catches_a_wrong_imported_backward(tmp_path, monkeypatch):
 def test_the_loaded_model_records_registry_ops_that_viz_draws(exported, model_name):
     out = exported(mg.Tensor(digits(2)))
     source = mg.viz.draw_graph(out, params=exported).source
-    assert "conv2d" in source and "linear" in source
+    assert "conv2d" in source
+    assert "linear" in source
     assert "0.weight" in source  # parameters keep their state_dict names
 
 
@@ -109,17 +111,22 @@ def test_round_trip_of_every_mapped_op(tmp_path):
 def test_external_data_inside_the_folder_loads(tmp_path, model):
     path = mg.onnx.export(model, digits(1), tmp_path / "m.onnx")
     proto = onnx.load(str(path))
-    onnx.save_model(proto, str(tmp_path / "ext.onnx"), save_as_external_data=True, location="ext.data",
-                    size_threshold=0)
+    onnx.save_model(
+        proto, str(tmp_path / "ext.onnx"), save_as_external_data=True, location="ext.data", size_threshold=0
+    )
     loaded = mg.onnx.load(tmp_path / "ext.onnx")
     np.testing.assert_allclose(forward(loaded, digits(2)), forward(model, digits(2)), atol=1e-6)
 
 
-# ---- hand-made files ----------------------------------------------------------------------------------------
+# ---- hand-made files ---------------------------------------------------------------------------------------
 def save(tmp_path, nodes, initializers=(), name="m.onnx", in_shape=("N", 4), out_shape=("N", "M"), opset=17):
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TP.FLOAT, list(in_shape))],
-        [helper.make_tensor_value_info("y", TP.FLOAT, list(out_shape))], initializer=list(initializers))
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TP.FLOAT, list(in_shape))],
+        [helper.make_tensor_value_info("y", TP.FLOAT, list(out_shape))],
+        initializer=list(initializers),
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
     path = tmp_path / name
     path.write_bytes(model.SerializeToString())
@@ -173,7 +180,7 @@ def test_a_registered_importer_reads_a_new_op_type(tmp_path):
         del IMPORTERS["Softsign"]
 
 
-# ---- bad input ----------------------------------------------------------------------------------------------
+# ---- bad input ---------------------------------------------------------------------------------------------
 @pytest.fixture
 def good_file(tmp_path):
     model = mg.models.seed_cnn(rng=np.random.default_rng(0))
@@ -188,7 +195,9 @@ def test_a_truncated_file_names_the_file(good_file, tmp_path):
             mg.onnx.load(cut)
 
 
-@pytest.mark.parametrize("content", [b"", b"hello, I am a text file\n", b"PK\x03\x04not a model", bytes(range(256))])
+@pytest.mark.parametrize(
+    "content", [b"", b"hello, I am a text file\n", b"PK\x03\x04not a model", bytes(range(256))]
+)
 def test_a_non_onnx_file_names_the_file(tmp_path, content):
     path = tmp_path / "weights.npz"
     path.write_bytes(content)
@@ -207,8 +216,12 @@ def test_a_file_over_the_size_limit_is_not_read(good_file):
 
 
 def test_an_unsupported_op_names_the_node_and_op_type(tmp_path):
-    path = save(tmp_path, [helper.make_node("LRN", ["x"], ["y"], name="norm1", size=3)], in_shape=(1, 4, 2, 2))
-    with pytest.raises(OnnxError, match=rf"{path}: node 'norm1' has op type 'LRN', which microgradcnn cannot"):
+    path = save(
+        tmp_path, [helper.make_node("LRN", ["x"], ["y"], name="norm1", size=3)], in_shape=(1, 4, 2, 2)
+    )
+    with pytest.raises(
+        OnnxError, match=rf"{path}: node 'norm1' has op type 'LRN', which microgradcnn cannot"
+    ):
         mg.onnx.load(path)
 
 
@@ -219,8 +232,10 @@ def test_a_custom_domain_op_is_refused(tmp_path):
 
 
 def test_a_shape_mismatch_names_the_node(tmp_path):
-    nodes = [helper.make_node("Flatten", ["x"], ["f"], name="flat"),
-             helper.make_node("Gemm", ["f", "w", "b"], ["y"], name="fc", transB=1)]
+    nodes = [
+        helper.make_node("Flatten", ["x"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "w", "b"], ["y"], name="fc", transB=1),
+    ]
     path = save(tmp_path, nodes, [weight("w", (3, 5)), weight("b", (3,))], in_shape=("N", 2, 2))
     with pytest.raises(OnnxError, match=r"node 'fc' \(Gemm\): linear: x \(1, 4\) and weight \(3, 5\)"):
         mg.onnx.load(path)
@@ -228,7 +243,9 @@ def test_a_shape_mismatch_names_the_node(tmp_path):
 
 def test_an_input_of_the_wrong_shape_names_the_input(good_file):
     model = mg.onnx.load(good_file)
-    with pytest.raises(OnnxError, match=r"input 'input' must have shape \('N', 1, 28, 28\), got \(2, 1, 27, 28\)"):
+    with pytest.raises(
+        OnnxError, match=r"input 'input' must have shape \('N', 1, 28, 28\), got \(2, 1, 27, 28\)"
+    ):
         model(np.zeros((2, 1, 27, 28), np.float32))
 
 
@@ -257,14 +274,17 @@ def external(name, location, shape=(4, 3), offset=None):
     return t
 
 
-@pytest.mark.parametrize("location", ["../secret.bin", "sub/../../secret.bin", "/etc/passwd", "C:\\secret.bin",
-                                      "..\\secret.bin"])
+@pytest.mark.parametrize(
+    "location", ["../secret.bin", "sub/../../secret.bin", "/etc/passwd", "C:\\secret.bin", "..\\secret.bin"]
+)
 def test_external_data_outside_the_folder_is_refused(tmp_path, location):
     folder = tmp_path / "model"
     folder.mkdir()
     (tmp_path / "secret.bin").write_bytes(bytes(48))
     path = save(folder, [helper.make_node("MatMul", ["x", "w"], ["y"])], [external("w", location)])
-    with pytest.raises(OnnxError, match=rf"{path}: tensor 'w' has external data .*(inside|outside) the model's"):
+    with pytest.raises(
+        OnnxError, match=rf"{path}: tensor 'w' has external data .*(inside|outside) the model's"
+    ):
         mg.onnx.load(path)
 
 
