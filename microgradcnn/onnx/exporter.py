@@ -8,10 +8,11 @@ from typing import Any
 
 import numpy as np
 
+from microgradcnn import tensor as _tensor
 from microgradcnn._checks import check_int
 from microgradcnn._files import write_bytes_atomic
 from microgradcnn.onnx.registry import EXPORTERS, OnnxError, require_onnx
-from microgradcnn.tensor import Context, Tensor
+from microgradcnn.tensor import Context, Tensor, toposort
 
 BATCH = "batch"  # the symbolic name of the first axis of the input and output under dynamic_batch
 
@@ -110,8 +111,11 @@ def export(
     value: dict[Tensor, str] = {x: input_name}
     for name in names.values():
         g.reserve(name)
-    for t in _toposort(out):
+    # The engine's order: every op output needs grad here (the input does), so none is skipped.
+    for t in toposort(out):
         ctx = t._ctx
+        if ctx is None:  # the input or a parameter: named where an op reads it
+            continue
         inputs = []
         for p in ctx.parents:
             if p not in value:  # a leaf: a parameter or a constant
@@ -137,15 +141,18 @@ def export(
 
 
 def _run_in_eval_mode(model: Any, x: Tensor) -> Any:
-    """``model(x)`` with every module in eval mode (BatchNorm uses its running stats, Dropout is the
-    identity, as the exported file will), each module's mode restored afterwards."""
+    """``model(x)``, recorded, with every module in eval mode (BatchNorm uses its running stats, Dropout is
+    the identity, as the exported file will); each module's mode restored afterwards."""
     modules = list(model.modules()) if hasattr(model, "modules") else []
     modes = [m.training for m in modules]
     for m in modules:
         object.__setattr__(m, "training", False)
+    recording = _tensor._GRAD_ENABLED
+    _tensor._GRAD_ENABLED = True  # record the graph even when export is called inside no_grad
     try:
         return model(x)
     finally:
+        _tensor._GRAD_ENABLED = recording
         for m, mode in zip(modules, modes, strict=True):
             object.__setattr__(m, "training", mode)
 
@@ -176,23 +183,6 @@ def _scope_name(ctx: Context, modules: dict[int, str]) -> str:
         if name is not None:
             return name
     return ""
-
-
-def _toposort(root: Tensor) -> list[Tensor]:
-    """The op outputs ``root`` depends on, inputs first: an explicit stack, as the engine's ``toposort``,
-    but following every recorded edge (the engine skips tensors that need no gradient)."""
-    order: list[Tensor] = []
-    visited: set[Tensor] = set()
-    stack: list[tuple[Tensor, bool]] = [(root, False)]
-    while stack:
-        node, done = stack.pop()
-        if done:
-            order.append(node)
-        elif node not in visited and node._ctx is not None:
-            visited.add(node)
-            stack.append((node, True))
-            stack.extend((p, False) for p in reversed(node._ctx.parents) if p not in visited)
-    return order
 
 
 def _model_proto(

@@ -132,33 +132,36 @@ def test_opset_18_writes_reduction_axes_as_inputs(tmp_path):
     np.testing.assert_allclose(run_ort(path, digits(3)), forward(model, digits(3)), atol=1e-5)
 
 
-class Square(mg.Function):
-    name = "onnx_test_square"
+class Softsign(mg.Function):
+    """x / (1 + |x|): an op of the user's with no built-in ONNX mapping."""
+
+    name = "onnx_test_softsign"
 
     @staticmethod
     def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x * x
+        denom = 1 + np.abs(x)
+        ctx.save_for_backward(denom)
+        return x / denom
 
     @staticmethod
     def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return (2 * x * grad,)
+        (denom,) = ctx.saved_tensors
+        return (grad / (denom * denom),)
 
 
-class SquareModel(nn.Module):
+class SoftsignModel(nn.Module):
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(784, 3, rng=np.random.default_rng(0))
 
     def forward(self, x):
-        return Square.apply(self.fc(mg.functional.flatten(x)))
+        return Softsign.apply(self.fc(mg.functional.flatten(x)))
 
 
 def test_an_unmapped_op_is_named_and_leaves_no_file(tmp_path):
     target = tmp_path / "m.onnx"
-    with pytest.raises(OnnxError, match=r"op 'onnx_test_square' has no ONNX mapping.*register_exporter"):
-        mg.onnx.export(SquareModel(), digits(1), target)
+    with pytest.raises(OnnxError, match=r"op 'onnx_test_softsign' has no ONNX mapping.*register_exporter"):
+        mg.onnx.export(SoftsignModel(), digits(1), target)
     assert list(tmp_path.iterdir()) == []  # neither the file nor a temporary one
 
 
@@ -166,30 +169,30 @@ def test_a_refused_export_keeps_the_old_file(tmp_path):
     target = tmp_path / "m.onnx"
     target.write_bytes(b"old")
     with pytest.raises(OnnxError):
-        mg.onnx.export(SquareModel(), digits(1), target)
+        mg.onnx.export(SoftsignModel(), digits(1), target)
     assert target.read_bytes() == b"old"
 
 
 @pytest.fixture
-def square_exporter():
-    @register_exporter("onnx_test_square")
-    def export_square(g, ctx, inputs, out):
-        g.node("Mul", [inputs[0], inputs[0]], out)
+def softsign_exporter():
+    @register_exporter("onnx_test_softsign")
+    def export_softsign(g, ctx, inputs, out):
+        g.node("Softsign", inputs, out)
 
-    yield export_square
-    del EXPORTERS["onnx_test_square"]
+    yield export_softsign
+    del EXPORTERS["onnx_test_softsign"]
 
 
-def test_a_registered_exporter_maps_a_users_op(tmp_path, square_exporter):
-    model = SquareModel()
+def test_a_registered_exporter_maps_a_users_op(tmp_path, softsign_exporter):
+    model = SoftsignModel()
     path = mg.onnx.export(model, digits(1), tmp_path / "m.onnx")
     np.testing.assert_allclose(run_ort(path, digits(4)), forward(model, digits(4)), rtol=1e-5, atol=1e-5)
 
 
-def test_registering_a_taken_op_needs_replace(square_exporter):
-    with pytest.raises(ValueError, match="'onnx_test_square' already maps to"):
-        register_exporter("onnx_test_square")(lambda g, ctx, inputs, out: None)
-    register_exporter("onnx_test_square", replace=True)(square_exporter)
+def test_registering_a_taken_op_needs_replace(softsign_exporter):
+    with pytest.raises(ValueError, match="'onnx_test_softsign' already maps to"):
+        register_exporter("onnx_test_softsign")(lambda g, ctx, inputs, out: None)
+    register_exporter("onnx_test_softsign", replace=True)(softsign_exporter)
 
 
 def test_getitem_with_an_array_index_is_refused():
@@ -225,6 +228,13 @@ def test_export_runs_in_eval_mode_and_restores_the_mode(tmp_path, model):
     assert all(m.training for m in wrapped.modules())
 
 
+def test_export_inside_no_grad_still_records(tmp_path, model):
+    with mg.no_grad():
+        path = mg.onnx.export(model, digits(1), tmp_path / "m.onnx")
+        assert not mg.is_grad_enabled()
+    np.testing.assert_allclose(run_ort(path, digits(2)), forward(model, digits(2)), atol=1e-5)
+
+
 def test_importing_microgradcnn_does_not_import_onnx():
     code = (
         "import sys, microgradcnn as mg; mg.onnx.register_exporter; import microgradcnn.onnx; "
@@ -237,7 +247,7 @@ def test_importing_microgradcnn_does_not_import_onnx():
 def test_without_onnx_the_error_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "onnx", None)  # makes `import onnx` raise ModuleNotFoundError
     with pytest.raises(ModuleNotFoundError, match=r'pip install -e "\.\[onnx\]"'):
-        mg.onnx.export(SquareModel(), digits(1), tmp_path / "m.onnx")
+        mg.onnx.export(SoftsignModel(), digits(1), tmp_path / "m.onnx")
     with pytest.raises(ModuleNotFoundError, match=r'pip install -e "\.\[onnx\]"'):
         mg.onnx.load(tmp_path / "m.onnx")
 
