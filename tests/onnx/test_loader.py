@@ -311,3 +311,53 @@ def test_valid_external_data_in_the_folder_is_read(tmp_path):
     path = save(tmp_path, [helper.make_node("MatMul", ["x", "w"], ["y"])], [external("w", "w.bin", offset=8)])
     x = np.ones((2, 4), np.float32)
     np.testing.assert_array_equal(forward(mg.onnx.load(path), x), x @ arr)
+
+
+@pytest.mark.parametrize(
+    ("attrs", "message"),
+    [
+        ({"kernel_shape": [2, 2], "pads": [0, 0, 1, 1]}, r"asymmetric pads \[0, 0, 1, 1\]"),
+        ({"kernel_shape": [2, 2], "ceil_mode": 1}, "ceil_mode=1 is not supported"),
+        ({"kernel_shape": [2, 2], "auto_pad": "SAME_UPPER"}, "auto_pad=SAME_UPPER is not supported"),
+        ({"kernel_shape": [2, 2], "dilations": [2, 2]}, "dilations"),
+        ({"kernel_shape": [2, 2, 2]}, r"attribute kernel_shape=\[2, 2, 2\] is not 2 values"),
+    ],
+)
+def test_pool_attributes_we_cannot_run_name_the_node(tmp_path, attrs, message):
+    path = save(
+        tmp_path,
+        [helper.make_node("MaxPool", ["x"], ["y"], name="pool", **attrs)],
+        in_shape=(1, 1, 4, 4),
+        out_shape=(1, 1, 2, 2),
+    )
+    with pytest.raises(OnnxError, match=rf"{path}: node 'pool' \(MaxPool\): {message}"):
+        mg.onnx.load(path)
+
+
+def test_average_pool_without_counting_the_padding_is_refused(tmp_path):
+    node = helper.make_node("AveragePool", ["x"], ["y"], name="avg", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    path = save(tmp_path, [node], in_shape=(1, 1, 4, 4), out_shape=(1, 1, 2, 2))
+    with pytest.raises(OnnxError, match=r"node 'avg' \(AveragePool\): count_include_pad=0 with padding"):
+        mg.onnx.load(path)
+
+
+def test_a_users_op_round_trips_through_its_two_registrations(tmp_path):
+    from test_exporter import SoftsignModel
+
+    @mg.onnx.register_exporter("onnx_test_softsign")
+    def export_softsign(g, ctx, inputs, out):
+        g.node("Softsign", inputs, out)
+
+    @register_importer("Softsign")
+    def import_softsign(node, inputs):
+        x = inputs[0]
+        return x / ((x * x) ** 0.5 + 1.0)
+
+    try:
+        model = SoftsignModel()
+        loaded = mg.onnx.load(mg.onnx.export(model, digits(1), tmp_path / "m.onnx"))
+        np.testing.assert_allclose(forward(loaded, digits(3)), forward(model, digits(3)), atol=1e-6)
+        assert mg.testing.check_module_gradients(loaded, mg.Tensor(digits(2, dtype=np.float64)))
+    finally:
+        del mg.onnx.EXPORTERS["onnx_test_softsign"]
+        del IMPORTERS["Softsign"]
