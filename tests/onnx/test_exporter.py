@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from onnx_models import digits
+from onnx_models import EveryOp, SoftsignModel, digits
 
 import microgradcnn as mg
 from microgradcnn import checkpoint as ck
@@ -80,24 +80,6 @@ def test_float64_model_exports_as_double(tmp_path):
     )
 
 
-class EveryOp(nn.Module):
-    """Each mapped op outside the CNN layers once, batch-independent: (N, 1, 28, 28) -> (N, 4)."""
-
-    def __init__(self):
-        super().__init__()
-        rng = np.random.default_rng(0)
-        self.fc = nn.Linear(28, 4, rng=rng)
-        self.w = nn.Parameter(rng.uniform(-1, 1, size=(4, 4)).astype(np.float32))
-
-    def forward(self, x):
-        h = self.fc(x[:, 0, 1:27:2])  # getitem int and slices; linear on a 3-d input (MatMul + Add)
-        h = (h.tanh() - h.sigmoid() * 0.5) / 2.0 + (-h).exp() * 0.1
-        h = (h * h + 1.0).log() ** 1.5 + 2.0 ** h.relu() - h.max(axis=1, keepdims=True)
-        h = h.transpose(0, 2, 1).reshape(x.shape[0], -1, 13).mean(axis=2) @ self.w  # (N, 4)
-        h = mg.functional.softmax(h, axis=1) + mg.functional.log_softmax(h, axis=-1)
-        return h + h.sum(axis=1, keepdims=True) * h[:, -1:]
-
-
 def test_every_mapped_op_matches_onnxruntime(tmp_path):
     model = EveryOp()
     path = mg.onnx.export(model, digits(1), tmp_path / "m.onnx")
@@ -130,32 +112,6 @@ def test_opset_18_writes_reduction_axes_as_inputs(tmp_path):
     model = EveryOp()
     path = mg.onnx.export(model, digits(1), tmp_path / "m.onnx", opset=18)
     np.testing.assert_allclose(run_ort(path, digits(3)), forward(model, digits(3)), atol=1e-5)
-
-
-class Softsign(mg.Function):
-    """x / (1 + |x|): an op of the user's with no built-in ONNX mapping."""
-
-    name = "onnx_test_softsign"
-
-    @staticmethod
-    def forward(ctx, x):
-        denom = 1 + np.abs(x)
-        ctx.save_for_backward(denom)
-        return x / denom
-
-    @staticmethod
-    def backward(ctx, grad):
-        (denom,) = ctx.saved_tensors
-        return (grad / (denom * denom),)
-
-
-class SoftsignModel(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(784, 3, rng=np.random.default_rng(0))
-
-    def forward(self, x):
-        return Softsign.apply(self.fc(mg.functional.flatten(x)))
 
 
 def test_an_unmapped_op_is_named_and_leaves_no_file(tmp_path):

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 import pytest
-from onnx_models import digits
+from onnx_models import EveryOp, SoftsignModel, digits
 
 import microgradcnn as mg
 from microgradcnn import nn
@@ -99,8 +99,6 @@ def test_fine_tune_and_export_again(tmp_path, exported):
 
 
 def test_round_trip_of_every_mapped_op(tmp_path):
-    from test_exporter import EveryOp
-
     model = EveryOp()
     loaded = mg.onnx.load(mg.onnx.export(model, digits(1), tmp_path / "m.onnx"))
     np.testing.assert_allclose(forward(loaded, digits(4)), forward(model, digits(4)), atol=1e-5)
@@ -342,8 +340,6 @@ def test_average_pool_without_counting_the_padding_is_refused(tmp_path):
 
 
 def test_a_users_op_round_trips_through_its_two_registrations(tmp_path):
-    from test_exporter import SoftsignModel
-
     @mg.onnx.register_exporter("onnx_test_softsign")
     def export_softsign(g, ctx, inputs, out):
         g.node("Softsign", inputs, out)
