@@ -242,3 +242,14 @@ def test_cli_export_of_a_missing_checkpoint_names_it(tmp_path, capsys):
     assert "microgradcnn export: error:" in err
     assert str(missing) in err
     assert not (tmp_path / "m.onnx").exists()
+
+
+# ---- coverage of the registry ------------------------------------------------------------------------------
+NOT_EXPORTED = {"cross_entropy"}  # a training loss: docs/interop.md says why
+
+
+def test_every_built_in_op_has_an_exporter():
+    """A new op of the library adds its entry to microgradcnn/onnx/exporters.py (register_exporter)."""
+    built_in = {name for name, fn in mg.REGISTRY.items() if fn.__module__.startswith("microgradcnn.")}
+    missing = sorted(built_in - set(EXPORTERS) - NOT_EXPORTED)
+    assert not missing, f"ops with no ONNX exporter (add one in microgradcnn/onnx/exporters.py): {missing}"
