@@ -91,7 +91,7 @@ def bn_cnn(rng: np.random.Generator | None = None) -> nn.Sequential:
 
     Shapes: (N, 1, 28, 28) -> Conv2d(1, 16, 5, bias=False), BatchNorm2d(16), ReLU, MaxPool2d(2)
     -> (N, 16, 12, 12) -> Conv2d(16, 32, 5, bias=False), BatchNorm2d(32), ReLU, MaxPool2d(2) -> (N, 32, 4, 4)
-    -> Flatten (N, 512) -> Linear(512, 128, bias=False), BatchNorm1d(128), ReLU, Dropout(0.5)
+    -> Flatten (N, 512) -> Linear(512, 128, bias=False), BatchNorm1d(128), ReLU, Dropout(0.25)
     -> Linear(128, 10) logits. The convs and the hidden Linear have no bias: the BatchNorm after each
     subtracts the mean, so a bias would do nothing. Call ``model.eval()`` before predicting (running
     statistics, no dropout); training code calls ``model.train()``. Weights are drawn from ``rng``, and the
@@ -116,7 +116,7 @@ def bn_cnn(rng: np.random.Generator | None = None) -> nn.Sequential:
         nn.Linear(32 * 4 * 4, 128, bias=False, rng=rng),
         nn.BatchNorm1d(128),
         nn.ReLU(),
-        nn.Dropout(0.5, rng=rng.spawn(1)[0]),
+        nn.Dropout(0.25, rng=rng.spawn(1)[0]),
         nn.Linear(128, 10, rng=rng),
     )
 
