@@ -224,6 +224,18 @@ class Module:
             kids = [(f"{name}.{k}" if name else k, m) for k, m in module._modules.items()]
             stack.extend(reversed(kids))  # reversed: pop() then visits them in registration order
 
+    def _named_members(self, registry: str, prefix: str, recurse: bool) -> Iterator[tuple[str, Any]]:
+        """The non-None entries of each module's ``registry`` dict (``"_parameters"`` or ``"_buffers"``) with
+        dotted names, each object once even if shared."""
+        seen: set[int] = set()
+        owners = self.named_modules(prefix) if recurse else iter([(prefix, self)])
+        for module_name, module in owners:
+            for name, member in getattr(module, registry).items():
+                if member is None or id(member) in seen:
+                    continue
+                seen.add(id(member))
+                yield (f"{module_name}.{name}" if module_name else name), member
+
     def modules(self) -> Iterator[Module]:
         """This module and every submodule, depth first, each once."""
         for _, module in self.named_modules():
@@ -231,14 +243,7 @@ class Module:
 
     def named_parameters(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Parameter]]:
         """Every parameter with its dotted name (``"0.weight"``), each once even if shared; None skipped."""
-        seen: set[int] = set()
-        owners = self.named_modules(prefix) if recurse else iter([(prefix, self)])
-        for module_name, module in owners:
-            for name, param in module._parameters.items():
-                if param is None or id(param) in seen:
-                    continue
-                seen.add(id(param))
-                yield (f"{module_name}.{name}" if module_name else name), param
+        yield from self._named_members("_parameters", prefix, recurse)
 
     def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
         """Every parameter, each once, in ``named_parameters`` order."""
@@ -247,14 +252,7 @@ class Module:
 
     def named_buffers(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, np.ndarray]]:
         """Every buffer (persistent or not) with its dotted name (``"1.running_var"``); None skipped."""
-        seen: set[int] = set()
-        owners = self.named_modules(prefix) if recurse else iter([(prefix, self)])
-        for module_name, module in owners:
-            for name, buf in module._buffers.items():
-                if buf is None or id(buf) in seen:
-                    continue
-                seen.add(id(buf))
-                yield (f"{module_name}.{name}" if module_name else name), buf
+        yield from self._named_members("_buffers", prefix, recurse)
 
     def buffers(self, recurse: bool = True) -> Iterator[np.ndarray]:
         """Every buffer's array, in ``named_buffers`` order."""

@@ -55,7 +55,8 @@ def test_each_module_is_its_functional_op(module, function):
     x = Tensor(sample(2))
     np.testing.assert_array_equal(module(x).data, function(x).data)
     assert module(x).op == function(x).op
-    assert list(module.parameters()) == [] and module.state_dict() == {}
+    assert list(module.parameters()) == []
+    assert module.state_dict() == {}
 
 
 def test_modules_compose_in_a_sequential_and_stay_float32():

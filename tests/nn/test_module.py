@@ -324,7 +324,8 @@ def test_buffers_update_in_training_and_round_trip_through_state_dict():
     net.count(Tensor(np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)))
     state = net.state_dict()
     np.testing.assert_array_equal(state["count.total"], [4.0, 6.0])
-    assert state["count.steps"] == 1 and state["count.steps"].dtype == np.int64
+    assert state["count.steps"] == 1
+    assert state["count.steps"].dtype == np.int64
     state["count.total"][:] = 0  # a copy: the snapshot does not alias the buffer
     assert net.count.total[0] == 4.0
     fresh = Holder()
@@ -332,7 +333,8 @@ def test_buffers_update_in_training_and_round_trip_through_state_dict():
     fresh.load_state_dict(net.state_dict())
     assert fresh.count.total is total  # loaded in place, like parameters
     np.testing.assert_array_equal(fresh.count.total, [4.0, 6.0])
-    assert fresh.count.steps == 1 and fresh.count.steps.dtype == np.int64
+    assert fresh.count.steps == 1
+    assert fresh.count.steps.dtype == np.int64
     with pytest.raises(nn.StateDictError, match=r"missing key\(s\): count.steps"):
         fresh.load_state_dict({k: v for k, v in net.state_dict().items() if k != "count.steps"})
     with pytest.raises(nn.StateDictError, match=r"size mismatch for count.total"):
@@ -341,10 +343,12 @@ def test_buffers_update_in_training_and_round_trip_through_state_dict():
 
 def test_eval_stops_buffer_updates_and_train_returns_self():
     net = Holder()
-    assert net.eval() is net and not net.count.training
+    assert net.eval() is net
+    assert not net.count.training
     net.count(Tensor(np.ones((1, 2), dtype=np.float32)))
     assert net.count.steps == 0
-    assert net.train() is net and net.count.training
+    assert net.train() is net
+    assert net.count.training
     net.count(Tensor(np.ones((1, 2), dtype=np.float32)))
     assert net.count.steps == 1
     with pytest.raises(TypeError, match="mode must be a bool"):
@@ -354,7 +358,8 @@ def test_eval_stops_buffer_updates_and_train_returns_self():
 def test_to_converts_float_buffers_and_keeps_integer_ones():
     net = Holder()
     net.to(np.float64)
-    assert net.count.total.dtype == np.float64 and net.count.scratch.dtype == np.float64
+    assert net.count.total.dtype == np.float64
+    assert net.count.scratch.dtype == np.float64
     assert dict(net.named_buffers())["count.total"] is net.count.total  # attribute and registry agree
     assert net.count.steps.dtype == np.int64
     net.float()
@@ -370,7 +375,8 @@ def test_assigning_to_a_buffer_name_replaces_the_buffer():
     with pytest.raises(TypeError, match="buffer 'total' must be a numpy array or None"):
         c.total = [1.0, 2.0]
     del c.steps
-    assert "steps" not in c.state_dict() and "steps" not in dict(c.named_buffers())
+    assert "steps" not in c.state_dict()
+    assert "steps" not in dict(c.named_buffers())
 
 
 def test_register_buffer_rejects_bad_names_and_values():

@@ -94,7 +94,8 @@ def test_eval_uses_the_running_statistics_and_train_switches_back():
     bn.running_mean[...] = [1.0, -1.0]
     bn.running_var[...] = [4.0, 0.25]
     x = np.random.default_rng(0).standard_normal((3, 2, 2, 2))
-    expected = (x - bn.running_mean[None, :, None, None]) / np.sqrt(bn.running_var[None, :, None, None] + 1e-5)
+    mean, var = bn.running_mean[None, :, None, None], bn.running_var[None, :, None, None]
+    expected = (x - mean) / np.sqrt(var + 1e-5)
     np.testing.assert_allclose(bn.eval()(Tensor(x)).data, expected)
     batch = bn.train()(Tensor(x)).data
     np.testing.assert_allclose(batch.mean(axis=(0, 2, 3)), 0, atol=1e-12)  # the batch's own statistics
@@ -114,7 +115,8 @@ def test_state_dict_has_torch_keys_and_round_trips_through_torch():
     back.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
     for k, v in ours.state_dict().items():
         np.testing.assert_array_equal(back.state_dict()[k], v, err_msg=k)
-    assert back[1].num_batches_tracked.dtype == np.int64 and back[1].num_batches_tracked == 3
+    assert back[1].num_batches_tracked.dtype == np.int64
+    assert back[1].num_batches_tracked == 3
 
 
 def test_buffers_follow_to_and_are_not_parameters():
@@ -138,7 +140,8 @@ def test_reset_running_stats_and_repr():
     bn = nn.BatchNorm1d(2)
     bn(Tensor(np.arange(8.0).reshape(4, 2)))
     bn.reset_running_stats()
-    assert bn.running_mean.tolist() == [0, 0] and bn.running_var.tolist() == [1, 1]
+    assert bn.running_mean.tolist() == [0, 0]
+    assert bn.running_var.tolist() == [1, 1]
     assert bn.num_batches_tracked == 0
     assert repr(bn) == "BatchNorm1d(2, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)"
 

@@ -21,7 +21,7 @@ def test_the_gradient_check_catches_a_backward_without_the_mean_terms():
 
         @staticmethod
         def backward(ctx, grad):
-            x, weight, xhat, inv_std = ctx.saved_tensors
+            _x, _weight, _xhat, inv_std = ctx.saved_tensors
             return (grad * inv_std,)
 
     x = mg.Tensor(np.random.default_rng(0).standard_normal((4, 2, 3)), requires_grad=True)
