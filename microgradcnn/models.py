@@ -96,6 +96,8 @@ def bn_cnn(rng: np.random.Generator | None = None) -> nn.Sequential:
     subtracts the mean, so a bias would do nothing. Call ``model.eval()`` before predicting (running
     statistics, no dropout); training code calls ``model.train()``. Weights are drawn from ``rng``, and the
     Dropout layer's generator is spawned from it (``rng.spawn``), so one seed fixes weights and masks.
+    Trained 15 epochs with 2-pixel shifts and lr decay 0.85 it reaches 98.6-99.1 % on the mnist5k test
+    split over seeds 0-4 (docs/layers.md has the command and figures).
 
     >>> model = bn_cnn(rng=np.random.default_rng(0))
     >>> sum(p.size for p in model.parameters())
