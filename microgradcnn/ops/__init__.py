@@ -6,11 +6,12 @@ from microgradcnn.ops.linalg import linear, matmul
 from microgradcnn.ops.loss import cross_entropy, log_softmax, softmax
 from microgradcnn.ops.pool import avg_pool2d, max_pool2d
 from microgradcnn.ops.reduce import max, mean, sum
-from microgradcnn.ops.shape import flatten, getitem, reshape, transpose
+from microgradcnn.ops.shape import broadcast_to, flatten, getitem, reshape, scatter, transpose
 
 __all__ = [
     "add",
     "avg_pool2d",
+    "broadcast_to",
     "conv2d",
     "cross_entropy",
     "div",
@@ -29,6 +30,7 @@ __all__ = [
     "pow",
     "relu",
     "reshape",
+    "scatter",
     "sigmoid",
     "softmax",
     "sub",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
+from microgradcnn.ops.shape import BroadcastToFn
 from microgradcnn.tensor import Array, Context, Function, Tensor
 
 Axis = int | tuple[int, ...] | None
@@ -28,20 +31,19 @@ def normalize_axes(axis: Axis, ndim: int, op: str) -> tuple[int, ...]:
     return tuple(sorted(out)) if ndim else ()
 
 
-def _spread(grad: Array, shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> Array:
-    """``grad`` of a reduction over ``axes`` copied back over the reduced axes: an array of ``shape``."""
+def _spread(grad: Any, shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> Any:
+    """``grad`` of a reduction over ``axes`` copied back over the reduced axes: an array (or, under
+    ``create_graph``, a Tensor) of ``shape``, by the ``broadcast_to`` op."""
     if not keepdims and axes:  # put the reduced axes back as size 1
         grad = grad.reshape(tuple(1 if a in axes else s for a, s in enumerate(shape)))
-    # empty + copyto, not np.broadcast_to: its Python wrapper costs ~10 us a call on small arrays
-    out = np.empty(shape, dtype=grad.dtype)
-    np.copyto(out, grad)
-    return out
+    return BroadcastToFn.call(grad, shape=shape)
 
 
 class SumFn(Function):
     """Sum over axes. Backward: grad copied to every element of its slice."""
 
     name = "sum"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array, axis: tuple[int, ...], keepdims: bool) -> Array:
@@ -66,6 +68,7 @@ class MeanFn(Function):
     """Mean over axes. Backward: grad / n to every element of its slice (n = slice size)."""
 
     name = "mean"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array, axis: tuple[int, ...], keepdims: bool) -> Array:
@@ -88,10 +91,13 @@ def mean(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
 class MaxFn(Function):
     """Maximum over axes. Backward: each slice's whole grad to its first maximum in row-major order.
 
-    One position per slice, as ``torch.max(x, dim)`` and max-pooling do (``torch.amax`` splits ties).
+    One position per slice, as ``torch.max(x, dim)`` and max-pooling do (``torch.amax`` splits ties). The
+    backward is grad spread over the slice (``broadcast_to``) times a constant mask of the winners, so its
+    own derivative is the same mask: the op is piecewise linear.
     """
 
     name = "max"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array, axis: tuple[int, ...], keepdims: bool) -> Array:
@@ -110,11 +116,11 @@ class MaxFn(Function):
     def backward(ctx: Context, grad: Array) -> tuple[Array]:
         shape, moved_shape, idx, kept = ctx.saved_tensors
         axes = ctx.attrs["axis"]
-        g = grad.reshape((*moved_shape[:-1], 1))
-        dmoved = np.zeros(moved_shape, dtype=grad.dtype)
-        np.put_along_axis(dmoved, idx, g, axis=-1)
-        dx = dmoved.reshape(tuple(shape[a] for a in (*kept, *axes)))
-        return (np.transpose(dx, np.argsort((*kept, *axes))),)
+        winners = np.zeros(moved_shape, dtype=grad.dtype)
+        np.put_along_axis(winners, idx, 1, axis=-1)
+        winners = winners.reshape(tuple(shape[a] for a in (*kept, *axes)))
+        mask = np.transpose(winners, np.argsort((*kept, *axes)))
+        return (_spread(grad, shape, axes, ctx.attrs["keepdims"]) * mask,)
 
 
 def max(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:

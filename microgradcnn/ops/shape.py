@@ -1,4 +1,4 @@
-"""Shape ops: reshape transpose getitem, and flatten composed from reshape."""
+"""Shape ops: reshape transpose getitem scatter broadcast_to, and flatten composed from reshape."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ from typing import Any
 
 import numpy as np
 
-from microgradcnn.tensor import Array, Context, Function, Tensor
+from microgradcnn.tensor import Array, Context, Function, Tensor, unbroadcast
 
 
 class ReshapeFn(Function):
     """The same elements in a new shape. Backward: grad reshaped back."""
 
     name = "reshape"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array, shape: tuple[int, ...]) -> Array:
@@ -43,6 +44,7 @@ class TransposeFn(Function):
     """Permute the axes. Backward: grad permuted by the inverse permutation."""
 
     name = "transpose"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array, axes: tuple[int, ...]) -> Array:
@@ -50,7 +52,7 @@ class TransposeFn(Function):
 
     @staticmethod
     def backward(ctx: Context, grad: Array) -> tuple[Array]:
-        return (np.transpose(grad, np.argsort(ctx.attrs["axes"])),)
+        return (grad.transpose(tuple(int(a) for a in np.argsort(ctx.attrs["axes"]))),)
 
 
 def transpose(x: Tensor, axes: Any = None) -> Tensor:
@@ -81,9 +83,11 @@ def _is_basic(index: Any) -> bool:
 
 
 class GetitemFn(Function):
-    """x[index]. Backward: grad scattered into zeros of x's shape, repeated indices adding up (np.add.at)."""
+    """x[index]. Backward: grad scattered into zeros of x's shape (the ``scatter`` op, whose backward is
+    this one), repeated indices adding up."""
 
     name = "getitem"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array, index: Any) -> Array:
@@ -94,12 +98,88 @@ class GetitemFn(Function):
     def backward(ctx: Context, grad: Array) -> tuple[Array]:
         (shape,) = ctx.saved_tensors
         index = ctx.attrs["index"]
-        dx = np.zeros(shape, dtype=grad.dtype)
-        if _is_basic(index):  # a view: every element is picked at most once, plain assignment is enough
-            dx[index] = grad
+        return (ScatterFn.call(grad, shape=shape, index=index, unique=_is_basic(index)),)
+
+
+class ScatterFn(Function):
+    """zeros(shape) with ``values`` added at ``index`` (NumPy indexing; repeated positions add up).
+
+    The transpose of ``getitem``: each is the other's backward. ``unique`` says no position is indexed
+    twice (basic indexing, a max-pool's winners), so a plain assignment does instead of ``np.add.at``.
+    """
+
+    name = "scatter"
+    differentiable_backward = True
+
+    @staticmethod
+    def forward(ctx: Context, values: Array, *, shape: tuple[int, ...], index: Any, unique: bool) -> Array:
+        out = np.zeros(shape, dtype=values.dtype)
+        if unique:
+            out[index] = values
         else:
-            np.add.at(dx, index, grad)
-        return (dx,)
+            np.add.at(out, index, values)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad: Array) -> tuple[Array]:
+        return (GetitemFn.call(grad, index=ctx.attrs["index"]),)
+
+
+def scatter(values: Any, shape: Any, index: Any) -> Tensor:
+    """A tensor of zeros of ``shape`` with ``values`` added at ``index``, repeated positions adding up:
+    the gradient of ``x[index]``. Shapes: ``values`` has the shape of ``zeros(shape)[index]``.
+
+    Raises:
+        IndexError: naming the shape, for an index out of range.
+        ValueError: naming the op, when ``values`` does not fit the indexed positions.
+    """
+    values = values if isinstance(values, Tensor) else Tensor(values)
+    shape = tuple(int(s) for s in shape)
+    index = _plain_index(index)
+    try:
+        np.empty(shape)[index]
+    except IndexError as err:
+        raise IndexError(f"scatter: {err} (shape {shape})") from None
+    return ScatterFn.apply(values, shape=shape, index=index, unique=_is_basic(index))
+
+
+class BroadcastToFn(Function):
+    """x stretched to ``shape`` by NumPy's broadcasting rules, as a fresh array. Backward: grad summed over
+    the stretched axes (``unbroadcast``, itself made of ``sum`` and ``reshape``)."""
+
+    name = "broadcast_to"
+    differentiable_backward = True
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, *, shape: tuple[int, ...]) -> Array:
+        ctx.save_for_backward(x.shape)
+        # empty + copyto, not np.broadcast_to: its Python wrapper costs ~10 us a call on small arrays, and
+        # the result is a writable array of its own
+        out = np.empty(shape, dtype=x.dtype)
+        np.copyto(out, x)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad: Array) -> tuple[Array]:
+        (shape,) = ctx.saved_tensors
+        return (unbroadcast(grad, shape),)
+
+
+def broadcast_to(x: Any, shape: Any) -> Tensor:
+    """``x`` broadcast to ``shape`` (NumPy's rules: size-1 and missing leading axes stretch), as a copy.
+
+    Raises:
+        ValueError: naming both shapes, when x does not broadcast to ``shape``.
+    """
+    x = x if isinstance(x, Tensor) else Tensor(x)
+    shape = (int(shape),) if isinstance(shape, int | np.integer) else tuple(int(s) for s in shape)
+    try:
+        ok = np.broadcast_shapes(x.shape, shape) == shape
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"broadcast_to: x {x.shape} does not broadcast to {shape}")
+    return BroadcastToFn.apply(x, shape=shape)
 
 
 def getitem(x: Tensor, index: Any) -> Tensor:

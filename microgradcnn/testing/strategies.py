@@ -247,6 +247,32 @@ def getitem_cases(draw: st.DrawFn) -> OpCase:
 
 
 @st.composite
+def broadcast_to_cases(draw: st.DrawFn) -> OpCase:
+    """x broadcast to a shape with added leading axes and stretched size-1 axes."""
+    target = draw(shapes())
+    # x: a suffix of the target's axes, each kept or shrunk to 1
+    tail = target[len(target) - draw(st.integers(0, len(target))) :]
+    shape = tuple(1 if draw(st.booleans()) else s for s in tail)
+    return OpCase(lambda t: ops.broadcast_to(t, target), (_grad(draw(arrays(shape))),))
+
+
+@st.composite
+def scatter_cases(draw: st.DrawFn) -> OpCase:
+    """Values scattered into zeros with an int, a slice, or an integer array with repeated indices."""
+    shape = draw(shapes(min_dims=1))
+    n = shape[0]
+    index = draw(
+        st.one_of(
+            st.integers(-n, n - 1),
+            st.builds(slice, st.none() | st.integers(-n, n), st.none() | st.integers(-n, n)),
+            st.lists(st.integers(-n, n - 1), min_size=1, max_size=5).map(np.asarray),
+        )
+    )
+    values = draw(arrays(np.zeros(shape)[index].shape))
+    return OpCase(lambda t: ops.scatter(t, shape, index), (_grad(values),))
+
+
+@st.composite
 def matmul_cases(draw: st.DrawFn) -> OpCase:
     """(n,k)@(k,m), batched with broadcasting batch axes, and 1-d operands on either side."""
     n, k, m, b = (draw(st.integers(1, 3)) for _ in range(4))
@@ -423,6 +449,8 @@ OP_CASES: dict[str, Callable[..., st.SearchStrategy[OpCase]]] = {
     "reshape": reshape_cases,
     "transpose": transpose_cases,
     "getitem": getitem_cases,
+    "scatter": scatter_cases,
+    "broadcast_to": broadcast_to_cases,
     "matmul": matmul_cases,
     "linear": linear_cases,
     "conv2d": conv2d_cases,
