@@ -181,7 +181,8 @@ class Function:
             data = cls.forward(ctx, *map(_DATA, parents), **attrs)
         except ValueError as err:  # NumPy's broadcast/shape errors don't say which op or shapes
             shapes = ", ".join(str(t.shape) for t in parents)
-            raise ValueError(f"{cls.name}: {err} (input shapes {shapes})") from None
+            text = str(err).removeprefix(f"{cls.name}: ")  # an op's own message may name it already
+            raise ValueError(f"{cls.name}: {text} (input shapes {shapes})") from None
         if mode.anomaly:
             _check_finite(data, f"{cls.name} forward", parents)
         if not isinstance(data, np.ndarray):
@@ -587,6 +588,19 @@ class Tensor:
     def __len__(self) -> int:
         return len(self.data)
 
+    def __bool__(self) -> bool:
+        """The truth of a one-element tensor's value (``bool(Tensor([0.0]))`` is False), as in PyTorch.
+
+        Raises:
+            ValueError: for a tensor of several or no elements, whose truth is ambiguous (as in NumPy).
+        """
+        if self.data.size != 1:
+            raise ValueError(
+                f"bool: the truth value of a tensor with {self.data.size} elements is ambiguous (shape "
+                f"{self.shape}); use (t != 0).any() or (t != 0).all()"
+            )
+        return bool(self.data.reshape(()))
+
     def item(self) -> float:
         """The value of a one-element tensor as a Python float."""
         if self.data.size != 1:
@@ -714,7 +728,8 @@ class Tensor:
         return ops.mean(self, axis=axis, keepdims=keepdims)
 
     def max(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
-        """Maximum over ``axis``; the gradient goes to the first maximum of each slice in row-major order."""
+        """Maximum over ``axis`` (None: all). At ties the gradient is split evenly for ``axis=None``, and goes
+        to each slice's first maximum (row-major) for an explicit axis: ``torch.max(x)``, ``max(x, dim)``."""
         return ops.max(self, axis=axis, keepdims=keepdims)
 
     def exp(self) -> Tensor:

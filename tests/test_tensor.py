@@ -235,10 +235,10 @@ def test_indexing_with_repeated_indices_adds_gradients():
     np.testing.assert_array_equal(x.grad, [3, 0, 1])
 
 
-def test_max_routes_to_first_maximum_in_row_major_order():
+def test_max_splits_full_ties_evenly_and_routes_an_axis_to_first_maximum():
     x = mg.Tensor(np.array([[1.0, 5.0, 5.0], [5.0, 0.0, 5.0]]), requires_grad=True)
     x.max().backward()
-    np.testing.assert_array_equal(x.grad, [[0, 1, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(x.grad, [[0, 0.25, 0.25], [0.25, 0, 0.25]])
     x.grad = None
     x.max(axis=0).sum().backward()
     np.testing.assert_array_equal(x.grad, [[0, 1, 1], [1, 0, 0]])
@@ -615,3 +615,23 @@ def test_editing_a_saved_output_is_refused_and_unedited_graphs_still_work():
     z = mg.Tensor(np.linspace(-1, 1, 5000), requires_grad=True)
     z.exp().sum().backward()
     np.testing.assert_allclose(z.grad, np.exp(z.data))
+
+
+# ---- truth value -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("data", "want"), [([0.0], False), ([2.0], True), (0.0, False), (-1.0, True), ([[np.nan]], True)]
+)
+def test_a_one_element_tensor_is_true_when_nonzero(data, want):
+    assert bool(mg.Tensor(data)) is want
+
+
+@pytest.mark.parametrize(("data", "pattern"), [([1.0, 2.0], r"2 elements.*\(2,\)"), ([], r"0 elements")])
+def test_truth_value_of_several_or_no_elements_is_ambiguous(data, pattern):
+    with pytest.raises(ValueError, match=rf"bool: the truth value of a tensor with {pattern}"):
+        bool(mg.Tensor(data))
+
+
+def test_an_op_error_names_the_op_once():
+    with pytest.raises(ValueError, match=r"^max: cannot reduce an empty axis of shape \(0,\)") as info:
+        mg.Tensor(np.zeros(0, np.float32)).max()
+    assert "max: max:" not in str(info.value)

@@ -5,8 +5,8 @@ from microgradcnn.ops.elementwise import add, div, exp, log, mul, neg, pow, relu
 from microgradcnn.ops.linalg import linear, matmul
 from microgradcnn.ops.loss import cross_entropy, log_softmax, softmax
 from microgradcnn.ops.pool import avg_pool2d, max_pool2d
-from microgradcnn.ops.reduce import max, mean, sum
-from microgradcnn.ops.shape import broadcast_to, flatten, getitem, reshape, scatter, transpose
+from microgradcnn.ops.reduce import broadcast_to, max, mean, sum
+from microgradcnn.ops.shape import flatten, getitem, reshape, scatter, transpose
 
 __all__ = [
     "add",

@@ -127,7 +127,11 @@ def neg(x: Tensor) -> Tensor:
 
 
 class PowFn(Function):
-    """x ** p for a constant exponent p. Backward: grad * p * x ** (p - 1)."""
+    """x ** p for a constant exponent p. Backward: grad * p * x ** (p - 1), and 0 for p = 0.
+
+    x ** 0 is the constant 1, so its gradient is 0 everywhere; the general rule would compute
+    0 * 0 ** -1 = 0 * inf = NaN at x = 0 (PyTorch special-cases it the same way).
+    """
 
     name = "pow"
     differentiable_backward = True
@@ -141,6 +145,8 @@ class PowFn(Function):
     def backward(ctx: Context, grad: Array) -> tuple[Array]:
         (x,) = ctx.saved_tensors
         p = ctx.attrs["exponent"]
+        if p == 0:
+            return (grad * 0,)  # never 0 * x ** -1, which is 0 * inf = NaN at x = 0
         return (grad * (p * x ** (p - 1)),)
 
 
