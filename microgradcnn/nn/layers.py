@@ -12,7 +12,7 @@ import numpy as np
 from microgradcnn import functional as F
 from microgradcnn import ops
 from microgradcnn.nn.module import Module, Parameter
-from microgradcnn.ops.conv import int_pair
+from microgradcnn.ops.window import int_pair
 from microgradcnn.tensor import Tensor
 
 
