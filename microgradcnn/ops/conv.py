@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from microgradcnn.ops.conv_transpose import conv2d_weight_kernel, conv_transpose2d_kernel, needs_grad
 from microgradcnn.ops.linalg import add_bias, bias_fits_in_place
-from microgradcnn.ops.window import IntPair, col2im, im2col, int_pair, out_size
+from microgradcnn.ops.window import IntPair, im2col, int_pair, out_size
 from microgradcnn.tensor import Array, Context, Function, Tensor
 
 # Column blocks of the forward GEMM: OpenBLAS runs the (OC, C*KH*KW) x (C*KH*KW, N*OH*OW) product 2-3x
@@ -80,27 +81,25 @@ class Conv2dFn(Function):
             if b is not None:
                 out = add_bias(out, b[:, None])
         # The patches are needed only for dW: a frozen weight does not keep ~KH*KW copies of the input alive.
-        ctx.save_for_backward(x.shape, w, cols if ctx.parents[1].requires_grad else None)
+        ctx.save_for_backward(x.shape, w, cols if needs_grad(ctx)[1:2] == (True,) else None)
         return out.reshape(oc, n, oh, ow).transpose(1, 0, 2, 3)
 
     @staticmethod
     def backward(ctx: Context, grad: Array) -> tuple[Array | None, ...]:
         x_shape, w, cols = ctx.saved_tensors
         parents, groups = ctx.parents, ctx.attrs["groups"]
-        n = x_shape[0]
-        oc, _, kh, kw = w.shape
+        n, oc = x_shape[0], w.shape[0]
         oh, ow = grad.shape[2:]
         g2 = grad.transpose(1, 0, 2, 3).reshape(groups, oc // groups, n * oh * ow)  # free in forward's order
         dx = dw = None
         if parents[0].requires_grad:
             # Each patch's gradient W^T @ grad, added back onto the input positions it was copied from
             # (col2im, the transpose of the forward's copy): one strided add per kernel offset.
-            dcols = np.matmul(w.reshape(groups, oc // groups, -1).transpose(0, 2, 1), g2)
             stride, padding, dilation = ctx.attrs["stride"], ctx.attrs["padding"], ctx.attrs["dilation"]
-            dx = col2im(dcols, x_shape, (kh, kw), (oh, ow), stride, padding, dilation)
+            dx = conv_transpose2d_kernel(grad, w, x_shape, stride, padding, dilation, groups)
         if parents[1].requires_grad:
             # dW = sum over every image and output position of grad x patch: one GEMM per group
-            dw = np.matmul(g2, cols.transpose(0, 2, 1)).reshape(w.shape)
+            dw = conv2d_weight_kernel(cols, grad, w.shape, groups)
         if len(parents) == 2:
             return dx, dw
         if not parents[2].requires_grad:
