@@ -11,6 +11,7 @@ from microgradcnn import functional
 from microgradcnn.nn.layers import (
     AvgPool2d,
     Conv2d,
+    ConvTranspose2d,
     CrossEntropyLoss,
     Flatten,
     Linear,
@@ -23,6 +24,7 @@ from microgradcnn.nn.module import IncompatibleKeys, Module, Parameter, StateDic
 __all__ = [
     "AvgPool2d",
     "Conv2d",
+    "ConvTranspose2d",
     "CrossEntropyLoss",
     "Flatten",
     "IncompatibleKeys",

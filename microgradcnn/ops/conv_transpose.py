@@ -175,6 +175,18 @@ def _tensor(value: Any) -> Tensor:
     return value if isinstance(value, Tensor) else Tensor(value)
 
 
+def check_output_padding(output_padding: Pair, stride: Pair, dilation: Pair, where: str) -> None:
+    """PyTorch's rule: each axis's output_padding is smaller than its stride or its dilation.
+
+    Raises:
+        ValueError: naming ``where`` and the three pairs, when an axis breaks it.
+    """
+    for extra, s, d in zip(output_padding, stride, dilation, strict=True):
+        if extra >= s and extra >= d:
+            raise ValueError(f"{where}: output_padding {output_padding} must be smaller than either stride "
+                             f"{stride} or dilation {dilation} in each axis")
+
+
 def conv_transpose2d(
     x: Any,
     weight: Any,
@@ -221,9 +233,7 @@ def conv_transpose2d(
     p = int_pair(padding, "padding", op, 0)
     extra = int_pair(output_padding, "output_padding", op, 0)
     d = int_pair(dilation, "dilation", op, 1)
-    if (extra[0] >= s[0] and extra[0] >= d[0]) or (extra[1] >= s[1] and extra[1] >= d[1]):
-        raise ValueError(f"{op}: output_padding {extra} must be smaller than either stride {s} or "
-                         f"dilation {d} in each axis")
+    check_output_padding(extra, s, d, op)
     size = tuple(transposed_size(xs[2 + k], ws[2 + k], s[k], p[k], extra[k], d[k]) for k in (0, 1))
     if min(size) < 1:
         raise ValueError(f"{op}: no output left: input {xs[2:]} of x {xs} with kernel {ws[2:]}, stride {s}, "
