@@ -104,14 +104,9 @@ class ConvTranspose2dFn(Function):
         x, w = ctx.saved_tensors
         needs = needs_grad(ctx)
         geometry = _geometry(ctx.attrs)
-        dx = None
-        if needs[0]:
-            dx = conv.Conv2dFn.call(grad, w, **geometry)
-            h, wd = x.shape[2:]
-            if dx.shape[2:] != (h, wd):
-                # output_padding at or above the stride (allowed below the dilation) adds rows whose conv2d
-                # windows start past x's last row: they got no x, so they give no gradient
-                dx = dx[:, :, :h, :wd]
+        # output_padding at or above the stride (allowed below the dilation) adds output rows from which a
+        # conv2d reads windows starting past x's last row: they received no x, so they give it no gradient
+        dx = _first(conv.Conv2dFn.call(grad, w, **geometry), x.shape) if needs[0] else None
         dw = Conv2dWeightFn.call(grad, x, weight_size=tuple(w.shape), **geometry) if needs[1] else None
         if len(needs) == 2:
             return dx, dw
@@ -124,7 +119,7 @@ class Conv2dWeightFn(Function):
 
     Bilinear in its two inputs. Backward, for an upstream gradient G of the weight's shape:
     d/dx = conv_transpose2d(grad_output, G) (with the output_padding that restores x's size) and
-    d/dgrad_output = conv2d(x, G); same stride, padding, dilation and groups.
+    d/dgrad_output = conv2d(x, G) (its first OH x OW outputs); same stride, padding, dilation and groups.
     """
 
     name = "conv2d_weight"
@@ -161,8 +156,16 @@ class Conv2dWeightFn(Function):
                      x.shape[3] + 2 * pw - dw * (kw - 1) - 1 - (ow - 1) * sw)
             dx = ConvTranspose2dFn.call(grad_output, grad, output_padding=extra, **geometry)
         if needs[1]:
-            dgy = conv.Conv2dFn.call(x, grad, **geometry)
+            # x may hold rows past grad_output's last window (conv_transpose2d's weight gradient passes its
+            # output gradient as x): only the windows grad_output has get a gradient
+            dgy = _first(conv.Conv2dFn.call(x, grad, **geometry), grad_output.shape)
         return dx, dgy
+
+
+def _first(t: Any, shape: tuple[int, ...]) -> Any:
+    """``t`` (N, C, H', W') cut to its first ``shape[2:]`` rows and columns (``t`` itself when it fits)."""
+    h, w = shape[2:]
+    return t if t.shape[2:] == (h, w) else t[:, :, :h, :w]
 
 
 def _geometry(attrs: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,7 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import microgradcnn as mg
@@ -289,3 +289,69 @@ def test_conv2d_weight_equals_torch_and_its_gradients_equal_torch_double_backwar
     np.testing.assert_allclose(out.data, tout.detach().numpy(), **TOL)
     np.testing.assert_allclose(x.grad, tx.grad.numpy(), **TOL)
     np.testing.assert_allclose(g.grad, tg.grad.numpy(), **TOL)
+
+
+# ---- second order: the backward rules are made of ops --------------------------------------------------
+# Until the engine records backward passes itself (mg.grad(..., create_graph=True)), this does for one op
+# what the contract says the engine will do: run the op's backward with the output gradient as a Tensor and
+# every saved input array replaced by (identity) its Tensor. The gradients it returns are then recorded
+# graphs, whose own backward (first order, already proven) gives the second derivatives.
+
+
+def _recorded_backward(out, grad):
+    ctx = out._ctx
+    by_id = {id(t.data): t for t in ctx.parents}
+    ctx.saved_tensors = tuple(by_id.get(id(a), a) for a in ctx.saved_tensors)
+    return ctx.fn.backward(ctx, grad)
+
+
+def _double_backward_parity(ours, theirs, arrays_in, seed):
+    """d/d(inputs, grad) of <vjp(grad), v>, ours through the recorded backward, torch's by create_graph."""
+    torch = _torch()
+    rng = np.random.default_rng(seed)
+    mine = [mg.Tensor(a, requires_grad=True) for a in arrays_in]
+    ref = [torch.tensor(a, requires_grad=True) for a in arrays_in]
+    out = ours(*mine)
+    gy = rng.standard_normal(out.shape)
+    g, tg = mg.Tensor(gy, requires_grad=True), torch.tensor(gy, requires_grad=True)
+    firsts = _recorded_backward(out, g)
+    tfirsts = torch.autograd.grad(theirs(*ref), ref, tg, create_graph=True)
+    vs = [rng.standard_normal(t.shape) for t in tfirsts]
+    total = None
+    for first, v in zip(firsts, vs, strict=True):
+        term = (first * v).sum()
+        total = term if total is None else total + term
+    total.backward()
+    sum((t * torch.tensor(v)).sum() for t, v in zip(tfirsts, vs, strict=True)).backward()
+    for first, tfirst in zip(firsts, tfirsts, strict=True):
+        np.testing.assert_allclose(first.data, tfirst.detach().numpy(), **TOL)
+    for m, r in zip([*mine, g], [*ref, tg], strict=True):
+        if r.grad is None:  # e.g. the bias: no second derivative reaches it
+            assert m.grad is None or not np.any(m.grad)
+        else:
+            np.testing.assert_allclose(m.grad, r.grad.numpy(), **TOL)
+
+
+@settings(max_examples=30, deadline=None)
+@given(cfg=conv_transpose2d_configs(), seed=st.integers(0, 2**32 - 1))
+def test_conv_transpose2d_backward_recorded_as_ops_equals_torch_double_backward(cfg, seed):
+    torch = _torch()
+    attrs = {k: cfg[k] for k in ATTRS}
+    arrays_in = [a for a in (cfg["x"], cfg["weight"], cfg["bias"]) if a is not None]
+    _double_backward_parity(lambda *ts: F.conv_transpose2d(*ts, **attrs),
+                            lambda *ts: torch.nn.functional.conv_transpose2d(*ts, **attrs), arrays_in, seed)
+
+
+@settings(max_examples=30, deadline=None)
+@given(cfg=conv2d_configs(max_side=7), seed=st.integers(0, 2**32 - 1))
+def test_conv2d_weight_backward_recorded_as_ops_equals_torch_double_backward(cfg, seed):
+    torch = _torch()
+    attrs = {k: cfg[k] for k in CONV_ATTRS}
+    size = cfg["weight"].shape
+    gy = np.random.default_rng(seed + 1).standard_normal(F.conv2d(cfg["x"], cfg["weight"], **attrs).shape)
+
+    def theirs(x, g):
+        w = torch.zeros(size, dtype=torch.float64, requires_grad=True)
+        return torch.autograd.grad(torch.nn.functional.conv2d(x, w, **attrs), w, g, create_graph=True)[0]
+
+    _double_backward_parity(lambda x, g: F.conv2d_weight(x, size, g, **attrs), theirs, [cfg["x"], gy], seed)
