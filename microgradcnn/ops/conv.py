@@ -90,7 +90,9 @@ class Conv2dFn(Function):
         parents, groups = ctx.parents, ctx.attrs["groups"]
         n, oc = x_shape[0], w.shape[0]
         oh, ow = grad.shape[2:]
-        g2 = grad.transpose(1, 0, 2, 3).reshape(groups, oc // groups, n * oh * ow)  # free in forward's order
+        # In forward's (OC, N, OH, OW) memory order (free when grad already is), every use below is a view
+        grad = np.ascontiguousarray(grad.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+        g2 = grad.transpose(1, 0, 2, 3).reshape(groups, oc // groups, n * oh * ow)
         dx = dw = None
         if parents[0].requires_grad:
             # Each patch's gradient W^T @ grad, added back onto the input positions it was copied from
