@@ -91,8 +91,15 @@ def test_conv_transpose2d_matches_pytorch_with_its_state_dict():
     x = rng(1).standard_normal((2, 4, 5, 6))
     tx = torch.tensor(x, requires_grad=True)
     tout = theirs(tx)
-    mine = ours.to(np.float64)(Tensor(x))
+    mx = Tensor(x, requires_grad=True)
+    mine = ours.to(np.float64)(mx)
     np.testing.assert_allclose(mine.data, tout.detach().numpy(), rtol=1e-10, atol=1e-12)
+    g = rng(2).standard_normal(mine.shape)
+    mine.backward(g)
+    tout.backward(torch.tensor(g))
+    pairs = [(mx.grad, tx.grad), (ours.weight.grad, theirs.weight.grad), (ours.bias.grad, theirs.bias.grad)]
+    for got, want in pairs:
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-10, atol=1e-12)
     # and back: torch loads ours
     theirs.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in ours.state_dict().items()})
     assert repr(ours) == repr(theirs).replace(", bias=True", "")
