@@ -12,6 +12,7 @@ from microgradcnn.nn import utils
 from microgradcnn.nn.layers import (
     AvgPool2d,
     Conv2d,
+    ConvTranspose2d,
     CrossEntropyLoss,
     Flatten,
     Linear,
@@ -24,6 +25,7 @@ from microgradcnn.nn.module import IncompatibleKeys, Module, Parameter, StateDic
 __all__ = [
     "AvgPool2d",
     "Conv2d",
+    "ConvTranspose2d",
     "CrossEntropyLoss",
     "Flatten",
     "IncompatibleKeys",

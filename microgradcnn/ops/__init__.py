@@ -1,6 +1,7 @@
 """Every built-in op. Importing this package defines them all, which completes ``REGISTRY``."""
 
 from microgradcnn.ops.conv import conv2d
+from microgradcnn.ops.conv_transpose import conv2d_weight, conv_transpose2d
 from microgradcnn.ops.elementwise import add, div, exp, log, mul, neg, pow, relu, sigmoid, sub, tanh
 from microgradcnn.ops.linalg import linear, matmul
 from microgradcnn.ops.loss import cross_entropy, log_softmax, softmax
@@ -13,6 +14,8 @@ __all__ = [
     "avg_pool2d",
     "broadcast_to",
     "conv2d",
+    "conv2d_weight",
+    "conv_transpose2d",
     "cross_entropy",
     "div",
     "exp",

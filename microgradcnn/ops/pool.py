@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from microgradcnn.ops.conv import IntPair, int_pair, out_size, pad_hw, scatter_windows, window_slices
+from microgradcnn.ops.window import IntPair, int_pair, out_size, pad_hw, scatter_windows, window_slices
 from microgradcnn.tensor import Array, Context, Function, Tensor, is_grad_enabled
 
 Pair = tuple[int, int]

@@ -2,8 +2,8 @@
 
 Needs the ``testing`` extra (``pip install "microgradcnn[testing]"``). Public building blocks for your own
 property tests: ``tensors``, ``arrays``, ``shapes``, ``broadcastable_shapes``, ``floats``, ``away_from_zero``,
-``spaced_arrays``, ``distinct_arrays``, ``axes``, ``conv2d_configs``, ``pool2d_configs``, ``class_targets``;
-``stroke_images`` for image-preprocessing tests.
+``spaced_arrays``, ``distinct_arrays``, ``axes``, ``conv2d_configs``, ``conv_transpose2d_configs``,
+``pool2d_configs``, ``class_targets``; ``stroke_images`` for image-preprocessing tests.
 Sizes are small (sides up to ``MAX_SIDE``; conv/pool images up to 9x9) so a property test of 100 gradient
 checks takes seconds. Values are drawn away from the points where finite differences lie (relu at 0, ties
 under max, log near 0): ``tensors(avoid_kinks=True)`` and ``spaced_arrays`` for your own ops; so a failing
@@ -389,6 +389,51 @@ def conv2d_configs(
 
 
 @st.composite
+def conv_transpose2d_configs(
+    draw: st.DrawFn,
+    max_n: int = 2,
+    max_channels: int = 4,
+    max_side: int = 5,
+    max_kernel: int = 3,
+    max_stride: int = 3,
+    max_padding: int = 2,
+    max_dilation: int = 2,
+    dtype: Any = np.float64,
+) -> dict[str, Any]:
+    """conv_transpose2d problems: a dict of x, weight, bias (or None), stride, padding, output_padding,
+    dilation, groups.
+
+    Every combination PyTorch accepts: groups divides both channel counts, weight is (C_in, C_out/groups,
+    KH, KW), output_padding is below the stride or the dilation of its axis (both kinds drawn), and padding
+    leaves a non-empty output. Call as ``F.conv_transpose2d(cfg["x"], cfg["weight"], cfg["bias"],
+    stride=..., ...)`` or pass the arrays to torch.
+    """
+    n = draw(st.integers(1, max_n))
+    groups = draw(st.integers(1, max_channels))
+    c_in = groups * draw(st.integers(1, max_channels // groups))
+    c_out = groups * draw(st.integers(1, max_channels // groups))
+    geometry = []
+    for _ in range(2):  # per axis: side, kernel, stride, dilation, output_padding, padding
+        h, k = draw(st.integers(1, max_side)), draw(st.integers(1, max_kernel))
+        s, d = draw(st.integers(1, max_stride)), draw(st.integers(1, max_dilation))
+        extra = draw(st.integers(0, max(s, d) - 1))
+        # output (h-1)s - 2p + d(k-1) + extra + 1 >= 1
+        p = draw(st.integers(0, min(max_padding, ((h - 1) * s + d * (k - 1) + extra) // 2)))
+        geometry.append((h, k, s, d, extra, p))
+    (h, kh, sh, dh, eh, ph), (w, kw, sw, dw, ew, pw) = geometry
+    return {
+        "x": draw(arrays((n, c_in, h, w), dtype=dtype)),
+        "weight": draw(arrays((c_in, c_out // groups, kh, kw), dtype=dtype)),
+        "bias": draw(st.none() | arrays((c_out,), dtype=dtype)),
+        "stride": _int_or_pair(draw, sh, sw),
+        "padding": _int_or_pair(draw, ph, pw),
+        "output_padding": _int_or_pair(draw, eh, ew),
+        "dilation": _int_or_pair(draw, dh, dw),
+        "groups": groups,
+    }
+
+
+@st.composite
 def pool2d_configs(
     draw: st.DrawFn,
     max_n: int = 3,
@@ -429,6 +474,33 @@ def _conv2d_case(cfg: dict[str, Any]) -> OpCase:
 def conv2d_cases(**overrides: Any) -> st.SearchStrategy[OpCase]:
     """conv2d gradient problems: ``conv2d_configs(**overrides)`` with x, weight and bias all checked."""
     return conv2d_configs(**overrides).map(_conv2d_case)
+
+
+def _conv_transpose2d_case(cfg: dict[str, Any]) -> OpCase:
+    attrs = {k: cfg[k] for k in ("stride", "padding", "output_padding", "groups", "dilation")}
+    tensors = [cfg[k] for k in ("x", "weight", "bias") if cfg[k] is not None]
+    return OpCase(lambda *ts: ops.conv_transpose2d(*ts, **attrs), tuple(_grad(a) for a in tensors))
+
+
+def conv_transpose2d_cases(**overrides: Any) -> st.SearchStrategy[OpCase]:
+    """conv_transpose2d gradient problems: ``conv_transpose2d_configs(**overrides)``, x, weight and bias."""
+    return conv_transpose2d_configs(**overrides).map(_conv_transpose2d_case)
+
+
+def conv2d_weight_cases(**overrides: Any) -> st.SearchStrategy[OpCase]:
+    """conv2d_weight gradient problems: a ``conv2d_configs(**overrides)`` input and a drawn output gradient
+    of conv2d's output shape; both are checked."""
+
+    @st.composite
+    def case(draw: st.DrawFn) -> OpCase:
+        cfg = draw(conv2d_configs(**overrides))
+        attrs = {k: cfg[k] for k in ("stride", "padding", "dilation", "groups")}
+        x, size = cfg["x"], cfg["weight"].shape
+        out_shape = ops.conv2d(x, cfg["weight"], **attrs).shape
+        grad_output = draw(arrays(out_shape, dtype=x.dtype))
+        return OpCase(lambda t, g: ops.conv2d_weight(t, size, g, **attrs), (_grad(x), _grad(grad_output)))
+
+    return case()
 
 
 def _pool2d_cases(name: str, distinct: bool) -> Callable[..., st.SearchStrategy[OpCase]]:
@@ -507,6 +579,8 @@ OP_CASES: dict[str, Callable[..., st.SearchStrategy[OpCase]]] = {
     "matmul": matmul_cases,
     "linear": linear_cases,
     "conv2d": conv2d_cases,
+    "conv_transpose2d": conv_transpose2d_cases,
+    "conv2d_weight": conv2d_weight_cases,
     "max_pool2d": _pool2d_cases("max_pool2d", distinct=True),
     "avg_pool2d": _pool2d_cases("avg_pool2d", distinct=False),
     "softmax": _softmax_cases("softmax"),
