@@ -515,6 +515,19 @@ def _pool2d_cases(name: str, distinct: bool) -> Callable[..., st.SearchStrategy[
     return cases
 
 
+def avg_pool2d_backward_cases(**overrides: Any) -> st.SearchStrategy[OpCase]:
+    """avg_pool2d's input-gradient op: a ``pool2d_configs(**overrides)`` geometry and an output gradient."""
+    from microgradcnn.ops.pool import AvgPool2dBackwardFn, _pool_args
+
+    def case(cfg: dict[str, Any]) -> OpCase:
+        x = Tensor(cfg["x"])
+        attrs = _pool_args("avg_pool2d", x, cfg["kernel_size"], cfg["stride"], cfg["padding"])
+        grad = ops.avg_pool2d(x, **attrs).data + 0.5  # any values of the output's shape
+        return OpCase(lambda g: AvgPool2dBackwardFn.apply(g, x_shape=x.shape, **attrs), (_grad(grad),))
+
+    return pool2d_configs(**{"distinct": False, **overrides}).map(case)
+
+
 @st.composite
 def linear_cases(draw: st.DrawFn, max_side: int = MAX_SIDE) -> OpCase:
     """x (..., in) with 0 to 2 leading axes, weight (out, in), and a bias or none."""
@@ -583,6 +596,7 @@ OP_CASES: dict[str, Callable[..., st.SearchStrategy[OpCase]]] = {
     "conv2d_weight": conv2d_weight_cases,
     "max_pool2d": _pool2d_cases("max_pool2d", distinct=True),
     "avg_pool2d": _pool2d_cases("avg_pool2d", distinct=False),
+    "avg_pool2d_backward": avg_pool2d_backward_cases,
     "softmax": _softmax_cases("softmax"),
     "log_softmax": _softmax_cases("log_softmax"),
     "cross_entropy": cross_entropy_cases,

@@ -238,5 +238,5 @@ def test_conv2d_refuses_a_backward_after_its_input_was_edited_in_place():
     w = mg.Tensor(np.ones((1, 1, 2, 2)), requires_grad=True)
     out = F.conv2d(x, w)
     x[...] = 100.0
-    with pytest.raises(RuntimeError, match="input 0 .* op 'conv2d' was modified in place"):
+    with pytest.raises(RuntimeError, match=r"input 0 .* op 'conv2d' was modified in place"):
         out.sum().backward()

@@ -16,8 +16,10 @@ from microgradcnn.testing.strategies import (
     arrays,
     axes,
     class_targets,
+    conv2d_configs,
     distinct_arrays,
     floats,
+    pool2d_configs,
     shapes,
 )
 
@@ -187,3 +189,45 @@ def test_cross_entropy_double_backward_equals_torch(reduction, data, eps):
     kw = {"reduction": reduction, "label_smoothing": eps}
     theirs = lambda t: TF.cross_entropy(t, torch.tensor(target), **kw)  # noqa: E731
     _double(lambda t: F.cross_entropy(t, target, **kw), theirs, [logits])
+
+
+@given(cfg=conv2d_configs(max_n=2, max_channels=4, max_side=6, max_kernel=3))
+@settings(max_examples=25)
+def test_conv2d_double_backward_equals_torch(cfg):
+    attrs = {k: cfg[k] for k in ("stride", "padding", "dilation", "groups")}
+    _double(lambda x, w, b: F.conv2d(x, w, b, **attrs).tanh(),
+            lambda x, w, b: TF.conv2d(x, w, b, **attrs).tanh(), [cfg["x"], cfg["weight"], cfg["bias"]])
+
+
+@pytest.mark.parametrize("name", ["max_pool2d", "avg_pool2d"])
+@given(cfg=pool2d_configs(distinct=False, max_side=7), ties=st.booleans())
+@settings(max_examples=25)
+def test_pools_double_backward_equal_torch_with_ties_and_padding(name, cfg, ties):
+    x = np.round(cfg["x"]) if ties else cfg["x"]  # rounded values in [-2, 2]: windows full of ties
+    args = (cfg["kernel_size"], cfg["stride"], cfg["padding"])
+    _double(lambda t: getattr(F, name)(t, *args) ** 2, lambda t: getattr(TF, name)(t, *args) ** 2, [x])
+
+
+def test_a_gradient_penalty_step_on_a_conv_layer_equals_torch():
+    # WGAN-GP's penalty: (||d critic(x) / d x|| - 1)^2, whose gradient with respect to the critic's weights
+    # goes through the conv's input gradient (a conv_transpose2d) and is a second derivative
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 2, 8, 8))
+    w, b = rng.standard_normal((3, 2, 3, 3)) * 0.5, rng.standard_normal(3) * 0.1
+    lin = rng.standard_normal((1, 3 * 3 * 3)) * 0.3
+
+    def penalty_grads(lib, tensor, conv, linear, grad):
+        xs, ws, bs = (tensor(a, True) for a in (x, w, b))
+        critic = linear(conv(xs, ws, bs, stride=2).tanh().reshape(4, -1), tensor(lin, False)).sum()
+        (gx,) = grad(critic, [xs])
+        norms = ((gx * gx).reshape(4, -1).sum(1) + 1e-12) ** 0.5
+        penalty = ((norms - 1.0) ** 2).mean()
+        return [a.data if lib == "mg" else a.detach().numpy() for a in grad(penalty, [ws, bs])]
+
+    mine = penalty_grads("mg", lambda a, r: mg.Tensor(a, requires_grad=r), F.conv2d, F.linear,
+                         lambda y, xs: mg.grad(y, xs, create_graph=True))
+    theirs = penalty_grads("torch", lambda a, r: torch.tensor(a, requires_grad=r), TF.conv2d, TF.linear,
+                           lambda y, xs: torch.autograd.grad(y, xs, create_graph=True))
+    for a, b in zip(mine, theirs, strict=True):
+        np.testing.assert_allclose(a, b, **TOL)
+    assert np.abs(mine[0]).max() > 1e-3  # the penalty does reach the weights
