@@ -17,6 +17,7 @@ from microgradcnn.viz import (
     ComputationGraph,
     GraphvizNotFoundError,
     draw_graph,
+    write_confusion_matrix,
     write_model_graph,
 )
 
@@ -553,3 +554,20 @@ def test_write_model_graph_draws_the_seed_cnn(tmp_path):
     labels = text(out.read_text())
     for needle in ("(8, 1, 28, 28) float32", "conv2d", "max_pool2d", "linear", "cross_entropy", "loss ="):
         assert needle in labels
+
+
+# ---- write_confusion_matrix ---------------------------------------------------------------------------
+def test_write_confusion_matrix_draws_a_png_shaded_by_row_share(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    matrix = np.array([[9, 1], [0, 0]])  # row 1 has no images: no division by zero, an unshaded row
+    out = write_confusion_matrix(matrix, tmp_path / "cm", title="two classes")
+    assert out == tmp_path / "cm"
+    assert out.read_bytes().startswith(PNG_SIGNATURE)
+    image = cv2.imread(str(out))
+    cell, left, top = 48, 70, 90  # the layout's constants: cell (0, 0) is 90 % of its row, (0, 1) 10 %
+    dark, light = image[top + 5, left + 5], image[top + 5, left + cell + 5]
+    assert dark[2] < light[2]  # red and green fall as the share rises (white -> blue)
+    assert list(image[top + cell + 5, left + 5]) == [255, 255, 255]  # the empty row stays white
+    with pytest.raises(ValueError, match=r"square \(K, K\) matrix"):
+        write_confusion_matrix(np.zeros((2, 3)), tmp_path / "bad.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cm"]

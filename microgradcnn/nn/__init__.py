@@ -8,11 +8,13 @@
 """
 
 from microgradcnn import functional
+from microgradcnn.nn import utils
 from microgradcnn.nn.activation import ELU, GELU, LeakyReLU, Sigmoid, Softplus, Tanh
 from microgradcnn.nn.dropout import Dropout
 from microgradcnn.nn.layers import (
     AvgPool2d,
     Conv2d,
+    ConvTranspose2d,
     CrossEntropyLoss,
     Flatten,
     Linear,
@@ -30,6 +32,7 @@ __all__ = [
     "BatchNorm1d",
     "BatchNorm2d",
     "Conv2d",
+    "ConvTranspose2d",
     "CrossEntropyLoss",
     "Dropout",
     "Flatten",
@@ -46,4 +49,5 @@ __all__ = [
     "StateDictError",
     "Tanh",
     "functional",
+    "utils",
 ]

@@ -2,20 +2,24 @@
 
 from microgradcnn.ops.activation import elu, erf, gelu, leaky_relu, softplus
 from microgradcnn.ops.conv import conv2d
+from microgradcnn.ops.conv_transpose import conv2d_weight, conv_transpose2d
 from microgradcnn.ops.dropout import dropout
 from microgradcnn.ops.elementwise import add, div, exp, log, mul, neg, pow, relu, sigmoid, sub, tanh
 from microgradcnn.ops.linalg import linear, matmul
 from microgradcnn.ops.loss import cross_entropy, log_softmax, softmax
 from microgradcnn.ops.norm import batch_norm
 from microgradcnn.ops.pool import avg_pool2d, max_pool2d
-from microgradcnn.ops.reduce import max, mean, sum
-from microgradcnn.ops.shape import flatten, getitem, reshape, transpose
+from microgradcnn.ops.reduce import broadcast_to, max, mean, sum
+from microgradcnn.ops.shape import flatten, getitem, reshape, scatter, transpose
 
 __all__ = [
     "add",
     "avg_pool2d",
     "batch_norm",
+    "broadcast_to",
     "conv2d",
+    "conv2d_weight",
+    "conv_transpose2d",
     "cross_entropy",
     "div",
     "dropout",
@@ -38,6 +42,7 @@ __all__ = [
     "pow",
     "relu",
     "reshape",
+    "scatter",
     "sigmoid",
     "softmax",
     "softplus",

@@ -7,6 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from microgradcnn._checks import check_int
+from microgradcnn.ops.elementwise import ExpFn
+from microgradcnn.ops.reduce import normalize_axes
+from microgradcnn.ops.shape import reshape
 from microgradcnn.tensor import Array, Context, Function, Tensor
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -25,6 +29,7 @@ class SoftmaxFn(Function):
     """
 
     name = "softmax"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array, *, axis: int) -> Array:
@@ -47,6 +52,7 @@ class LogSoftmaxFn(Function):
     """
 
     name = "log_softmax"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array, *, axis: int) -> Array:
@@ -57,57 +63,78 @@ class LogSoftmaxFn(Function):
     @staticmethod
     def backward(ctx: Context, grad: Array) -> tuple[Array]:
         (out,) = ctx.saved_tensors
-        return (grad - np.exp(out) * grad.sum(axis=ctx.attrs["axis"], keepdims=True),)
+        return (grad - ExpFn.call(out) * grad.sum(axis=ctx.attrs["axis"], keepdims=True),)
 
 
 def _axis(x: Tensor, axis: Any, op: str) -> int:
-    if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
-        raise TypeError(f"{op}: axis must be an int, got {axis!r}")
-    if not -x.ndim <= axis < x.ndim:
-        raise ValueError(f"{op}: axis {axis} is out of range for x {x.shape}")
-    if x.shape[axis] == 0:
-        raise ValueError(f"{op}: axis {axis} of x {x.shape} is empty")
-    return int(axis) % x.ndim
+    """``axis`` (an int, negative from the end) as an axis of ``x``, by the ops' one axis rule; 0 for a
+    0-d ``x``, which takes axis 0 or -1 as in PyTorch.
+
+    Raises:
+        TypeError: for an axis that is not an int (a tuple or None included: softmax takes one axis).
+        numpy.exceptions.AxisError: (a ValueError and an IndexError) for an axis out of range.
+        ValueError: for an axis of length 0.
+    """
+    shape = x.data.shape
+    axes = normalize_axes(check_int(axis, "axis", op), shape, op)
+    if not axes:  # 0-d
+        return 0
+    if shape[axes[0]] == 0:
+        raise ValueError(f"{op}: axis {axis} of x {shape} is empty")
+    return axes[0]
+
+
+def _softmaxes(fn: type[Function], x: Any, axis: Any) -> Tensor:
+    """``fn`` (softmax or log_softmax) of ``x`` along ``axis``. A 0-d tensor is one element, a
+    distribution over one class: run as shape (1,) and reshaped back, so softmax gives 1 and log_softmax
+    0, with gradient 0, as in PyTorch."""
+    x = x if isinstance(x, Tensor) else Tensor(x)
+    a = _axis(x, axis, fn.name)
+    if x.data.shape:
+        return fn.apply(x, axis=a)
+    return reshape(fn.apply(reshape(x, (1,)), axis=0), ())
 
 
 def softmax(x: Any, axis: int = -1) -> Tensor:
     """Softmax along ``axis``: non-negative, summing to 1; finite for logits of any size.
 
-    Shapes: any (at least 1-d) -> the same.
+    Shapes: any -> the same (a 0-d tensor, one element, gives 1).
 
     Raises:
-        ValueError: for an axis out of range or of length 0.
+        TypeError: for an axis that is not an int.
+        ValueError: for an axis out of range (an IndexError too) or of length 0.
 
     >>> softmax(Tensor([0.0, 1e4])).data
     array([0., 1.], dtype=float32)
     """
-    x = x if isinstance(x, Tensor) else Tensor(x)
-    return SoftmaxFn.apply(x, axis=_axis(x, axis, "softmax"))
+    return _softmaxes(SoftmaxFn, x, axis)
 
 
 def log_softmax(x: Any, axis: int = -1) -> Tensor:
     """log(softmax(x)) along ``axis`` by log-sum-exp: finite even where softmax underflows to 0.
 
-    Shapes: any (at least 1-d) -> the same.
+    Shapes: any -> the same (a 0-d tensor, one element, gives 0).
 
     Raises:
-        ValueError: for an axis out of range or of length 0.
+        TypeError: for an axis that is not an int.
+        ValueError: for an axis out of range (an IndexError too) or of length 0.
 
     >>> log_softmax(Tensor([0.0, 1e4])).data
     array([-10000.,      0.], dtype=float32)
     """
-    x = x if isinstance(x, Tensor) else Tensor(x)
-    return LogSoftmaxFn.apply(x, axis=_axis(x, axis, "log_softmax"))
+    return _softmaxes(LogSoftmaxFn, x, axis)
 
 
 class CrossEntropyFn(Function):
     """loss_n = -sum_c q[n, c] * log_softmax(logits)[n, c], q = (1 - eps) * onehot(target) + eps / C.
 
-    Fused: backward is (softmax - q) * grad in one step (/ N for the mean), from the saved probabilities.
+    Fused: backward is (softmax - q) * grad (/ N for the mean), from the saved probabilities; under
+    ``create_graph`` the softmax is recomputed from the logits as a recorded op.
     Derivation: docs/ops.md#cross_entropy.
     """
 
     name = "cross_entropy"
+    differentiable_backward = True
 
     @staticmethod
     def forward(
@@ -128,7 +155,9 @@ class CrossEntropyFn(Function):
             eps = one(label_smoothing)
             loss = (one(1) - eps) * loss + (eps / one(c)) * (one(c) * lse - shifted.sum(axis=1))
         e /= total[:, None]
-        ctx.save_for_backward(e, target)  # the probabilities, for the fused backward, and the checked classes
+        # The logits (under create_graph the softmax is recomputed from them, as a recorded op), the
+        # probabilities for the fused first-order backward, and the checked classes.
+        ctx.save_for_backward(logits, e, target)
         if reduction == "none":
             return loss
         summed = loss.sum()
@@ -136,17 +165,19 @@ class CrossEntropyFn(Function):
 
     @staticmethod
     def backward(ctx: Context, grad: Array) -> tuple[Array]:
-        p, target = ctx.saved_tensors
+        logits, p, target = ctx.saved_tensors
         reduction, eps = ctx.attrs["reduction"], ctx.attrs["label_smoothing"]
         n, c = p.shape
         one = p.dtype.type
-        d = p - one(eps / c) if eps else p.copy()  # softmax - q, built in a fresh array: p may be reused
-        d[np.arange(n), target] -= one(1 - eps)
+        # d loss_n / d logits_n = softmax - q. An ordinary backward reuses the forward's probabilities; under
+        # create_graph they are recomputed from the logits Tensor, so the softmax is differentiated again.
+        if not isinstance(logits, np.ndarray):
+            p = SoftmaxFn.call(logits, axis=1)
+        q = np.full((n, c), one(eps / c), dtype=p.dtype)  # the smoothed one-hot target, a constant
+        q[np.arange(n), target] += one(1 - eps)
         if reduction == "none":
-            d *= grad[:, None]
-        else:
-            d *= grad / one(n) if reduction == "mean" else grad
-        return (d,)
+            return ((p - q) * grad.reshape(n, 1),)
+        return ((p - q) * (grad / one(n) if reduction == "mean" else grad),)
 
 
 def _class_targets(target: Any, n: int, c: int) -> Array:

@@ -2,7 +2,8 @@
 
 Needs the ``testing`` extra (``pip install "microgradcnn[testing]"``). Public building blocks for your own
 property tests: ``tensors``, ``arrays``, ``shapes``, ``broadcastable_shapes``, ``floats``, ``away_from_zero``,
-``spaced_arrays``, ``distinct_arrays``, ``axes``, ``conv2d_configs``, ``pool2d_configs``, ``class_targets``.
+``spaced_arrays``, ``distinct_arrays``, ``axes``, ``conv2d_configs``, ``conv_transpose2d_configs``,
+``pool2d_configs``, ``class_targets``; ``stroke_images`` for image-preprocessing tests.
 Sizes are small (sides up to ``MAX_SIDE``; conv/pool images up to 9x9) so a property test of 100 gradient
 checks takes seconds. Values are drawn away from the points where finite differences lie (relu at 0, ties
 under max, log near 0): ``tensors(avoid_kinks=True)`` and ``spaced_arrays`` for your own ops; so a failing
@@ -144,6 +145,58 @@ def class_targets(n: int, num_classes: int) -> st.SearchStrategy[np.ndarray]:
     return hnp.arrays(np.int64, (n,), elements=st.integers(0, num_classes - 1))
 
 
+# ------------------------------------------------------------------------------ images for the image pipeline
+IMAGE_LAYOUTS = ("gray", "gray1", "bgr", "bgra", "uint16", "float32", "bool")
+"""How ``stroke_images`` hands an image over: 2-D uint8, (H, W, 1), BGR, BGRA with a transparent background,
+16-bit, float 0..1, or a bool mask."""
+
+
+@st.composite
+def stroke_images(draw: st.DrawFn, max_side: int = 300, max_strokes: int = 4) -> np.ndarray:
+    """Images such as a scan or a photo of a digit gives, drawn as bars, lines and dots of one ink on plain
+    paper: sides 1..``max_side`` (1-px-wide and very elongated canvases included), 0..``max_strokes``
+    strokes of any width (hairlines to blobs), any paper and ink grey (equal ones give a blank image), in
+    one of ``IMAGE_LAYOUTS``. Returns an array in OpenCV's layout, as ``image.preprocess_digit`` takes it.
+    """
+    import cv2  # only this strategy needs OpenCV
+
+    h, w = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
+    paper, ink = draw(st.integers(0, 255)), draw(st.integers(0, 255))
+    canvas = np.full((h, w), paper, np.uint8)
+    mask = np.zeros((h, w), np.uint8)  # where ink was put: the opaque part of a transparent image
+    for _ in range(draw(st.integers(0, max_strokes))):
+        kind = draw(st.sampled_from(["bar", "line", "dot"]))
+        x0, y0 = draw(st.integers(0, w - 1)), draw(st.integers(0, h - 1))
+        if kind == "dot":
+            radius = draw(st.integers(0, max(1, min(h, w) // 4)))
+            for target, value in ((canvas, ink), (mask, 255)):
+                cv2.circle(target, (x0, y0), radius, value, -1)
+            continue
+        x1, y1 = draw(st.integers(0, w - 1)), draw(st.integers(0, h - 1))
+        if kind == "bar":  # an axis-aligned filled rectangle: a straight "1" or a dash
+            rows, cols = slice(min(y0, y1), max(y0, y1) + 1), slice(min(x0, x1), max(x0, x1) + 1)
+            canvas[rows, cols], mask[rows, cols] = ink, 255
+        else:
+            thickness = draw(st.integers(1, max(1, min(h, w) // 3)))
+            line_type = draw(st.sampled_from([cv2.LINE_8, cv2.LINE_AA]))
+            for target, value in ((canvas, ink), (mask, 255)):
+                cv2.line(target, (x0, y0), (x1, y1), value, thickness, line_type)
+    layout = draw(st.sampled_from(IMAGE_LAYOUTS))
+    if layout == "gray1":
+        return canvas[:, :, None]
+    if layout == "bgr":
+        return cv2.cvtColor(canvas, cv2.COLOR_GRAY2BGR)
+    if layout == "bgra":
+        return np.dstack([cv2.cvtColor(canvas, cv2.COLOR_GRAY2BGR), mask])
+    if layout == "uint16":
+        return canvas.astype(np.uint16) * np.uint16(257)
+    if layout == "float32":
+        return canvas.astype(np.float32) / np.float32(255.0)
+    if layout == "bool":
+        return canvas > 127
+    return canvas
+
+
 def _grad(a: np.ndarray) -> Tensor:
     return Tensor(a, requires_grad=True)
 
@@ -247,6 +300,32 @@ def getitem_cases(draw: st.DrawFn) -> OpCase:
 
 
 @st.composite
+def broadcast_to_cases(draw: st.DrawFn) -> OpCase:
+    """x broadcast to a shape with added leading axes and stretched size-1 axes."""
+    target = draw(shapes())
+    # x: a suffix of the target's axes, each kept or shrunk to 1
+    tail = target[len(target) - draw(st.integers(0, len(target))) :]
+    shape = tuple(1 if draw(st.booleans()) else s for s in tail)
+    return OpCase(lambda t: ops.broadcast_to(t, target), (_grad(draw(arrays(shape))),))
+
+
+@st.composite
+def scatter_cases(draw: st.DrawFn) -> OpCase:
+    """Values scattered into zeros with an int, a slice, or an integer array with repeated indices."""
+    shape = draw(shapes(min_dims=1))
+    n = shape[0]
+    index = draw(
+        st.one_of(
+            st.integers(-n, n - 1),
+            st.builds(slice, st.none() | st.integers(-n, n), st.none() | st.integers(-n, n)),
+            st.lists(st.integers(-n, n - 1), min_size=1, max_size=5).map(np.asarray),
+        )
+    )
+    values = draw(arrays(np.zeros(shape)[index].shape))
+    return OpCase(lambda t: ops.scatter(t, shape, index), (_grad(values),))
+
+
+@st.composite
 def matmul_cases(draw: st.DrawFn) -> OpCase:
     """(n,k)@(k,m), batched with broadcasting batch axes, and 1-d operands on either side."""
     n, k, m, b = (draw(st.integers(1, 3)) for _ in range(4))
@@ -310,6 +389,51 @@ def conv2d_configs(
 
 
 @st.composite
+def conv_transpose2d_configs(
+    draw: st.DrawFn,
+    max_n: int = 2,
+    max_channels: int = 4,
+    max_side: int = 5,
+    max_kernel: int = 3,
+    max_stride: int = 3,
+    max_padding: int = 2,
+    max_dilation: int = 2,
+    dtype: Any = np.float64,
+) -> dict[str, Any]:
+    """conv_transpose2d problems: a dict of x, weight, bias (or None), stride, padding, output_padding,
+    dilation, groups.
+
+    Every combination PyTorch accepts: groups divides both channel counts, weight is (C_in, C_out/groups,
+    KH, KW), output_padding is below the stride or the dilation of its axis (both kinds drawn), and padding
+    leaves a non-empty output. Call as ``F.conv_transpose2d(cfg["x"], cfg["weight"], cfg["bias"],
+    stride=..., ...)`` or pass the arrays to torch.
+    """
+    n = draw(st.integers(1, max_n))
+    groups = draw(st.integers(1, max_channels))
+    c_in = groups * draw(st.integers(1, max_channels // groups))
+    c_out = groups * draw(st.integers(1, max_channels // groups))
+    geometry = []
+    for _ in range(2):  # per axis: side, kernel, stride, dilation, output_padding, padding
+        h, k = draw(st.integers(1, max_side)), draw(st.integers(1, max_kernel))
+        s, d = draw(st.integers(1, max_stride)), draw(st.integers(1, max_dilation))
+        extra = draw(st.integers(0, max(s, d) - 1))
+        # output (h-1)s - 2p + d(k-1) + extra + 1 >= 1
+        p = draw(st.integers(0, min(max_padding, ((h - 1) * s + d * (k - 1) + extra) // 2)))
+        geometry.append((h, k, s, d, extra, p))
+    (h, kh, sh, dh, eh, ph), (w, kw, sw, dw, ew, pw) = geometry
+    return {
+        "x": draw(arrays((n, c_in, h, w), dtype=dtype)),
+        "weight": draw(arrays((c_in, c_out // groups, kh, kw), dtype=dtype)),
+        "bias": draw(st.none() | arrays((c_out,), dtype=dtype)),
+        "stride": _int_or_pair(draw, sh, sw),
+        "padding": _int_or_pair(draw, ph, pw),
+        "output_padding": _int_or_pair(draw, eh, ew),
+        "dilation": _int_or_pair(draw, dh, dw),
+        "groups": groups,
+    }
+
+
+@st.composite
 def pool2d_configs(
     draw: st.DrawFn,
     max_n: int = 3,
@@ -352,6 +476,33 @@ def conv2d_cases(**overrides: Any) -> st.SearchStrategy[OpCase]:
     return conv2d_configs(**overrides).map(_conv2d_case)
 
 
+def _conv_transpose2d_case(cfg: dict[str, Any]) -> OpCase:
+    attrs = {k: cfg[k] for k in ("stride", "padding", "output_padding", "groups", "dilation")}
+    tensors = [cfg[k] for k in ("x", "weight", "bias") if cfg[k] is not None]
+    return OpCase(lambda *ts: ops.conv_transpose2d(*ts, **attrs), tuple(_grad(a) for a in tensors))
+
+
+def conv_transpose2d_cases(**overrides: Any) -> st.SearchStrategy[OpCase]:
+    """conv_transpose2d gradient problems: ``conv_transpose2d_configs(**overrides)``, x, weight and bias."""
+    return conv_transpose2d_configs(**overrides).map(_conv_transpose2d_case)
+
+
+def conv2d_weight_cases(**overrides: Any) -> st.SearchStrategy[OpCase]:
+    """conv2d_weight gradient problems: a ``conv2d_configs(**overrides)`` input and a drawn output gradient
+    of conv2d's output shape; both are checked."""
+
+    @st.composite
+    def case(draw: st.DrawFn) -> OpCase:
+        cfg = draw(conv2d_configs(**overrides))
+        attrs = {k: cfg[k] for k in ("stride", "padding", "dilation", "groups")}
+        x, size = cfg["x"], cfg["weight"].shape
+        out_shape = ops.conv2d(x, cfg["weight"], **attrs).shape
+        grad_output = draw(arrays(out_shape, dtype=x.dtype))
+        return OpCase(lambda t, g: ops.conv2d_weight(t, size, g, **attrs), (_grad(x), _grad(grad_output)))
+
+    return case()
+
+
 def _pool2d_cases(name: str, distinct: bool) -> Callable[..., st.SearchStrategy[OpCase]]:
     def cases(**overrides: Any) -> st.SearchStrategy[OpCase]:
         def case(cfg: dict[str, Any]) -> OpCase:
@@ -362,6 +513,19 @@ def _pool2d_cases(name: str, distinct: bool) -> Callable[..., st.SearchStrategy[
         return pool2d_configs(**{"distinct": distinct, **overrides}).map(case)
 
     return cases
+
+
+def avg_pool2d_backward_cases(**overrides: Any) -> st.SearchStrategy[OpCase]:
+    """avg_pool2d's input-gradient op: a ``pool2d_configs(**overrides)`` geometry and an output gradient."""
+    from microgradcnn.ops.pool import AvgPool2dBackwardFn, _pool_args
+
+    def case(cfg: dict[str, Any]) -> OpCase:
+        x = Tensor(cfg["x"])
+        attrs = _pool_args("avg_pool2d", x, cfg["kernel_size"], cfg["stride"], cfg["padding"])
+        grad = ops.avg_pool2d(x, **attrs).data + 0.5  # any values of the output's shape
+        return OpCase(lambda g: AvgPool2dBackwardFn.apply(g, x_shape=x.shape, **attrs), (_grad(grad),))
+
+    return pool2d_configs(**{"distinct": False, **overrides}).map(case)
 
 
 @st.composite
@@ -423,11 +587,16 @@ OP_CASES: dict[str, Callable[..., st.SearchStrategy[OpCase]]] = {
     "reshape": reshape_cases,
     "transpose": transpose_cases,
     "getitem": getitem_cases,
+    "scatter": scatter_cases,
+    "broadcast_to": broadcast_to_cases,
     "matmul": matmul_cases,
     "linear": linear_cases,
     "conv2d": conv2d_cases,
+    "conv_transpose2d": conv_transpose2d_cases,
+    "conv2d_weight": conv2d_weight_cases,
     "max_pool2d": _pool2d_cases("max_pool2d", distinct=True),
     "avg_pool2d": _pool2d_cases("avg_pool2d", distinct=False),
+    "avg_pool2d_backward": avg_pool2d_backward_cases,
     "softmax": _softmax_cases("softmax"),
     "log_softmax": _softmax_cases("log_softmax"),
     "cross_entropy": cross_entropy_cases,

@@ -132,14 +132,14 @@ def test_call_runs_forward_inside_the_module_scope():
     assert out.shape == (5, 2)
     # the last op (the second Linear's) ran inside net, net.second and net.second[2], innermost last
     assert out._ctx.scope == (net, net.second, net.second[2])
-    assert mg.tensor._SCOPE == ()  # popped again
+    assert mg.tensor.current_scope() == ()  # popped again
 
 
 def test_scope_is_popped_when_forward_raises():
     net = Net(rng())
     with pytest.raises(ValueError, match="linear"):
         net(Tensor(np.ones((5, 7), dtype=np.float32)))
-    assert mg.tensor._SCOPE == ()
+    assert mg.tensor.current_scope() == ()
 
 
 def test_forward_must_be_overridden():

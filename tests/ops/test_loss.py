@@ -186,11 +186,25 @@ def test_softmax_rejects_bad_axis(fn):
     with pytest.raises(ValueError, match="axis 2 is out of range"):
         fn(np.zeros((2, 3)), axis=2)
     with pytest.raises(ValueError, match="out of range"):
-        fn(np.float64(1.0))
+        fn(np.float64(1.0), axis=1)
     with pytest.raises(ValueError, match="is empty"):
         fn(np.zeros((2, 0)))
     with pytest.raises(TypeError, match="axis must be an int"):
         fn(np.zeros((2, 3)), axis=1.0)
+
+
+@pytest.mark.parametrize(("fn", "want"), [(F.softmax, 1.0), (F.log_softmax, 0.0)])
+@pytest.mark.parametrize("axis", [0, -1])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmaxes_of_a_0d_tensor_are_one_element_distributions(fn, want, axis, dtype):
+    x = mg.Tensor(np.array(3.5, dtype), requires_grad=True)
+    out = fn(x, axis=axis)
+    assert out.shape == ()
+    assert out.dtype == dtype
+    assert out.item() == want
+    out.backward(np.array(7.0, dtype))
+    assert x.grad.shape == ()
+    assert x.grad == 0.0  # the output is constant in x
 
 
 def test_cross_entropy_is_one_fused_op_recording_its_attrs():

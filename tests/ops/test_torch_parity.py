@@ -58,10 +58,31 @@ def test_linear_equals_torch(data):
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
 @given(data=st.data())
 def test_softmaxes_equal_torch(name, data):
-    shape = data.draw(shapes(min_dims=1))
-    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    shape = data.draw(shapes(min_dims=0))  # a 0-d tensor too: one element, softmax 1 and log_softmax 0
+    ndim = len(shape) or 1  # PyTorch takes dim 0 or -1 for a 0-d tensor
+    axis = data.draw(st.integers(-ndim, ndim - 1))
     x = data.draw(arrays(shape, st.floats(-30, 30)))
     _both(lambda t: getattr(F, name)(t, axis=axis), lambda t: getattr(TF, name)(t, dim=axis), [x])
+
+
+@pytest.mark.parametrize("p", [0.0, 1.0, 2.0, 3.0, -1.0, 0.5, 2.5])
+def test_pow_equals_torch_at_zero_and_around_it(p):
+    x = np.array([0.0, 1.0, 2.0, 0.5, -1.5, -2.0])
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0 ** -1 is inf and (-1.5) ** 0.5 NaN, in both
+        _both(lambda t: t**p, lambda t: t**p, [x])
+
+
+@given(data=st.data())
+def test_max_equals_torch_with_ties(data):
+    """A full max splits a tie evenly (torch.max(x)); max over one axis routes to the first maximum
+    (torch.max(x, dim))."""
+    shape = data.draw(shapes(min_dims=1))
+    x = np.round(data.draw(arrays(shape, st.floats(-1.5, 1.5))))  # values in {-2, ..., 2}: many ties
+    _both(lambda t: t.max(), torch.max, [x])
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    keep = data.draw(st.booleans())
+    theirs = lambda t: torch.max(t, dim=axis, keepdim=keep).values  # noqa: E731
+    _both(lambda t: t.max(axis=axis, keepdims=keep), theirs, [x])
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
