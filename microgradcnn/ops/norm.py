@@ -64,13 +64,17 @@ class BatchNormFn(Function):
             # Recorded backward (create_graph): xhat and 1/std depend on x, so they are recomputed from the
             # input Tensor (the saved arrays would be constants and drop a second-derivative term).
             xhat, inv_std = _normalize(x, axes, ctx.attrs["eps"])
-        g = grad if weight is None else grad * weight.reshape(_channel_shape(x.ndim))
-        dx = inv_std * (
-            g - g.mean(axis=axes, keepdims=True) - xhat * (g * xhat).mean(axis=axes, keepdims=True)
-        )
+        needs = ctx.needs_input_grad
+        dx = None
+        if needs[0]:
+            g = grad if weight is None else grad * weight.reshape(_channel_shape(x.ndim))
+            dx = inv_std * (
+                g - g.mean(axis=axes, keepdims=True) - xhat * (g * xhat).mean(axis=axes, keepdims=True)
+            )
         if weight is None:
             return (dx,)
-        return dx, (grad * xhat).sum(axis=axes), grad.sum(axis=axes)
+        dweight = (grad * xhat).sum(axis=axes) if needs[1] else None
+        return dx, dweight, (grad.sum(axis=axes) if needs[2] else None)
 
 
 def _float(value: Any, what: str, where: str, low: float, high: float = math.inf) -> float:
