@@ -167,3 +167,16 @@ def test_errors_name_the_layer_and_the_shapes():
         nn.BatchNorm2d(0)
     with pytest.raises(TypeError, match="num_features"):
         nn.BatchNorm2d(3.0)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_check_module_gradients_proves_a_model_with_batchnorm_and_activations(training):
+    from microgradcnn.testing import check_module_gradients
+
+    r = np.random.default_rng(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 2, 2, bias=False, rng=r), nn.BatchNorm2d(2), nn.GELU(), nn.Flatten(),
+        nn.Linear(8, 3, rng=r), nn.BatchNorm1d(3), nn.ELU(), nn.Softplus(), nn.LeakyReLU(),
+    )
+    model(Tensor(r.standard_normal((4, 3, 3, 3)).astype(np.float32)))  # running statistics off 0 and 1
+    assert check_module_gradients(model.train(training), r.standard_normal((4, 3, 3, 3)))
