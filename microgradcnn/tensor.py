@@ -396,7 +396,7 @@ def _differentiable_backward(ctx: Context, node: Tensor, g: Any) -> Any:
     fn = ctx.fn
     if not fn.differentiable_backward:
         raise RuntimeError(
-            f"create_graph: op {fn.name!r} ({fn.__module__}.{fn.__qualname__}) has a backward that cannot be "
+            f"create_graph: op {fn.name!r} ({fn.__qualname__}) has a backward that cannot be "
             "differentiated (differentiable_backward is False). Write its backward with Tensor operators "
             "and SomeFn.call(...) instead of NumPy functions, set differentiable_backward = True on the "
             "class, and prove it with microgradcnn.testing.gradgradcheck"
