@@ -34,8 +34,9 @@ def drive(recorder, epochs, *, start_epoch=0, model=None, batch=16, stop_at=None
             loss, hits = train.train_step(model, opt, xs[sl], y[sl])
             recorder.on_step(epoch * per_epoch + i + 1, loss, hits / batch, 0.1)
         metrics = train.evaluate(model, x, y)
-        recorder.on_epoch(epoch + 1, {"train_loss": loss, "test_loss": metrics.loss,
-                                      "test_accuracy": metrics.accuracy})  # fmt: skip
+        recorder.on_epoch(
+            epoch + 1, {"train_loss": loss, "test_loss": metrics.loss, "test_accuracy": metrics.accuracy}
+        )
     if finish:
         recorder.finish(model, x, y)
     return model
