@@ -129,10 +129,16 @@ def epoch_file(epoch: int) -> str:
 
 
 # ---- statistics ---------------------------------------------------------------------------------------
-def _stats(a: np.ndarray) -> dict[str, float]:
-    """mean, std and 2-norm of an array, in float64 (float32 sums of large maps lose digits)."""
+def _norm(a: np.ndarray) -> float:
+    """The 2-norm of an array of any shape, summed in float64 (float32 sums of large maps lose digits)."""
     a = np.asarray(a, dtype=np.float64)
-    return {"mean": float(a.mean()), "std": float(a.std()), "norm": float(np.sqrt(np.vdot(a, a)))}
+    return float(np.sqrt(np.vdot(a, a)))
+
+
+def _stats(a: np.ndarray) -> dict[str, float]:
+    """mean, std and 2-norm of an array, in float64."""
+    a = np.asarray(a, dtype=np.float64)
+    return {"mean": float(a.mean()), "std": float(a.std()), "norm": _norm(a)}
 
 
 def dead_fraction(output: np.ndarray) -> float:
@@ -338,18 +344,12 @@ class Recorder:
         assert self.model is not None
         out = {}
         for name, p in self.model.named_parameters():
-            w = p.data.astype(np.float64)
-            norm = float(np.sqrt(np.vdot(w, w)))
-            entry = {"norm": norm}
+            entry = {"norm": _norm(p.data)}
             if p.grad is not None:
-                g = p.grad.astype(np.float64)
-                entry["grad_norm"] = float(np.sqrt(np.vdot(g, g)))
+                entry["grad_norm"] = _norm(p.grad)
             before = self._before.get(name)
-            if before is not None:
-                d = w - before
-                entry["update_ratio"] = float(
-                    np.sqrt(np.vdot(d, d)) / max(np.sqrt(np.vdot(before, before)), 1e-12)
-                )
+            if before is not None:  # ||w_after - w_before|| / ||w_before||, of this step
+                entry["update_ratio"] = _norm(p.data.astype(np.float64) - before) / max(_norm(before), 1e-12)
             out[name] = entry
         return out
 

@@ -164,7 +164,7 @@ def _not_blank(png_path):
     image = cv2.imread(str(png_path))
     assert image is not None
     colours = len(np.unique(image.reshape(-1, 3), axis=0))
-    assert image.std() > 10, "the screenshot is (nearly) one colour"
+    assert image.std() > 5, "the screenshot is (nearly) one colour"
     assert colours > 50
 
 
@@ -189,8 +189,11 @@ def test_the_report_works_in_headless_chromium(tmp_path):
     assert "<h3>0.weight</h3>" in panel.group(2)
     assert "(8, 1, 3, 3)" in panel.group(2)
     assert "gradient" in panel.group(2)
-    shot = browser.screenshot(page, tmp_path / "report.png", size=(1280, 1600), fragment=f"select={param}")
-    _not_blank(shot)
+    # the pictures docs/watching.md shows (examples/report_screenshots.py regenerates them from a real run)
+    shots = browser.section_screenshots(page, tmp_path / "shots", node=param)
+    assert [p.name for p in shots] == [f"report_{s}.png" for s in browser.SECTIONS]
+    for shot in shots:
+        _not_blank(shot)
 
 
 @pytest.mark.needs("chromium")

@@ -113,7 +113,9 @@ def line_chart(
     ``log_y`` plots log10 of the values (non-positive ones are gaps); ``band`` shades a y range (the healthy
     one) and ``target`` draws a dashed line. A chart without any value says so instead of plotting.
     """
-    left, right, top, bottom = 58, 10, 22, 30
+    legend_rows = -(-len(series) // 4)  # the legend sits between the title and the plot, 4 labels a row
+    left, right, top, bottom = 58, 10, 22 + 13 * legend_rows, 30
+    height += 13 * legend_rows
     pw, ph = width - left - right, height - top - bottom
     prepared = []
     for label, xs, ys in series:
@@ -191,7 +193,7 @@ def line_chart(
                     f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{" ".join(r)}"/>'
                 )
         lx = left + 8 + (i % 4) * (pw // 4)
-        ly = top + 12 + (i // 4) * 13
+        ly = 32 + (i // 4) * 13
         out.append(f'<text x="{lx}" y="{ly}" style="fill:{color}">■ {html.escape(label)}</text>')
     out.append("</svg>")
     return "".join(out)
@@ -282,25 +284,17 @@ def _charts(steps: list[dict[str, Any]], epochs: list[dict[str, Any]]) -> list[s
     layers = list(dict.fromkeys(n for r in steps for n in r.get("layers", {})))
     params = list(dict.fromkeys(n for r in steps for n in r.get("params", {})))
     relus = [n for n in layers if any("dead" in r.get("layers", {}).get(n, {}) for r in steps)]
+
+    def metric(name: str) -> list[Series]:  # per recorded batch, per epoch on the training and the test set
+        return [
+            ("train (batch)", sx, col(steps, name)),
+            ("train (epoch)", ex, col(epochs, f"train_{name}")),
+            ("test", ex, col(epochs, f"test_{name}")),
+        ]
+
     return [
-        line_chart(
-            "loss",
-            "loss",
-            [
-                ("train (batch)", sx, col(steps, "loss")),
-                ("train (epoch)", ex, col(epochs, "train_loss")),
-                ("test", ex, col(epochs, "test_loss")),
-            ],
-        ),
-        line_chart(
-            "accuracy",
-            "accuracy",
-            [
-                ("train (batch)", sx, col(steps, "accuracy")),
-                ("train (epoch)", ex, col(epochs, "train_accuracy")),
-                ("test", ex, col(epochs, "test_accuracy")),
-            ],
-        ),
+        line_chart("loss", "loss", metric("loss")),
+        line_chart("accuracy", "accuracy", metric("accuracy")),
         line_chart("lr", "learning rate", [("lr", sx, col(steps, "lr"))]),
         line_chart(
             "gradflow",
@@ -385,7 +379,7 @@ def build_report(run_dir: str | os.PathLike[str]) -> str:
         + "</p>"
     )
 
-    parts.append("<h2>Model graph</h2>")
+    parts.append("<section id='sec-graph'><h2>Model graph</h2>")
     graph = _graph_svg(run)
     if graph:
         parts.append(
@@ -397,9 +391,10 @@ def build_report(run_dir: str | os.PathLike[str]) -> str:
     else:
         parts.append("<p>No graph recorded (Graphviz's <code>dot</code> was not installed).</p>")
 
-    parts.append("<h2>Curves</h2><div class='charts'>" + "".join(_charts(steps, epochs)) + "</div>")
+    parts.append("</section><section id='sec-curves'><h2>Curves</h2><div class='charts'>")
+    parts += [*_charts(steps, epochs), "</div></section>"]
 
-    parts.append("<h2>Filters and feature maps</h2>")
+    parts.append("<section id='sec-pictures'><h2>Filters and feature maps</h2>")
     if snapshots:
         last = _epoch_images(snapshots[-1][1])
         n = len(snapshots) - 1
@@ -425,6 +420,7 @@ def build_report(run_dir: str | os.PathLike[str]) -> str:
     else:
         parts.append("<p>No epoch finished yet.</p>")
 
+    parts.append("</section><section id='sec-confusion'>")
     parts.append("<h2>Confusion matrix and the most confidently wrong test digits</h2>")
     if final:
         parts.append(_confusion_table(final["confusion"]))
@@ -441,6 +437,7 @@ def build_report(run_dir: str | os.PathLike[str]) -> str:
         parts.append("</div>")
     else:
         parts.append("<p>Written when training finishes.</p>")
+    parts.append("</section>")
 
     data = json.dumps({"nodes": nodes, "epochs": epoch_data}, separators=(",", ":")).replace("</", "<\\/")
     asset = resources.files(__package__)

@@ -71,3 +71,24 @@ def screenshot(
         shot = Path(tmp) / "shot.png"  # Chromium writes it in place; the copy at `out` is written atomically
         _run([f"--screenshot={shot}", f"--window-size={size[0]},{size[1]}", _url(page, fragment)], timeout)
         return write_bytes_atomic(out, shot.read_bytes())
+
+
+SECTIONS = ("graph", "curves", "pictures", "confusion")
+"""The report's sections, as ``section_screenshots`` names its files (``report_<section>.png``)."""
+
+
+def section_screenshots(
+    page: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    node: str | None = None,
+    size: tuple[int, int] = (1200, 900),
+) -> list[Path]:
+    """Screenshots of each report section to ``out_dir/report_<section>.png``; returns the paths.
+
+    ``node``: a graph node id to click first, so the graph's picture shows a statistics panel.
+    """
+    shots = []
+    for section in SECTIONS:
+        fragment = f"only=sec-{section}" + (f"&select={node}" if node else "")
+        shots.append(screenshot(page, Path(out_dir) / f"report_{section}.png", size=size, fragment=fragment))
+    return shots

@@ -69,13 +69,18 @@
     update();
   }
 
-  // ---- for tests: #select=<node id> clicks that node once the page has loaded ----
-  const m = /select=([\w]+)/.exec(location.hash);
-  if (m && svg) {
+  // ---- for tests and screenshots: #select=<node id> clicks that node, #only=<section id> hides the rest ----
+  const hash = new URLSearchParams(location.hash.slice(1));
+  if (hash.get("select") && svg) {
     for (const g of svg.querySelectorAll("g.node")) {
-      if (g.querySelector("title").textContent === m[1]) {
+      if (g.querySelector("title").textContent === hash.get("select")) {
         g.dispatchEvent(new MouseEvent("click", { bubbles: true }));
       }
     }
+  }
+  if (hash.get("only") && $(hash.get("only"))) {
+    document.querySelectorAll("body > h1, body > p, body > section").forEach((el) => {
+      if (el.id !== hash.get("only")) el.style.display = "none";
+    });
   }
 })();
