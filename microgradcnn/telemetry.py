@@ -403,7 +403,8 @@ class Recorder:
             for t in toposort(loss):
                 t._retains_grad = t._ctx is not None  # keep every intermediate's gradient for the stats
             loss.backward()
-            graph = viz.draw_graph(loss, params=model, show_grad=True)
+            # the whole graph: with nodes left out the walk's ids would no longer be _node_stats's
+            graph = viz.draw_graph(loss, params=model, show_grad=True, max_nodes=None)
             svg = graph.pipe(format="svg")
             nodes = _node_stats(loss, dict(model.named_parameters()))
         finally:
@@ -417,7 +418,8 @@ def _node_stats(loss: Tensor, params: Mapping[str, Tensor]) -> dict[str, dict[st
     """Statistics per graph node, keyed by ``draw_graph``'s node ids (``t0`` the root, then breadth first).
 
     The ids are assigned in the same breadth-first order as ``draw_graph``'s walk (roots, then each op's
-    parents in order); op nodes (``o0``...) get their op's name and attributes.
+    parents in order) when it draws every node (``max_nodes=None``); op nodes (``o0``...) get their op's
+    name. ``tests/test_telemetry.py`` checks the ids against the rendered SVG's node labels.
     """
     names = {id(p): n for n, p in params.items()}
     node_of: dict[int, str] = {id(loss): "t0"}

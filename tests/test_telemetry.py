@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -160,3 +161,20 @@ def test_recorder_checks_its_arguments(tmp_path):
         telemetry.Recorder(tmp_path, every=0)
     with pytest.raises(TypeError, match="every"):
         telemetry.Recorder(tmp_path, every=2.5)
+
+
+@pytest.mark.needs("dot")
+def test_graph_node_statistics_match_the_rendered_nodes(tmp_path):
+    x, y = tiny_set(8)
+    telemetry.Recorder(tmp_path).start(seed_cnn(relu=True, rng=np.random.default_rng(0)), x, y)
+    svg = (tmp_path / "graph.svg").read_text()
+    nodes = json.loads((tmp_path / "graph_nodes.json").read_text())
+    drawn = re.findall(r'<g id="node\d+" class="node">\s*<title>(\w+)</title>(.*?)</g>', svg, re.S)
+    assert {title for title, _ in drawn} == set(nodes)
+    for title, body in drawn:
+        stats, text = nodes[title], " ".join(re.findall(r">([^<]*)</text>", body))
+        if stats["kind"] == "op":
+            assert stats["name"] in text
+        elif stats["shape"]:
+            assert str(tuple(stats["shape"])) in text, (title, text)
+    assert any(v["name"] == "0.weight" and "grad" in v for v in nodes.values())
