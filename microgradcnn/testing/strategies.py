@@ -27,6 +27,7 @@ except ModuleNotFoundError as err:  # pragma: no cover - depends on the environm
     ) from err
 
 from microgradcnn import ops
+from microgradcnn._checks import check_int
 from microgradcnn.tensor import Tensor
 
 MAX_SIDE = 4
@@ -138,6 +139,27 @@ def distinct_arrays(draw: st.DrawFn, shape: Any, spacing: float = 0.1) -> np.nda
     size = int(np.prod(shape))
     perm = draw(st.permutations(range(size))) if size > 1 else list(range(size))
     return (spacing * (np.asarray(perm, dtype=np.float64) - size / 2)).reshape(shape)
+
+
+def default_cases(
+    num_inputs: int, min_dims: int = 1, max_dims: int = 2, max_side: int = 3, spacing: float = 0.1
+) -> st.SearchStrategy[tuple[Tensor, ...]]:
+    """What ``check_op`` draws for an op with no cases of its own: ``num_inputs`` float64 leaf tensors.
+
+    All of one shared shape (``min_dims`` to ``max_dims`` sides of 1 to ``max_side``), so elementwise and
+    broadcasting ops accept them; their values come from one ``spaced_arrays`` draw over all inputs
+    together: every value at least ``spacing`` from zero and from every other value *of any input*, so relu,
+    abs, max(x, y), x / y and comparisons between inputs stay away from their kinks and poles. Values reach
+    about ``±2 * spacing * num_inputs * size`` (±1.8 for one 3x3 input). Ops that need other inputs
+    (positive values, matching matrix shapes, labels) bring their own with ``cases=`` or ``register_cases``.
+
+    Raises:
+        TypeError: for a ``num_inputs`` that is not an int.
+        ValueError: for ``num_inputs < 1`` or ``spacing <= 0``.
+    """
+    num_inputs = check_int(num_inputs, "num_inputs", "default_cases", minimum=1)
+    stacked = shapes(min_dims, max_dims, max_side=max_side).map(lambda shape: (num_inputs, *shape))
+    return spaced_arrays(stacked, spacing).map(lambda a: tuple(_grad(a[i].copy()) for i in range(num_inputs)))
 
 
 def class_targets(n: int, num_classes: int) -> st.SearchStrategy[np.ndarray]:
