@@ -147,12 +147,10 @@ def _run_in_eval_mode(model: Any, x: Tensor) -> Any:
     modes = [m.training for m in modules]
     for m in modules:
         object.__setattr__(m, "training", False)
-    recording = _tensor._GRAD_ENABLED
-    _tensor._GRAD_ENABLED = True  # record the graph even when export is called inside no_grad
     try:
-        return model(x)
+        with _tensor.enable_grad():  # record the graph even when export is called inside no_grad
+            return model(x)
     finally:
-        _tensor._GRAD_ENABLED = recording
         for m, mode in zip(modules, modes, strict=True):
             object.__setattr__(m, "training", mode)
 
