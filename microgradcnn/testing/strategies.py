@@ -623,3 +623,63 @@ OP_CASES: dict[str, Callable[..., st.SearchStrategy[OpCase]]] = {
     "log_softmax": _softmax_cases("log_softmax"),
     "cross_entropy": cross_entropy_cases,
 }
+
+
+# ---- activations and batch norm -------------------------------------------------------------------------
+@st.composite
+def leaky_relu_cases(draw: st.DrawFn) -> OpCase:
+    """leaky_relu with slopes below, at and above 0 (and above 1); x keeps 0.05 away from the kink."""
+    slope = draw(st.sampled_from([0.01, 0.2, -0.5, 0.0, 1.5]))
+    x = draw(arrays(shapes(), away_from_zero(0.05, 3.0)))
+    return OpCase(lambda t: ops.leaky_relu(t, slope), (_grad(x),))
+
+
+@st.composite
+def elu_cases(draw: st.DrawFn) -> OpCase:
+    """elu with several alphas; x keeps 0.05 away from 0, where the derivative jumps unless alpha = 1."""
+    alpha = draw(st.sampled_from([1.0, 0.5, 2.0]))
+    x = draw(arrays(shapes(), away_from_zero(0.05, 4.0)))
+    return OpCase(lambda t: ops.elu(t, alpha), (_grad(x),))
+
+
+@st.composite
+def softplus_cases(draw: st.DrawFn) -> OpCase:
+    """softplus with several betas and thresholds, some inside the drawn range; x keeps 0.05 / beta away
+    from the switch to the linear branch at beta * x = threshold."""
+    beta = draw(st.sampled_from([1.0, 0.5, 3.0]))
+    threshold = draw(st.sampled_from([20.0, 1.0, 0.5]))
+    x = draw(arrays(shapes(), floats(-4.0, 4.0)))
+    near = np.abs(beta * x - threshold) < 0.05
+    x = np.where(near, x + 0.1 / beta, x)
+    return OpCase(lambda t: ops.softplus(t, beta, threshold), (_grad(x),))
+
+
+@st.composite
+def batch_norm_cases(draw: st.DrawFn, max_n: int = 3, max_channels: int = 3) -> OpCase:
+    """The training-mode op on (N, C), (N, C, L) and (N, C, H, W), with or without weight and bias.
+
+    Values are a shuffled grid 0.3 apart, so no channel is nearly constant: its tiny variance would make
+    the normalisation (and central differences of it) ill-conditioned.
+    """
+    spatial = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+    n = draw(st.integers(1 if spatial and int(np.prod(spatial)) > 1 else 2, max_n))
+    c = draw(st.integers(1, max_channels))
+    x = draw(distinct_arrays((n, c, *spatial), spacing=0.3))
+    eps = draw(st.sampled_from([1e-5, 0.1]))
+    if draw(st.booleans()):
+        w, b = draw(arrays((c,), floats(-2.0, 2.0))), draw(arrays((c,)))
+        fn = ops.norm.BatchNormFn
+        return OpCase(lambda *ts: fn.apply(*ts, eps=eps), (_grad(x), _grad(w), _grad(b)))
+    return OpCase(lambda t: ops.norm.BatchNormFn.apply(t, eps=eps), (_grad(x),))
+
+
+OP_CASES.update(
+    {
+        "erf": _unary(ops.erf, floats(-3.0, 3.0)),
+        "gelu": _unary(ops.gelu, floats(-4.0, 4.0)),
+        "leaky_relu": leaky_relu_cases,
+        "elu": elu_cases,
+        "softplus": softplus_cases,
+        "batch_norm": batch_norm_cases,
+    }
+)

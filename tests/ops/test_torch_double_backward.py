@@ -14,6 +14,7 @@ import microgradcnn as mg
 from microgradcnn import functional as F
 from microgradcnn.testing.strategies import (
     arrays,
+    away_from_zero,
     axes,
     class_targets,
     conv2d_configs,
@@ -231,3 +232,52 @@ def test_a_gradient_penalty_step_on_a_conv_layer_equals_torch():
     for a, b in zip(mine, theirs, strict=True):
         np.testing.assert_allclose(a, b, **TOL)
     assert np.abs(mine[0]).max() > 1e-3  # the penalty does reach the weights
+
+
+ACTIVATIONS = {
+    "erf": (F.erf, torch.erf),
+    "gelu": (F.gelu, TF.gelu),
+    "gelu_tanh": (lambda t: F.gelu(t, "tanh"), lambda t: TF.gelu(t, approximate="tanh")),
+    "leaky_relu": (lambda t: F.leaky_relu(t, 0.2) ** 2, lambda t: TF.leaky_relu(t, 0.2) ** 2),
+    "elu": (lambda t: F.elu(t, 0.7), lambda t: TF.elu(t, 0.7)),
+    "softplus": (lambda t: F.softplus(t, 2.0, 3.0), lambda t: TF.softplus(t, 2.0, 3.0)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+@given(data=st.data())
+@settings(max_examples=15)
+def test_activations_double_backward_equal_torch(name, data):
+    # leaky_relu is piecewise linear: squared, so that its second derivative is not zero everywhere. At
+    # x = 0 exactly, leaky_relu and elu have a kink whose one-sided second derivative is a convention.
+    ours, theirs = ACTIVATIONS[name]
+    values = away_from_zero(0.01, 4.0) if name in ("leaky_relu", "elu") else floats(-4.0, 4.0)
+    _double(ours, theirs, [data.draw(arrays(shapes(), values))])
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("affine", [True, False])
+@given(data=st.data())
+@settings(max_examples=15)
+def test_batch_norm_double_backward_equals_torch(training, affine, data):
+    n, c = data.draw(st.integers(2, 4)), data.draw(st.integers(1, 3))
+    spatial = tuple(data.draw(st.lists(st.integers(1, 3), max_size=2)))
+    x = data.draw(distinct_arrays((n, c, *spatial), spacing=0.3))
+    rm, rv = np.linspace(-1, 1, c), np.linspace(0.5, 2, c)
+    params = [data.draw(arrays((c,), floats(0.5, 2.0))), data.draw(arrays((c,)))] if affine else []
+
+    def ours(t, *wb):
+        return F.batch_norm(t, rm.copy(), rv.copy(), *wb, training=training, eps=0.01) ** 2
+
+    def theirs(t, *wb):
+        stats = torch.tensor(rm), torch.tensor(rv)
+        return TF.batch_norm(t, *stats, *wb, training=training, eps=0.01) ** 2
+
+    _double(ours, theirs, [x, *params])
+
+
+def test_dropout_double_backward_equals_torch_with_the_same_mask():
+    x = np.random.default_rng(0).standard_normal((5, 6))
+    mask = (np.random.default_rng(4).random(x.shape) >= 0.3) / 0.7
+    _double(lambda t: F.dropout(t, 0.3, rng=np.random.default_rng(4)) ** 3,
+            lambda t: (t * torch.tensor(mask)) ** 3, [x])
