@@ -3,7 +3,9 @@
 Covers what ``export`` writes and what ``torch.onnx.export`` writes for the same models: Conv, MaxPool,
 AveragePool, Gemm, MatMul, Add/Sub/Mul/Div/Neg/Pow, Exp/Log, Relu/Tanh/Sigmoid, Flatten, Reshape, Transpose,
 Softmax/LogSoftmax, ReduceSum/ReduceMean/ReduceMax, Slice, Squeeze, Unsqueeze, Shape, Gather, Concat (on
-integer shape data), Constant, Identity and Dropout (inference: the identity).
+integer shape data), Constant, Identity and Dropout (inference: the identity); ConvTranspose,
+BatchNormalization (inference), Erf, Gelu, LeakyRelu, Elu, Softplus, Sqrt, Greater and Where (on a
+condition computed from data, as the softplus export writes it).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def _elementwise(op_type: str, fn: Any) -> None:
 for _type, _fn in [
     ("Add", ops.add), ("Sub", ops.sub), ("Mul", ops.mul), ("Div", ops.div), ("MatMul", ops.matmul),
     ("Neg", ops.neg), ("Exp", ops.exp), ("Log", ops.log), ("Relu", ops.relu), ("Tanh", ops.tanh),
-    ("Sigmoid", ops.sigmoid),
+    ("Sigmoid", ops.sigmoid), ("Erf", ops.erf),
 ]:
     _elementwise(_type, _fn)
 
@@ -300,3 +302,84 @@ def import_dropout(node: Node, inputs: list[Any]) -> Any:
     if len(node.outputs) > 1 and node.outputs[1]:
         raise OnnxError("the mask output of Dropout is not supported")
     return inputs[0]
+
+
+@register_importer("ConvTranspose")
+def import_conv_transpose(node: Node, inputs: list[Any]) -> Tensor:
+    if "output_shape" in node.attrs:
+        raise OnnxError("the output_shape attribute is not supported; export with pads and output_padding")
+    x, w, b = [*inputs, None][:3]
+    return F.conv_transpose2d(
+        _tensor(x, node), _tensor(w, node, "weight"), b, stride=_pair_attr(node, "strides", 1),
+        padding=_padding(node), output_padding=_pair_attr(node, "output_padding", 0),
+        groups=int(node.attrs.get("group", 1)), dilation=_pair_attr(node, "dilations", 1))
+
+
+@register_importer("BatchNormalization")
+def import_batch_norm(node: Node, inputs: list[Any]) -> Tensor:
+    """Inference form (what PyTorch writes for BatchNorm1d/2d in eval): the running mean and variance
+    normalise, as ``F.batch_norm(training=False)``. They are statistics, not weights: their Parameters get
+    ``requires_grad=False``, so optimizers and gradient checks leave them alone."""
+    if node.attrs.get("training_mode", 0) or (len(node.outputs) > 1 and any(node.outputs[1:])):
+        raise OnnxError("training_mode=1 (batch statistics and running-statistic outputs) is not supported")
+    x, scale, bias, mean, var = inputs
+    for stat in (mean, var):
+        if isinstance(stat, Tensor):
+            stat.requires_grad = False
+    stats = [np.asarray(s.data if isinstance(s, Tensor) else s) for s in (mean, var)]
+    return F.batch_norm(_tensor(x, node), stats[0], stats[1], _tensor(scale, node, "scale"),
+                        _tensor(bias, node, "B"), training=False, eps=float(node.attrs.get("epsilon", 1e-5)))
+
+
+@register_importer("Gelu")
+def import_gelu(node: Node, inputs: list[Any]) -> Tensor:
+    return F.gelu(_tensor(inputs[0], node), approximate=node.attrs.get("approximate", "none"))
+
+
+@register_importer("LeakyRelu")
+def import_leaky_relu(node: Node, inputs: list[Any]) -> Tensor:
+    return F.leaky_relu(_tensor(inputs[0], node), float(node.attrs.get("alpha", 0.01)))
+
+
+@register_importer("Elu")
+def import_elu(node: Node, inputs: list[Any]) -> Tensor:
+    return F.elu(_tensor(inputs[0], node), float(node.attrs.get("alpha", 1.0)))
+
+
+@register_importer("Softplus")
+def import_softplus(node: Node, inputs: list[Any]) -> Tensor:
+    """ONNX's log(1 + e^x) has no linear switch: ours with a threshold no finite float32 passes (float32's
+    largest, so comparing a float32 input with it does not overflow)."""
+    return F.softplus(_tensor(inputs[0], node), threshold=float(np.finfo(np.float32).max))
+
+
+@register_importer("Sqrt")
+def import_sqrt(node: Node, inputs: list[Any]) -> Any:
+    x = inputs[0]
+    return ops.pow(x, 0.5) if isinstance(x, Tensor) else np.sqrt(x)
+
+
+def _data(v: Any) -> np.ndarray:
+    return np.asarray(v.data if isinstance(v, Tensor) else v)
+
+
+@register_importer("Greater")
+def import_greater(node: Node, inputs: list[Any]) -> np.ndarray:
+    """A boolean array: a comparison has no gradient, so its result is a constant of the forward."""
+    return np.greater(_data(inputs[0]), _data(inputs[1]))
+
+
+@register_importer("Where")
+def import_where(node: Node, inputs: list[Any]) -> Any:
+    cond, a, b = inputs
+    if isinstance(cond, Tensor) or _data(cond).dtype != np.bool_:
+        raise OnnxError("the condition must be boolean")
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor):
+        return np.where(cond, a, b)
+    where = getattr(ops, "where", None)
+    if where is not None:
+        return where(_data(cond), _tensor(a, node), _tensor(b, node))
+    # a * c + b * (1 - c) with c a constant 0/1 mask: the same values and gradients for finite a and b
+    mask = _data(cond)
+    a, b = _tensor(a, node), _tensor(b, node)
+    return a * mask.astype(a.dtype) + b * (~mask).astype(b.dtype)
