@@ -317,18 +317,24 @@ def import_conv_transpose(node: Node, inputs: list[Any]) -> Tensor:
 
 @register_importer("BatchNormalization")
 def import_batch_norm(node: Node, inputs: list[Any]) -> Tensor:
-    """Inference form (what PyTorch writes for BatchNorm1d/2d in eval): the running mean and variance
-    normalise, as ``F.batch_norm(training=False)``. They are statistics, not weights: their Parameters get
-    ``requires_grad=False``, so optimizers and gradient checks leave them alone."""
+    """Inference form (what PyTorch writes for BatchNorm1d/2d in eval): (x - mean) * scale / sqrt(var +
+    eps) + B per channel (axis 1). Written with registry ops on all four, so every input gets its true
+    gradient: PyTorch's exporter may hand the same initializer to two of them (an untrained layer's
+    running_var is its weight's ones), so none can be treated as a constant. Freeze the running statistics
+    (``requires_grad = False``) before fine-tuning."""
     if node.attrs.get("training_mode", 0) or (len(node.outputs) > 1 and any(node.outputs[1:])):
         raise OnnxError("training_mode=1 (batch statistics and running-statistic outputs) is not supported")
-    x, scale, bias, mean, var = inputs
-    for stat in (mean, var):
-        if isinstance(stat, Tensor):
-            stat.requires_grad = False
-    stats = [np.asarray(s.data if isinstance(s, Tensor) else s) for s in (mean, var)]
-    return F.batch_norm(_tensor(x, node), stats[0], stats[1], _tensor(scale, node, "scale"),
-                        _tensor(bias, node, "B"), training=False, eps=float(node.attrs.get("epsilon", 1e-5)))
+    x = _tensor(inputs[0], node)
+    if x.ndim < 2:
+        raise OnnxError(f"input of shape {x.shape} has no channel axis (N, C, ...)")
+    scale, bias, mean, var = (_tensor(v, node, what) for v, what in
+                              zip(inputs[1:], ("scale", "B", "mean", "var"), strict=True))
+    for what, t in (("scale", scale), ("B", bias), ("mean", mean), ("var", var)):
+        if t.shape != (x.shape[1],):
+            raise OnnxError(f"{what} of shape {t.shape} does not fit input {x.shape} (want ({x.shape[1]},))")
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    gain = scale * (var + float(node.attrs.get("epsilon", 1e-5))) ** -0.5
+    return (x - mean.reshape(shape)) * gain.reshape(shape) + bias.reshape(shape)
 
 
 @register_importer("Gelu")

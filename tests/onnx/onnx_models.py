@@ -1,5 +1,6 @@
 """The models the ONNX tests export and import: the seed CNN, cnn2, a conv stack with every conv option and
-both pools (padded max pooling included), a model of every other mapped op, and one with a user's op."""
+both pools (padded max pooling included), LeNet-5, the BatchNorm + Dropout CNN with trained-looking running
+statistics, a model of every other mapped op, one of the activations, and one with a user's op."""
 
 import numpy as np
 
@@ -23,10 +24,28 @@ def conv_stack(rng=None):
     )
 
 
+def bn_cnn(rng=None):
+    """models.bn_cnn in eval mode, its BatchNorm weights, biases and running statistics drawn from ``rng``
+    (not the init's ones and zeros, which would let a fold of the statistics into the weights go unseen)."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    model = models.bn_cnn(rng=rng)
+    for layer in model.modules():
+        if isinstance(layer, nn.BatchNorm2d | nn.BatchNorm1d):
+            c = layer.num_features
+            layer.weight.data[...] = rng.uniform(0.5, 1.5, c)
+            layer.bias.data[...] = rng.uniform(-0.5, 0.5, c)
+            layer.running_mean[...] = rng.uniform(-0.2, 0.2, c)
+            layer.running_var[...] = rng.uniform(0.5, 2.0, c)
+            layer.num_batches_tracked[...] = 7
+    return model.eval()
+
+
 BUILDERS = {
     "seed": lambda: models.seed_cnn(rng=np.random.default_rng(1)),
     "cnn2": lambda: models.small_cnn(rng=np.random.default_rng(2)),
     "stack": lambda: conv_stack(np.random.default_rng(3)),
+    "lenet5": lambda: models.lenet5(rng=np.random.default_rng(4)),
+    "bn": lambda: bn_cnn(np.random.default_rng(5)),
 }
 
 
@@ -51,6 +70,26 @@ class EveryOp(nn.Module):
         h = h.transpose(0, 2, 1).reshape(x.shape[0], -1, 13).mean(axis=2) @ self.w  # (N, 4)
         h = mg.functional.softmax(h, axis=1) + mg.functional.log_softmax(h, axis=-1)
         return h + h.sum(axis=1, keepdims=True) * h[:, -1:]
+
+
+class Activations(nn.Module):
+    """Each activation op once on a linear head, arguments off the defaults: (N, 1, 28, 28) -> (N, 8). The
+    head's outputs reach past softplus's thresholds (1.5 with beta 2, and 20), so both sides of its
+    switch are exercised."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(784, 8, rng=np.random.default_rng(6))
+        self.acts = nn.Sequential(
+            nn.GELU(), nn.LeakyReLU(0.2), nn.ELU(0.7), nn.Softplus(beta=2.0, threshold=1.5), nn.Softplus()
+        )
+
+    def forward(self, x):
+        h = self.fc(mg.functional.flatten(x)) * 60.0
+        out = mg.functional.gelu(h, approximate="tanh") + mg.functional.erf(h)
+        for act in self.acts:
+            out = out + act(h)
+        return out
 
 
 class Softsign(mg.Function, register=False):
