@@ -54,6 +54,33 @@ def digits(n, seed=0, dtype=np.float32):
     return np.random.default_rng(seed).uniform(-0.5, 0.5, size=(n, 1, 28, 28)).astype(dtype)
 
 
+# ---- hand-made files (the onnx package is imported when one is made) -------------------------------------
+def save(tmp_path, nodes, initializers=(), name="m.onnx", in_shape=("N", 4), out_shape=("N", "M"), opset=17):
+    """A hand-made one-input (``x``), one-output (``y``) float model of ``nodes``, written to ``tmp_path``."""
+    import onnx
+
+    helper, TP = onnx.helper, onnx.TensorProto
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TP.FLOAT, list(in_shape))],
+        [helper.make_tensor_value_info("y", TP.FLOAT, list(out_shape))],
+        initializer=list(initializers),
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+    path = tmp_path / name
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def weight(name, shape, seed=0):
+    """A standard-normal float32 initializer named ``name``."""
+    import onnx
+
+    arr = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    return onnx.numpy_helper.from_array(arr, name)
+
+
 class EveryOp(nn.Module):
     """Each mapped op outside the CNN layers once, batch-independent: (N, 1, 28, 28) -> (N, 4)."""
 
@@ -74,8 +101,8 @@ class EveryOp(nn.Module):
 
 class Activations(nn.Module):
     """Each activation op once on a linear head, arguments off the defaults: (N, 1, 28, 28) -> (N, 8). The
-    head's outputs reach past softplus's thresholds (1.5 with beta 2, and 20), so both sides of its
-    switch are exercised."""
+    head's outputs (about -4 to 4) reach past the first softplus's threshold (beta 2, threshold 1.5), so
+    both sides of its switch are exercised."""
 
     def __init__(self):
         super().__init__()
@@ -85,7 +112,7 @@ class Activations(nn.Module):
         )
 
     def forward(self, x):
-        h = self.fc(mg.functional.flatten(x)) * 60.0
+        h = self.fc(mg.functional.flatten(x)) * 8.0
         out = mg.functional.gelu(h, approximate="tanh") + mg.functional.erf(h)
         for act in self.acts:
             out = out + act(h)

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from onnx_models import EveryOp, SoftsignModel, digits
+from onnx_models import BUILDERS, Activations, EveryOp, SoftsignModel, digits
 
 import microgradcnn as mg
 from microgradcnn import checkpoint as ck
@@ -105,6 +105,62 @@ def test_every_mapped_op_matches_onnxruntime(tmp_path):
         "Div",
     } <= ops
     for n in (1, 5):
+        np.testing.assert_allclose(run_ort(path, digits(n, n)), forward(model, digits(n, n)), atol=1e-5)
+
+
+@pytest.mark.parametrize(("opset", "gelu"), [(17, {"Erf"}), (20, {"Gelu", "Erf"})])
+def test_the_activations_match_onnxruntime(tmp_path, opset, gelu):
+    model = Activations()
+    path = mg.onnx.export(model, digits(1), tmp_path / "m.onnx", opset=opset)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert gelu | {"LeakyRelu", "Elu", "Softplus", "Greater", "Where", "Tanh"} <= ops
+    for n in (1, 5):
+        x = digits(n, n)
+        np.testing.assert_allclose(run_ort(path, x), forward(model, x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("beta", "threshold"), [(1.0, 20.0), (0.5, 3.0), (3.0, -2.0)])
+def test_softplus_keeps_its_threshold_switch(tmp_path, beta, threshold):
+    """Inputs on both sides of beta * x = threshold: above it the output is x itself, not softplus."""
+
+    class Soft(nn.Module):
+        def forward(self, x):
+            return mg.functional.softplus(x * 80.0, beta=beta, threshold=threshold)
+
+    path = mg.onnx.export(Soft(), digits(1), tmp_path / "m.onnx")
+    x = digits(5, 3)
+    z = x * 80.0 * beta
+    assert (z > threshold).any() and (z <= threshold).any()
+    want = forward(Soft(), x)
+    np.testing.assert_allclose(run_ort(path, x), want, atol=1e-5, rtol=1e-6)
+    # what the switch changes: without it, softplus(z) / beta differs from x by up to log(2) / beta
+    smooth = np.logaddexp(0, z) / beta
+    assert np.abs(smooth - want).max() > 1e-3 or threshold >= 20
+
+
+def test_eval_batchnorm_exports_as_mul_and_add_and_dropout_as_nothing(tmp_path):
+    model = BUILDERS["bn"]()
+    path = mg.onnx.export(model, digits(1), tmp_path / "m.onnx")
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert "Dropout" not in ops and "BatchNormalization" not in ops
+    assert ops.count("Conv") == 2 and ops.count("Gemm") == 2
+    model.train()  # the file is the eval model whatever mode the model is in after export
+    for n in (1, 5):
+        np.testing.assert_allclose(run_ort(path, digits(n, n)), forward(model.eval(), digits(n, n)), atol=1e-5)
+
+
+@pytest.mark.parametrize("layer", [nn.BatchNorm2d, nn.BatchNorm1d])
+def test_batchnorm_without_running_stats_exports_its_batch_statistics(tmp_path, layer):
+    """track_running_stats=False normalises with the batch's statistics in eval too: the batch_norm op."""
+    conv = layer is nn.BatchNorm2d
+    first = nn.Conv2d(1, 3, 3, rng=np.random.default_rng(0)) if conv else nn.Flatten()
+    bn = layer(3 if conv else 784, track_running_stats=False)
+    bn.weight.data[...] = np.linspace(0.5, 1.5, bn.num_features)
+    bn.bias.data[...] = np.linspace(-1, 1, bn.num_features)
+    model = nn.Sequential(first, bn)
+    path = mg.onnx.export(model, digits(2), tmp_path / "m.onnx")
+    assert "ReduceMean" in {n.op_type for n in onnx.load(str(path)).graph.node}
+    for n in (2, 5):  # (BatchNorm1d of one sample per feature has no variance: batch 2 and up)
         np.testing.assert_allclose(run_ort(path, digits(n, n)), forward(model, digits(n, n)), atol=1e-5)
 
 

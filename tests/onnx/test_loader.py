@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 import pytest
-from onnx_models import EveryOp, SoftsignModel, digits
+from onnx_models import EveryOp, SoftsignModel, digits, save, weight
 
 import microgradcnn as mg
 from microgradcnn import nn
@@ -123,25 +123,6 @@ def test_external_data_inside_the_folder_loads(tmp_path, model):
 
 
 # ---- hand-made files ---------------------------------------------------------------------------------------
-def save(tmp_path, nodes, initializers=(), name="m.onnx", in_shape=("N", 4), out_shape=("N", "M"), opset=17):
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TP.FLOAT, list(in_shape))],
-        [helper.make_tensor_value_info("y", TP.FLOAT, list(out_shape))],
-        initializer=list(initializers),
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
-    path = tmp_path / name
-    path.write_bytes(model.SerializeToString())
-    return path
-
-
-def weight(name, shape, seed=0):
-    arr = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-    return onnx.numpy_helper.from_array(arr, name)
-
-
 def test_a_gemm_without_transpose_and_scaled(tmp_path):
     w, c = weight("w", (4, 3)), weight("c", (3,), 1)
     path = save(tmp_path, [helper.make_node("Gemm", ["x", "w", "c"], ["y"], alpha=0.5, beta=2.0)], [w, c])
