@@ -1,7 +1,8 @@
 """The ONNX mapping of every built-in op that a model's forward uses: one ``register_exporter`` entry each.
 
 Not mapped: the training losses ``cross_entropy``, ``nll_loss``, ``mse_loss`` and
-``binary_cross_entropy_with_logits`` (not part of a served model), the ops only backward rules record (``scatter``, ``avg_pool2d_backward``, ``conv2d_weight``: gradients, not a model's forward) and
+``binary_cross_entropy_with_logits`` (not part of a served model), the ops only backward rules record
+(``scatter``, ``avg_pool2d_backward``, ``conv2d_weight``: gradients, not a model's forward) and
 ``getitem`` with arrays, ``None`` or ``Ellipsis`` in the index.
 """
 
