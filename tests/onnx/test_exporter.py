@@ -147,7 +147,6 @@ def test_eval_batchnorm_exports_as_mul_and_add_and_dropout_as_nothing(tmp_path):
     assert "BatchNormalization" not in ops
     assert ops.count("Conv") == 2
     assert ops.count("Gemm") == 2
-    model.train()  # the file is the eval model whatever mode the model is in after export
     model.eval()
     for n in (1, 5):
         np.testing.assert_allclose(run_ort(path, digits(n, n)), forward(model, digits(n, n)), atol=1e-5)
