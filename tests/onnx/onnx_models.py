@@ -49,6 +49,20 @@ BUILDERS = {
 }
 
 
+def forward(model, x):
+    """``model``'s output on the array ``x`` as an array, unrecorded."""
+    with mg.no_grad():
+        return model(mg.Tensor(x)).data
+
+
+def run_ort(path, x):
+    """The ONNX file at ``path`` run on ``x`` by ONNX Runtime (CPU): its first output."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
 def digits(n, seed=0, dtype=np.float32):
     """``n`` random inputs shaped like the models' digits, (n, 1, 28, 28)."""
     return np.random.default_rng(seed).uniform(-0.5, 0.5, size=(n, 1, 28, 28)).astype(dtype)

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from onnx_models import BUILDERS, Activations, EveryOp, SoftsignModel, digits
+from onnx_models import BUILDERS, Activations, EveryOp, SoftsignModel, digits, forward, run_ort
 
 import microgradcnn as mg
 from microgradcnn import checkpoint as ck
@@ -15,16 +15,6 @@ from microgradcnn.onnx import EXPORTERS, OnnxError, register_exporter
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-
-
-def run_ort(path, x):
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x})[0]
-
-
-def forward(model, x):
-    with mg.no_grad():
-        return model(mg.Tensor(x)).data
 
 
 def test_export_checks_and_runs_in_onnxruntime_at_batch_1_and_5(tmp_path, model):

@@ -3,7 +3,7 @@ against ONNX Runtime on a hand-made file or through a round trip, and the forms 
 
 import numpy as np
 import pytest
-from onnx_models import Activations, digits, save, weight
+from onnx_models import Activations, digits, forward, run_ort, save, weight
 
 import microgradcnn as mg
 from microgradcnn import nn
@@ -12,16 +12,6 @@ from microgradcnn.onnx import OnnxError
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 helper, TP = onnx.helper, onnx.TensorProto
-
-
-def forward(model, x):
-    with mg.no_grad():
-        return model(mg.Tensor(x)).data
-
-
-def run_ort(path, x):
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 
 @pytest.mark.parametrize("opset", [17, 20])

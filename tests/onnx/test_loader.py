@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 import pytest
-from onnx_models import EveryOp, SoftsignModel, digits, save, weight
+from onnx_models import EveryOp, SoftsignModel, digits, forward, save, weight
 
 import microgradcnn as mg
 from microgradcnn import nn
@@ -14,11 +14,6 @@ from microgradcnn.onnx import IMPORTERS, OnnxError, OnnxModel, register_importer
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 helper, TP = onnx.helper, onnx.TensorProto
-
-
-def forward(model, x):
-    with mg.no_grad():
-        return model(mg.Tensor(x)).data
 
 
 @pytest.fixture
