@@ -4,7 +4,14 @@ from microgradcnn.ops.conv import conv2d
 from microgradcnn.ops.conv_transpose import conv2d_weight, conv_transpose2d
 from microgradcnn.ops.elementwise import add, div, exp, log, mul, neg, pow, relu, sigmoid, sub, tanh
 from microgradcnn.ops.linalg import linear, matmul
-from microgradcnn.ops.loss import cross_entropy, log_softmax, softmax
+from microgradcnn.ops.loss import (
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    log_softmax,
+    mse_loss,
+    nll_loss,
+    softmax,
+)
 from microgradcnn.ops.pool import avg_pool2d, max_pool2d
 from microgradcnn.ops.reduce import broadcast_to, max, mean, sum
 from microgradcnn.ops.shape import flatten, getitem, reshape, scatter, transpose
@@ -12,6 +19,7 @@ from microgradcnn.ops.shape import flatten, getitem, reshape, scatter, transpose
 __all__ = [
     "add",
     "avg_pool2d",
+    "binary_cross_entropy_with_logits",
     "broadcast_to",
     "conv2d",
     "conv2d_weight",
@@ -28,8 +36,10 @@ __all__ = [
     "max",
     "max_pool2d",
     "mean",
+    "mse_loss",
     "mul",
     "neg",
+    "nll_loss",
     "pow",
     "relu",
     "reshape",
