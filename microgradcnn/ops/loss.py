@@ -581,12 +581,8 @@ class MseLossFn(Function):
         return (dx if gx else None, -dx if gt else None)
 
 
-def _float_tensor(x: Any, what: str, op: str) -> Tensor:
-    """``x`` as a Tensor; a floating one (the losses' inputs and targets are real values)."""
-    t = x if isinstance(x, Tensor) else Tensor(x)
-    if t.dtype.kind != "f":
-        raise TypeError(f"{op}: {what} must be floating point, got dtype {t.dtype}")
-    return t
+def _tensor(x: Any) -> Tensor:
+    return x if isinstance(x, Tensor) else Tensor(x)
 
 
 def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:
@@ -598,13 +594,12 @@ def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:
 
     Raises:
         ValueError: for an unknown reduction or shapes that do not broadcast (naming both).
-        TypeError: for integer or boolean inputs.
 
     >>> mse_loss(Tensor([1.0, 2.0]), Tensor([0.0, 4.0])).item()
     2.5
     """
     op = "mse_loss"
-    x, t = _float_tensor(input, "input", op), _float_tensor(target, "target", op)
+    x, t = _tensor(input), _tensor(target)
     _check_reduction(reduction, op)
     if x.data.shape != t.data.shape:
         try:
@@ -705,13 +700,12 @@ def binary_cross_entropy_with_logits(
     Raises:
         ValueError: for input and target of different shapes, a weight that does not broadcast to the input,
             or an unknown reduction.
-        TypeError: for integer or boolean inputs.
 
     >>> binary_cross_entropy_with_logits(Tensor([1e4, -1e4]), Tensor([0.0, 0.0]), reduction="none").data
     array([10000.,     0.], dtype=float32)
     """
     op = "binary_cross_entropy_with_logits"
-    x, y = _float_tensor(input, "input", op), _float_tensor(target, "target", op)
+    x, y = _tensor(input), _tensor(target)
     if x.data.shape != y.data.shape:
         raise ValueError(f"{op}: target shape {y.data.shape} must be the input's shape {x.data.shape}")
     _check_reduction(reduction, op)
