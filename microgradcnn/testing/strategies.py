@@ -563,13 +563,12 @@ def _classification(draw: st.DrawFn, max_n: int, max_classes: int) -> tuple[np.n
     spatial = draw(st.sampled_from([(), (), (2,), (1, 2)]))
     scores = draw(arrays((n, c, *spatial), floats(-5.0, 5.0)))
     target = draw(hnp.arrays(np.int64, (n, *spatial), elements=st.integers(0, c - 1))).reshape(-1)
-    ignore_index = draw(st.sampled_from([-100, -100, *range(c)]))
-    ignored = draw(hnp.arrays(np.bool_, target.shape)) & (np.arange(target.size) > 0)  # the first is kept
+    # A class as ignore_index needs a second class for the first target, which is always kept (an all-ignored
+    # mean is NaN, as in PyTorch: no gradient to check).
+    ignore_index = draw(st.sampled_from([-100, -100, *range(c)])) if c > 1 else -100
     if ignore_index >= 0:
-        target[0] = (ignore_index + 1) % c if c > 1 else target[0]
-        if c == 1:
-            ignore_index = -100
-    target[ignored] = ignore_index
+        target[0] = (ignore_index + 1) % c
+    target[draw(hnp.arrays(np.bool_, target.shape)) & (np.arange(target.size) > 0)] = ignore_index
     return scores, target.reshape((n, *spatial)), ignore_index
 
 
