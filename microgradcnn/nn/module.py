@@ -64,8 +64,9 @@ class Module:
             def forward(self, x):
                 return self.fc2(self.fc1(x).relu())
 
-    ``model(x)`` runs ``forward`` inside ``microgradcnn.tensor.scope(model)``, so every op it records knows
-    which modules it ran in (the graph renderer draws them as clusters). Names are PyTorch's:
+    ``model(x)`` runs ``forward`` inside ``model``'s module scope (``microgradcnn.tensor.enter_scope``, the
+    logic of ``tensor.scope``), so every op it records knows which modules it ran in (the graph renderer
+    draws them as clusters). Names are PyTorch's:
     ``named_parameters()`` gives dotted names (``"fc1.weight"``) that are also the ``state_dict()`` keys.
     """
 
@@ -124,8 +125,11 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} has no forward()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        with _tensor.scope(self):
+        mode, previous = _tensor.enter_scope(self)  # the module-scope stack, for graph clusters
+        try:
             return self.forward(*args, **kwargs)
+        finally:
+            mode.scope = previous
 
     def train(self, mode: bool = True) -> Module:
         """Set ``training`` on this module and all submodules; returns self."""
