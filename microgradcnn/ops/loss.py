@@ -457,7 +457,8 @@ def _probability_cross_entropy(
     (log_softmax, mul, sum, mean), so a Tensor target that requires grad gets its gradient too; "mean"
     averages over N * d1 * ..., as PyTorch."""
     shape, c = logits.data.shape, logits.data.shape[1]
-    target = target if isinstance(target, Tensor) else Tensor(target)
+    # an array target takes the logits' dtype (float32 logits stay float32)
+    target = target if isinstance(target, Tensor) else Tensor(np.asarray(target, dtype=logits.dtype))
     if target.data.shape != shape:
         raise ValueError(f"cross_entropy: probability target must have the logits' shape {shape}, "
                          f"got shape {target.data.shape}")

@@ -284,6 +284,14 @@ def test_one_hot_probability_targets_equal_class_indices():
                                    F.cross_entropy(logits, target, **kw).data, rtol=1e-12)
 
 
+def test_probability_targets_keep_float32_logits_float32():
+    logits = mg.Tensor(np.zeros((2, 3), np.float32), requires_grad=True)
+    loss = F.cross_entropy(logits, np.full((2, 3), 1 / 3))  # a float64 target
+    loss.backward()
+    assert loss.dtype == logits.grad.dtype == np.float32
+    assert loss.item() == pytest.approx(math.log(3), rel=1e-6)
+
+
 def test_probability_targets_mean_over_rows_even_with_weights():
     logits, probs, weight = np.zeros((2, 2)), np.array([[1.0, 0.0], [0.5, 0.5]]), np.array([1.0, 3.0])
     got = F.cross_entropy(logits, probs, weight=weight).item()
