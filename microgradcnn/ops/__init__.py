@@ -6,7 +6,14 @@ from microgradcnn.ops.conv_transpose import conv2d_weight, conv_transpose2d
 from microgradcnn.ops.dropout import dropout
 from microgradcnn.ops.elementwise import add, div, exp, log, mul, neg, pow, relu, sigmoid, sub, tanh
 from microgradcnn.ops.linalg import linear, matmul
-from microgradcnn.ops.loss import cross_entropy, log_softmax, softmax
+from microgradcnn.ops.loss import (
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    log_softmax,
+    mse_loss,
+    nll_loss,
+    softmax,
+)
 from microgradcnn.ops.norm import batch_norm
 from microgradcnn.ops.pool import avg_pool2d, max_pool2d
 from microgradcnn.ops.reduce import broadcast_to, max, mean, sum
@@ -16,6 +23,7 @@ __all__ = [
     "add",
     "avg_pool2d",
     "batch_norm",
+    "binary_cross_entropy_with_logits",
     "broadcast_to",
     "conv2d",
     "conv2d_weight",
@@ -37,8 +45,10 @@ __all__ = [
     "max",
     "max_pool2d",
     "mean",
+    "mse_loss",
     "mul",
     "neg",
+    "nll_loss",
     "pow",
     "relu",
     "reshape",

@@ -572,19 +572,78 @@ def _softmax_cases(name: str) -> Callable[..., st.SearchStrategy[OpCase]]:
     return cases
 
 
+def _class_weights(c: int) -> Any:
+    """None or positive per-class weights (C,): a zero divisor for the mean stays impossible."""
+    return st.one_of(st.none(), arrays((c,), floats(0.5, 2.0)))
+
+
+@st.composite
+def _classification(draw: st.DrawFn, max_n: int, max_classes: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Scores (N, C) or spatial (N, C, d1[, d2]) in [-5, 5], class-index targets (N, d1, ...) with some set
+    to the drawn ``ignore_index`` (-100 or a class) but never all, and that ignore_index."""
+    n, c = draw(st.integers(1, max_n)), draw(st.integers(1, max_classes))
+    spatial = draw(st.sampled_from([(), (), (2,), (1, 2)]))
+    scores = draw(arrays((n, c, *spatial), floats(-5.0, 5.0)))
+    target = draw(hnp.arrays(np.int64, (n, *spatial), elements=st.integers(0, c - 1))).reshape(-1)
+    # A class as ignore_index needs a second class for the first target, which is always kept (an all-ignored
+    # mean is NaN, as in PyTorch: no gradient to check).
+    ignore_index = draw(st.sampled_from([-100, -100, *range(c)])) if c > 1 else -100
+    if ignore_index >= 0:
+        target[0] = (ignore_index + 1) % c
+    target[draw(hnp.arrays(np.bool_, target.shape)) & (np.arange(target.size) > 0)] = ignore_index
+    return scores, target.reshape((n, *spatial)), ignore_index
+
+
 @st.composite
 def cross_entropy_cases(draw: st.DrawFn, max_n: int = 4, max_classes: int = 5) -> OpCase:
-    """Logits (N, C) with class-index targets, every reduction, and label smoothing 0 to 1."""
-    n, c = draw(st.integers(1, max_n)), draw(st.integers(1, max_classes))
-    logits = draw(arrays((n, c), floats(-5.0, 5.0)))
-    target = draw(class_targets(n, c))
+    """Logits (N, C) or spatial (N, C, d...) against class indices (some ignored, by -100 or a class) or
+    class probabilities (a Tensor target that requires grad too), with or without class weights, every
+    reduction and label smoothing 0 to 1."""
+    logits, target, ignore_index = draw(_classification(max_n, max_classes))
+    c = logits.shape[1]
+    weight = draw(_class_weights(c))
     reduction = draw(st.sampled_from(["mean", "sum", "none"]))
     eps = draw(st.sampled_from([0.0, 0.1, 0.5, 1.0]))
+    kw = {"weight": weight, "reduction": reduction, "label_smoothing": eps}
+    if draw(st.booleans()):  # class probabilities, differentiated too
+        probs = draw(arrays(logits.shape, floats(0.0, 1.0)))
+        return OpCase(lambda t, q: ops.cross_entropy(t, q, **kw), (_grad(logits), _grad(probs)))
+    return OpCase(lambda t: ops.cross_entropy(t, target, ignore_index=ignore_index, **kw), (_grad(logits),))
+
+
+@st.composite
+def nll_loss_cases(draw: st.DrawFn, max_n: int = 4, max_classes: int = 5) -> OpCase:
+    """Log-probabilities (N, C) or spatial against class indices (some ignored), weights, every reduction."""
+    log_probs, target, ignore_index = draw(_classification(max_n, max_classes))
+    weight = draw(_class_weights(log_probs.shape[1]))
+    reduction = draw(st.sampled_from(["mean", "sum", "none"]))
 
     def fn(t: Tensor) -> Tensor:
-        return ops.cross_entropy(t, target, reduction=reduction, label_smoothing=eps)
+        return ops.nll_loss(t, target, weight=weight, ignore_index=ignore_index, reduction=reduction)
 
-    return OpCase(fn, (_grad(logits),))
+    return OpCase(fn, (_grad(log_probs),))
+
+
+@st.composite
+def mse_loss_cases(draw: st.DrawFn) -> OpCase:
+    """Input and target of one shape (0-d included), both differentiated, every reduction."""
+    shape = draw(shapes())
+    reduction = draw(st.sampled_from(["mean", "sum", "none"]))
+    x, t = draw(arrays(shape)), draw(arrays(shape))
+    return OpCase(lambda a, b: ops.mse_loss(a, b, reduction=reduction), (_grad(x), _grad(t)))
+
+
+@st.composite
+def binary_cross_entropy_with_logits_cases(draw: st.DrawFn) -> OpCase:
+    """Logits in [-5, 5] and targets in [0, 1] of one shape (both differentiated), with or without an
+    element weight (the full shape or the last axis) and a pos_weight (the last axis), every reduction."""
+    shape = draw(shapes(min_dims=1))
+    x, y = draw(arrays(shape, floats(-5.0, 5.0))), draw(arrays(shape, floats(0.0, 1.0)))
+    weight = draw(st.one_of(st.none(), arrays(st.sampled_from([shape, shape[-1:]]), floats(0.5, 2.0))))
+    pos_weight = draw(st.one_of(st.none(), arrays(shape[-1:], floats(0.5, 3.0))))
+    reduction = draw(st.sampled_from(["mean", "sum", "none"]))
+    kw = {"weight": weight, "pos_weight": pos_weight, "reduction": reduction}
+    return OpCase(lambda a, b: ops.binary_cross_entropy_with_logits(a, b, **kw), (_grad(x), _grad(y)))
 
 
 # Every registered op name -> a factory returning a strategy of OpCases (check_op calls it with its strategy
@@ -622,6 +681,9 @@ OP_CASES: dict[str, Callable[..., st.SearchStrategy[OpCase]]] = {
     "softmax": _softmax_cases("softmax"),
     "log_softmax": _softmax_cases("log_softmax"),
     "cross_entropy": cross_entropy_cases,
+    "nll_loss": nll_loss_cases,
+    "mse_loss": mse_loss_cases,
+    "binary_cross_entropy_with_logits": binary_cross_entropy_with_logits_cases,
 }
 
 
