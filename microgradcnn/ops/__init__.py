@@ -1,38 +1,84 @@
 """Every built-in op. Importing this package defines them all, which completes ``REGISTRY``."""
 
+from microgradcnn.ops.combine import cat, maximum, minimum, stack, where
 from microgradcnn.ops.conv import conv2d
-from microgradcnn.ops.elementwise import add, div, exp, log, mul, neg, pow, relu, sigmoid, sub, tanh
+from microgradcnn.ops.elementwise import (
+    abs,
+    add,
+    clip,
+    div,
+    exp,
+    log,
+    mul,
+    neg,
+    pow,
+    relu,
+    sigmoid,
+    sqrt,
+    sub,
+    tanh,
+)
 from microgradcnn.ops.linalg import linear, matmul
 from microgradcnn.ops.loss import cross_entropy, log_softmax, softmax
 from microgradcnn.ops.pool import avg_pool2d, max_pool2d
-from microgradcnn.ops.reduce import max, mean, sum
-from microgradcnn.ops.shape import flatten, getitem, reshape, transpose
+from microgradcnn.ops.reduce import argmax, logsumexp, max, mean, min, std, sum, var
+from microgradcnn.ops.shape import (
+    expand,
+    flatten,
+    flip,
+    getitem,
+    pad,
+    permute,
+    reshape,
+    squeeze,
+    transpose,
+    unsqueeze,
+)
 
 __all__ = [
+    "abs",
     "add",
+    "argmax",
     "avg_pool2d",
+    "cat",
+    "clip",
     "conv2d",
     "cross_entropy",
     "div",
     "exp",
+    "expand",
     "flatten",
+    "flip",
     "getitem",
     "linear",
     "log",
     "log_softmax",
+    "logsumexp",
     "matmul",
     "max",
     "max_pool2d",
+    "maximum",
     "mean",
+    "min",
+    "minimum",
     "mul",
     "neg",
+    "pad",
+    "permute",
     "pow",
     "relu",
     "reshape",
     "sigmoid",
     "softmax",
+    "sqrt",
+    "squeeze",
+    "stack",
+    "std",
     "sub",
     "sum",
     "tanh",
     "transpose",
+    "unsqueeze",
+    "var",
+    "where",
 ]
