@@ -1,4 +1,5 @@
-"""Ops that combine several tensors: cat stack (joining) and where maximum minimum (elementwise choice)."""
+"""Ops that combine several tensors: cat stack (joining), where maximum (elementwise choice), and minimum
+composed from maximum."""
 
 from __future__ import annotations
 
@@ -141,20 +142,10 @@ def where(cond: Any, a: Any, b: Any) -> Tensor:
     return WhereFn.apply(a, b, cond=mask)
 
 
-def _extremum_grads(ctx: Context, grad: Any, larger: bool) -> tuple[Any, Any]:
-    """The backward of maximum (``larger``) and minimum: grad to the winner, split evenly at a tie, and the
-    full grad to both where the result is NaN (neither loses a comparison: PyTorch's rule). The shares are
-    constants, as comparisons of arrays or Tensors are."""
-    a, b = ctx.saved_tensors
-    a_loses, b_loses = (a < b, a > b) if larger else (a > b, a < b)
-    tie = np.asarray(a == b)
-    wa = np.where(tie, 0.5, np.where(a_loses, 0.0, 1.0)).astype(grad.dtype)
-    wb = np.where(tie, 0.5, np.where(b_loses, 0.0, 1.0)).astype(grad.dtype)
-    return grad * wa, grad * wb
-
-
 class MaximumFn(Function):
-    """Elementwise maximum of a and b (NaN propagates). Backward: ``_extremum_grads``."""
+    """Elementwise maximum of a and b (NaN propagates). Backward: grad to the larger, split evenly at a tie,
+    and the full grad to both where the result is NaN (neither is smaller: PyTorch's rule). The shares are
+    constants, as comparisons of arrays or Tensors are."""
 
     name = "maximum"
 
@@ -165,22 +156,11 @@ class MaximumFn(Function):
 
     @staticmethod
     def backward(ctx: Context, grad: Any) -> tuple[Any, Any]:
-        return _extremum_grads(ctx, grad, larger=True)
-
-
-class MinimumFn(Function):
-    """Elementwise minimum of a and b (NaN propagates). Backward: ``_extremum_grads``."""
-
-    name = "minimum"
-
-    @staticmethod
-    def forward(ctx: Context, a: Array, b: Array) -> Array:
-        ctx.save_for_backward(a, b)
-        return np.minimum(a, b)
-
-    @staticmethod
-    def backward(ctx: Context, grad: Any) -> tuple[Any, Any]:
-        return _extremum_grads(ctx, grad, larger=False)
+        a, b = ctx.saved_tensors
+        tie = np.asarray(a == b)
+        wa = np.where(tie, 0.5, np.where(a < b, 0.0, 1.0)).astype(grad.dtype)
+        wb = np.where(tie, 0.5, np.where(a > b, 0.0, 1.0)).astype(grad.dtype)
+        return grad * wa, grad * wb
 
 
 def maximum(a: Any, b: Any) -> Tensor:
@@ -192,5 +172,8 @@ def maximum(a: Any, b: Any) -> Tensor:
 
 
 def minimum(a: Any, b: Any) -> Tensor:
-    """Elementwise minimum with broadcasting, as ``torch.minimum``; ties split the gradient evenly."""
-    return MinimumFn.apply(*_pair(a, b))
+    """Elementwise minimum with broadcasting, as ``torch.minimum``: composed as ``-maximum(-a, -b)``, so
+    ties split the gradient evenly and a NaN result sends it to both, exactly as ``maximum`` (and PyTorch).
+    """
+    a, b = _pair(a, b)
+    return -MaximumFn.apply(-a, -b)

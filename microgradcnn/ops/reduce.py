@@ -164,11 +164,20 @@ def max(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
         ValueError: for an empty reduced axis, an axis out of range or repeated.
         TypeError: for an axis that is not an int.
     """
+    return MaxFn.apply(x, axis=_extremum_axes(x, axis, "max"), keepdims=bool(keepdims))
+
+
+def _extremum_axes(x: Tensor, axis: Any, op: str) -> tuple[int, ...] | None:
+    """The checked axes of ``max`` and ``min`` (None stays None: it selects max's even split of ties).
+
+    Raises:
+        ValueError: naming ``op`` and the shape, for an empty reduced axis (no maximum exists).
+    """
     shape = x.data.shape
-    axes = None if axis is None else normalize_axes(axis, shape, "max")
+    axes = None if axis is None else normalize_axes(axis, shape, op)
     if x.data.size == 0 and (axes is None or any(shape[a] == 0 for a in axes)):
-        raise ValueError(f"max: cannot reduce an empty axis of shape {shape}")
-    return MaxFn.apply(x, axis=axes, keepdims=bool(keepdims))
+        raise ValueError(f"{op}: cannot reduce an empty axis of shape {shape}")
+    return axes
 
 
 def _kept_shape(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, ...]:
@@ -214,23 +223,34 @@ def _dof(shape: tuple[int, ...], axes: tuple[int, ...], ddof: int) -> tuple[int,
     return n, n - ddof if n > ddof else 0
 
 
+def _centered(x: Any, axes: tuple[int, ...]) -> Any:
+    """``x - mean(x)`` over ``axes``, for arrays and (under ``create_graph``) Tensors alike, by ops.
+
+    Taken relative to each slice's first element, which changes nothing in exact arithmetic (it cancels,
+    derivative included) but makes a constant slice exactly 0 rather than a rounding error of its mean:
+    so its std is exactly 0 and gets gradient 0, as in PyTorch. Elsewhere as stable as two passes.
+    """
+    n = math.prod(x.shape[a] for a in axes)
+    d = x - x[tuple(slice(0, 1) if a in axes else slice(None) for a in range(len(x.shape)))]
+    with np.errstate(divide="ignore", invalid="ignore"):  # an empty slice: 0 / 0
+        return d - SumFn.call(d, axis=axes, keepdims=True) / n
+
+
 def _var_grad(x: Any, g: Any, axes: tuple[int, ...], ddof: int, keepdims: bool) -> Any:
-    """``g`` (of the variance's shape) times d var / dx = 2 (x - mean x) / (n - ddof): the mean recomputed
-    from x by ops, so that the rule is differentiable again."""
-    n, dof = _dof(x.shape, axes, ddof)
+    """``g`` (of the variance's shape) times d var / dx = 2 (x - mean x) / (n - ddof), recomputed from x by
+    ops, so that the rule is differentiable again."""
+    _, dof = _dof(x.shape, axes, ddof)
     if not keepdims:
         g = g.reshape(_kept_shape(x.shape, axes))
     with np.errstate(divide="ignore", invalid="ignore"):  # n - ddof = 0 gives inf or NaN, as PyTorch
-        centered = x - SumFn.call(x, axis=axes, keepdims=True) / n
-        return g * centered * 2 / dof
+        return g * _centered(x, axes) * 2 / dof
 
 
 def _var(x: Array, axes: tuple[int, ...], ddof: int, keepdims: bool) -> Array:
-    """The variance kernel: two passes (the mean, then squared deviations), stable for large offsets."""
-    n, dof = _dof(x.shape, axes, ddof)
+    """The variance kernel: the mean first, then the squared deviations (two passes: stable for offsets)."""
+    d = _centered(x, axes)
     with np.errstate(divide="ignore", invalid="ignore"):
-        d = x - x.sum(axis=axes, keepdims=True) / n
-        return (d * d).sum(axis=axes, keepdims=keepdims) / dof
+        return (d * d).sum(axis=axes, keepdims=keepdims) / _dof(x.shape, axes, ddof)[1]
 
 
 class VarFn(Function):
@@ -303,11 +323,7 @@ def min(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
         ValueError: for an empty reduced axis, an axis out of range or repeated.
         TypeError: for an axis that is not an int.
     """
-    shape = x.data.shape
-    axes = None if axis is None else normalize_axes(axis, shape, "min")
-    if x.data.size == 0 and (axes is None or any(shape[a] == 0 for a in axes)):
-        raise ValueError(f"min: cannot reduce an empty axis of shape {shape}")
-    return -max(-x, axis=axes, keepdims=keepdims)
+    return -MaxFn.apply(-x, axis=_extremum_axes(x, axis, "min"), keepdims=bool(keepdims))
 
 
 def argmax(x: Tensor, axis: int | None = None, keepdims: bool = False) -> Array:

@@ -529,11 +529,13 @@ def permute_cases(draw: st.DrawFn) -> OpCase:
 
 
 # Ops composed from registered ones (no registry entry of their own): their cases, for check_op(name, cases=).
+# minimum is -maximum(-a, -b) and min is -max(-x).
 COMPOSED_CASES: dict[str, Callable[..., st.SearchStrategy[OpCase]]] = {
     "squeeze": squeeze_cases,
     "unsqueeze": unsqueeze_cases,
     "permute": permute_cases,
     "min": _reduction("min", lambda s: distinct_arrays(s)),
+    "minimum": _extremum_cases("minimum"),
 }
 
 
@@ -571,7 +573,6 @@ OP_CASES: dict[str, Callable[..., st.SearchStrategy[OpCase]]] = {
     "stack": stack_cases,
     "where": where_cases,
     "maximum": _extremum_cases("maximum"),
-    "minimum": _extremum_cases("minimum"),
     "abs": _unary(ops.abs, away_from_zero(0.01, 2.0)),
     "sqrt": _unary(ops.sqrt, floats(0.5, 3.0)),
     "clip": clip_cases,

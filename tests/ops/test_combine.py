@@ -118,3 +118,10 @@ def test_maximum_with_a_number_keeps_the_dtype_and_broadcasts():
     out.sum().backward()
     np.testing.assert_array_equal(x.grad, [[0, 1]])
     assert mg.minimum(mg.Tensor(np.ones((2, 1))), mg.Tensor(np.zeros(3))).shape == (2, 3)
+
+
+def test_minimum_composed_from_maximum_passes_the_gradient_check():
+    from microgradcnn.testing import check_op
+    from microgradcnn.testing.strategies import COMPOSED_CASES
+
+    check_op("minimum", max_examples=None, cases=COMPOSED_CASES["minimum"])

@@ -209,7 +209,8 @@ def test_var_and_std_equal_torch(name, data, keep, constant):
     axis = data.draw(axes(len(shape)))
     n = int(np.prod([shape[a] for a in np.atleast_1d(_dims(axis, len(shape)))]))
     ddof = data.draw(st.integers(0, min(2, n - 1)))
-    x = np.full(shape, 0.5) if constant else data.draw(arrays(shape))  # constant: std 0, gradient 0
+    x = data.draw(arrays(shape))
+    x = np.full(shape, x.flat[0]) if constant else x  # a constant: std 0 (exactly), gradient 0
     theirs = lambda t: getattr(torch, name)(t, dim=axis, correction=ddof, keepdim=keep)  # noqa: E731
     _both(lambda t: getattr(t, name)(axis, ddof=ddof, keepdims=keep), theirs, [x])
 
