@@ -35,6 +35,7 @@ class CatFn(Function):
     under ``create_graph``)."""
 
     name = "cat"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, *xs: Array, axis: int) -> Array:
@@ -75,6 +76,7 @@ class StackFn(Function):
     """The inputs joined along a new ``axis``. Backward: each input's slice ``grad[..., i]`` along it."""
 
     name = "stack"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, *xs: Array, axis: int) -> Array:
@@ -107,6 +109,7 @@ class WhereFn(Function):
     ``a`` where cond, to ``b`` elsewhere, zero otherwise: ``where`` itself, so never ``inf * 0 = NaN``."""
 
     name = "where"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, a: Array, b: Array, cond: Array) -> Array:
@@ -148,6 +151,7 @@ class MaximumFn(Function):
     constants, as comparisons of arrays or Tensors are."""
 
     name = "maximum"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, a: Array, b: Array) -> Array:

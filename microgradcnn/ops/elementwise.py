@@ -295,6 +295,7 @@ class AbsFn(Function):
     """|x|. Backward: grad * sign(x), 0 at x = 0 (PyTorch's choice at the kink) and at NaN."""
 
     name = "abs"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array) -> Array:
@@ -317,6 +318,7 @@ class SqrtFn(Function):
     """sqrt x. Backward: grad / (2 * out), the saved output: inf at x = 0 (NaN for grad 0), as PyTorch."""
 
     name = "sqrt"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array) -> Array:
@@ -342,6 +344,7 @@ class ClipFn(Function):
     included (PyTorch's ``clamp``), else 0; 0 at NaN and everywhere when min > max."""
 
     name = "clip"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array, min: float | None, max: float | None) -> Array:

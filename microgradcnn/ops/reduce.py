@@ -190,6 +190,7 @@ class LogsumexpFn(Function):
     exp overflows. Backward: grad * exp(x - out) (softmax, from the saved input and output)."""
 
     name = "logsumexp"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array, axis: tuple[int, ...], keepdims: bool) -> Array:
@@ -257,6 +258,7 @@ class VarFn(Function):
     """Variance over axes with ``ddof`` (divisor n - ddof). Backward: grad * 2 (x - mean) / (n - ddof)."""
 
     name = "var"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array, axis: tuple[int, ...], ddof: int, keepdims: bool) -> Array:
@@ -275,6 +277,7 @@ class StdFn(Function):
     constant slice), as PyTorch, not the 0 * inf = NaN that sqrt(var) composed would give."""
 
     name = "std"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array, axis: tuple[int, ...], ddof: int, keepdims: bool) -> Array:

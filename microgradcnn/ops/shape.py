@@ -228,6 +228,7 @@ class ExpandFn(Function):
     grad as it is: the engine sums a broadcast gradient down to the input's shape (the op's adjoint)."""
 
     name = "expand"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array, shape: tuple[int, ...]) -> Array:
@@ -268,6 +269,7 @@ class FlipFn(Function):
     own inverse and its own adjoint)."""
 
     name = "flip"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array, axes: tuple[int, ...]) -> Array:
@@ -295,6 +297,7 @@ class PadFn(Function):
     the padding is cut off again and a cropped border gets gradient 0."""
 
     name = "pad"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array, widths: tuple[tuple[int, int], ...], value: float) -> Array:
