@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-# OpenBLAS tuning the machine's environment may set: reported, never changed (see /work/.library env docs).
+# OpenBLAS tuning the machine's environment may set: reported, never changed.
 BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_VERBOSE", "GOTO_NUM_THREADS")
 ALLOCATOR_VARS = ("GLIBC_TUNABLES", "LD_PRELOAD")
 

@@ -20,7 +20,7 @@ For each case (model, train/infer, batch size) every worker is warmed up and cal
 lasts at least ``--min-time`` seconds; then the repeats run interleaved (A B C, C B A, ...) so that load from
 other processes on the machine falls on all implementations alike. Reported: images/s median [min-max] over
 the repeats, ratios of medians, graph overhead per op, peak memory of one step, memory growth over 1,000
-steps, and PASS/FAIL against the targets of issue #7. The overhead against the library's own kernels is a
+steps, and PASS/FAIL against the project's speed targets. The overhead against the library's own kernels is a
 difference of a few per cent at large batches, below the machine's drift from one repeat to the next, so it
 comes from ``--paired-rounds`` short alternating blocks of the two steps (the median of the per-round
 differences) rather than from the difference of the two medians. The table goes to stdout; everything,
@@ -58,7 +58,7 @@ from _timing import (
 HERE = Path(__file__).resolve().parent
 DEFAULT_JSON = HERE / "results" / "bench_train.json"
 
-# Targets of issue #7 (seed CNN, float32, medians of the same run).
+# The project's speed targets (seed CNN, float32, medians of the same run).
 TRAIN_VS_TORCH = {1: 1.5, 16: 1.5, 64: 1.0, 256: 1.0}  # batch -> minimum ratio of images/s
 INFER_VS_TORCH = 1.0
 VS_TUTORIAL = 100.0  # training at batch 1

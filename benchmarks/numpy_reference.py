@@ -177,7 +177,7 @@ def init_large(rng: np.random.Generator, in_channels: int = 3, dtype: Any = np.f
 
 
 # Conv and pool run on chunks of this many images: a chunk's patches and feature maps (~46 KB per image) stay
-# in the 2 MiB L2 cache between the ops that make and use them (PERF_NOTES: 25-35 % per image above ~16).
+# in the 2 MiB L2 cache between the ops that make and use them (25-35 % faster per image above ~16).
 CHUNK = 16
 
 

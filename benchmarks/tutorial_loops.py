@@ -2,7 +2,7 @@
 
 This is the baseline that ``bench_train.py`` measures microgradcnn against ("how far are the vectorized graph
 ops ahead of the notes they came from"). It is our own code, but it keeps the notes' algorithm and loop
-structure (``/work/shared/seeds/000_*.txt``, the ``Conv3x3`` / ``MaxPool2`` / ``Softmax`` layers):
+structure (the tutorial's ``Conv3x3`` / ``MaxPool2`` / ``Softmax`` layers):
 
 - images are 2-d ``(H, W)`` arrays and feature maps are channels-last ``(H, W, F)``, float64 as NumPy makes
   them;

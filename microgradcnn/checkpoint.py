@@ -5,7 +5,9 @@ A checkpoint is a NumPy ``.npz`` (a zip of ``.npy`` arrays) holding
 * ``model/<name>`` -- one array per ``model.state_dict()`` entry (``"model/0.weight"``);
 * ``optimizer/<index>/<state>`` -- the optimizer's per-parameter arrays (momentum buffer, Adam moments);
 * ``meta`` -- a uint8 array of UTF-8 JSON: format and version, epoch, the training config, metrics
-  history, the data RNG state, the optimizer type and hyperparameters.
+  history, the data RNG state, the optimizer type and hyperparameters, and the learning-rate scheduler's
+  type and ``state_dict()`` (``null`` for a run without one, and absent from files written before
+  schedulers were stored: both load as "no scheduler").
 
 It is read with ``np.load(..., allow_pickle=False)``: loading a checkpoint from a stranger never runs code,
 and a file that needs unpickling (an object array) is refused with :class:`CheckpointError`.
@@ -13,6 +15,7 @@ and a file that needs unpickling (an object array) is refused with :class:`Check
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import zipfile
@@ -24,9 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from microgradcnn._checks import check_int
 from microgradcnn._files import write_atomic
 from microgradcnn.nn.module import Module
 from microgradcnn.optim import Optimizer
+from microgradcnn.optim.lr_scheduler import LRScheduler
 
 __all__ = [
     "FORMAT",
@@ -58,7 +63,9 @@ class Checkpoint:
     ``model_state`` is a ``Module.state_dict()``; ``optimizer_state`` an ``Optimizer.state_dict()`` (or None)
     and ``optimizer_type`` its class name; ``config`` the training settings (``config["model"]`` names a
     ``microgradcnn.models.MODELS`` entry when known); ``history`` one metrics dict per finished epoch;
-    ``rng_state`` the ``bit_generator.state`` of the data-shuffling generator at the end of ``epoch``.
+    ``rng_state`` the ``bit_generator.state`` of the data-shuffling generator at the end of ``epoch``;
+    ``scheduler_state`` an ``LRScheduler.state_dict()`` and ``scheduler_type`` its class name (both None
+    for a run without a scheduler).
     """
 
     model_state: dict[str, np.ndarray]
@@ -69,6 +76,8 @@ class Checkpoint:
     history: list[dict[str, Any]] = field(default_factory=list)
     rng_state: dict[str, Any] | None = None
     path: Path | None = None
+    scheduler_state: dict[str, Any] | None = None
+    scheduler_type: str | None = None
 
 
 def save_checkpoint(
@@ -80,11 +89,14 @@ def save_checkpoint(
     config: Mapping[str, Any] | None = None,
     history: list[dict[str, Any]] | None = None,
     rng_state: Mapping[str, Any] | None = None,
+    scheduler: LRScheduler | None = None,
 ) -> Path:
     """Write ``model``'s weights, ``optimizer``'s state and the metadata to exactly ``path``, atomically.
 
     ``path`` is used as given: no ``.npz`` suffix is added. ``config``, ``history`` and ``rng_state`` must be
-    JSON-serialisable (``rng_state`` is ``generator.bit_generator.state``). Returns ``path`` as a ``Path``.
+    JSON-serialisable (``rng_state`` is ``generator.bit_generator.state``). ``scheduler``'s ``state_dict()``
+    (plain numbers, strings and lists) goes into the JSON metadata with its class name. Returns ``path`` as
+    a ``Path``.
 
     Raises:
         TypeError: if the metadata is not JSON-serialisable.
@@ -96,7 +108,11 @@ def save_checkpoint(
         for index, entry in state["state"].items():
             for name, value in entry.items():
                 arrays[f"{_OPTIM}{index}/{name}"] = np.asarray(value)
-        optim_meta = {"type": type(optimizer).__name__, "param_groups": state["param_groups"]}
+        optim_meta = {
+            "type": type(optimizer).__name__,
+            "param_groups": state["param_groups"],
+            "arrays": sorted(name for name in arrays if name.startswith(_OPTIM)),  # a removed one is noticed
+        }
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -106,6 +122,9 @@ def save_checkpoint(
         "rng_state": None if rng_state is None else dict(rng_state),
         "model_keys": list(model.state_dict()),
         "optimizer": optim_meta,
+        "scheduler": None
+        if scheduler is None
+        else {"type": type(scheduler).__name__, "state": scheduler.state_dict()},
     }
     try:
         text = json.dumps(meta, allow_nan=True, default=_json_default)
@@ -127,32 +146,67 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
+_ZIP_MAGIC, _NPY_MAGIC = b"PK\x03\x04", b"\x93NUMPY"
+
+
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Every array of the npz at ``path``, read eagerly (a truncated member fails here, not later)."""
+    """Every array of the npz at ``path``, read eagerly (a truncated member fails here, not later).
+
+    What the file is gets decided from its first bytes, so a text file or a picture is reported as "not a
+    checkpoint" and only a file that really holds pickled data (a pickle, or an ``.npy`` member of object
+    dtype) as pickled. Nothing is ever unpickled.
+    """
     where = os.fspath(path)
     if path.is_dir():
         raise CheckpointError(f"{where}: is a directory, not a checkpoint file")
     try:
-        # Our own file object, closed on every path (np.load leaks its handle when it fails half-way).
         with open(path, "rb") as f:
-            loaded = np.load(f, allow_pickle=False)
-            if not isinstance(loaded, Mapping):  # a bare .npy array, not an .npz archive
+            head = f.read(len(_NPY_MAGIC))
+            if not head:
+                raise CheckpointError(f"{where}: empty file, not a checkpoint")
+            if head.startswith(_NPY_MAGIC):
                 raise CheckpointError(f"{where}: not a checkpoint (a single .npy array, not an .npz archive)")
-            with loaded as npz:
-                return {name: npz[name] for name in npz.files}
+            if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):  # pickle protocols
+                raise _pickled(where, "a pickle file")
+            if not head.startswith(_ZIP_MAGIC):
+                raise CheckpointError(
+                    f"{where}: not a checkpoint (not an .npz archive; it starts with {head!r})"
+                )
+            f.seek(0)
+            with zipfile.ZipFile(f) as archive:
+                return {
+                    info.filename.removesuffix(".npy"): _read_member(archive, info, where)
+                    for info in archive.infolist()
+                }
     except (FileNotFoundError, CheckpointError):
         raise
-    except ValueError as err:
-        if "pickle" in str(err):
-            raise CheckpointError(
-                f"{where}: refusing to load pickled data (an object array or a pickle file); "
-                "checkpoints hold plain arrays only, because unpickling a file from a stranger can run code"
-            ) from None
-        raise CheckpointError(f"{where}: not a valid checkpoint ({err})") from None
-    except (zipfile.BadZipFile, EOFError, OSError, zlib.error, KeyError) as err:
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error, ValueError) as err:
         raise CheckpointError(
             f"{where}: corrupt or truncated checkpoint ({type(err).__name__}: {err})"
         ) from None
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> np.ndarray:
+    """One ``.npy`` member, CRC-checked, its header read before its data: object arrays are refused."""
+    if not info.filename.endswith(".npy"):
+        raise CheckpointError(f"{where}: not a checkpoint (archive member {info.filename!r} is not an array)")
+    stream = io.BytesIO(archive.read(info))  # read() checks the CRC: flipped bytes fail here
+    version = np.lib.format.read_magic(stream)
+    read_header = (
+        np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    )
+    _, _, dtype = read_header(stream)
+    if dtype.hasobject:
+        raise _pickled(where, f"an object array, {info.filename!r}")
+    stream.seek(0)
+    return np.lib.format.read_array(stream, allow_pickle=False)
+
+
+def _pickled(where: str, what: str) -> CheckpointError:
+    return CheckpointError(
+        f"{where}: refusing to load pickled data ({what}); checkpoints hold plain arrays only, because "
+        "unpickling a file from a stranger can run code"
+    )
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
@@ -185,6 +239,15 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     for name, array in arrays.items():
         if array.dtype.kind not in "biuf":
             raise CheckpointError(f"{where}: array {name!r} has dtype {array.dtype}, want a numeric array")
+        # A diverged run's weights predict nonsense ("0 (nan%)"): refuse them here, whoever wrote the file.
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise CheckpointError(
+                f"{where}: array {name!r} holds NaN or inf, so the model it describes is broken"
+            )
+    try:
+        epoch = check_int(meta.get("epoch", 0), "epoch", f"{where}: metadata", minimum=0)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(str(err)) from None
     model_state = {k[len(_MODEL) :]: v for k, v in arrays.items() if k.startswith(_MODEL)}
     keys = meta.get("model_keys")
     if not isinstance(keys, list) or sorted(keys) != sorted(model_state):
@@ -206,21 +269,48 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             optimizer_type = str(optim["type"])
         except (KeyError, TypeError):
             raise CheckpointError(f"{where}: malformed optimizer metadata") from None
+        listed = optim.get("arrays")  # absent in files written before the list was kept
+        found = sorted(name for name in arrays if name.startswith(_OPTIM))
+        if listed is not None and sorted(listed) != found:
+            missing = sorted(set(listed) - set(found)) or ["none"]
+            extra = sorted(set(found) - set(listed)) or ["none"]
+            raise CheckpointError(
+                f"{where}: the optimizer arrays do not match the metadata's list (missing: "
+                f"{', '.join(missing)}; unexpected: {', '.join(extra)}), so training cannot resume from it"
+            )
     else:
         optimizer_type = None
+    scheduler_type, scheduler_state = _scheduler_meta(meta.get("scheduler"), where)
     try:
         return Checkpoint(
             model_state=model_state,
             optimizer_state=optimizer_state,
             optimizer_type=optimizer_type,
-            epoch=int(meta.get("epoch", 0)),
+            epoch=epoch,
             config=dict(meta.get("config") or {}),
             history=list(meta.get("history") or []),
             rng_state=meta.get("rng_state"),
             path=p,
+            scheduler_state=scheduler_state,
+            scheduler_type=scheduler_type,
         )
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{where}: malformed checkpoint metadata ({err})") from None
+
+
+def _scheduler_meta(entry: Any, where: str) -> tuple[str | None, dict[str, Any] | None]:
+    """(type, state) of the metadata's ``scheduler`` entry; (None, None) when it is null or absent."""
+    if entry is None:
+        return None, None
+    if (
+        not isinstance(entry, dict)
+        or not isinstance(entry.get("type"), str)
+        or not isinstance(entry.get("state"), dict)
+    ):
+        raise CheckpointError(
+            f"{where}: malformed scheduler metadata (want a type name and a state dict, got {entry!r:.60})"
+        )
+    return entry["type"], entry["state"]
 
 
 def restore_model(checkpoint: Checkpoint, model: Module | None = None) -> Module:

@@ -1,8 +1,11 @@
 """The ``microgradcnn`` command line: train, evaluate, predict, graph (also ``python -m microgradcnn``).
 
 ``main(argv)`` returns the exit code instead of exiting, so tests call it in-process: 0 success, 1 a runtime
-error (bad checkpoint, missing file or dataset, ...), 2 a usage error, 130 interrupted by Ctrl-C. Errors are
-one line on stderr naming the file or argument, never a traceback.
+error (bad checkpoint, missing file or dataset, diverged training, ...), 2 a usage error, 130 interrupted by
+Ctrl-C. Errors are one line on stderr naming the file or argument, never a traceback.
+
+The checkpoint, optimizer and model modules are imported inside ``main``, where Ctrl-C is caught, so an
+interrupt while the command starts up is one line too.
 """
 
 from __future__ import annotations
@@ -17,9 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from microgradcnn.checkpoint import CheckpointError, load_checkpoint, restore_model, write_atomic
-from microgradcnn.models import MODELS
 
 __all__ = ["build_parser", "main"]
 
@@ -37,6 +37,8 @@ _RESUME_MUST_MATCH = (
     "shift",
     "seed",
     "limit",
+    "schedule",
+    "clip_grad_norm",
 )
 
 
@@ -52,7 +54,10 @@ def default_out(model: str) -> str:
 # ---- train ----------------------------------------------------------------------------------------------
 def _cmd_train(args: argparse.Namespace) -> int:
     from microgradcnn import train as training
+    from microgradcnn.checkpoint import CheckpointError, load_checkpoint
 
+    if args.out == "":
+        raise UsageError("--out needs a file name, got ''")
     given = {name: getattr(args, name) for name in _RESUME_MUST_MATCH if getattr(args, name) is not None}
     resume = None
     if args.resume is not None:
@@ -66,10 +71,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
             for k, v in given.items()
             if v != getattr(saved, k)
         ]
+        # A schedule is laid out over the run's epochs: continuing it for more would change every rate.
+        if saved.schedule != "none" and args.epochs is not None and args.epochs != saved.epochs:
+            clashes.append(
+                f"--epochs {args.epochs} (checkpoint: {saved.epochs}, which its {saved.schedule} schedule "
+                "spans)"
+            )
         if clashes:
             raise UsageError(
-                "--resume continues the checkpoint's run, which needs its settings; these differ: "
-                + ", ".join(clashes)
+                f"--resume {args.resume} continues the checkpoint's run, which needs its settings; these "
+                "differ: " + ", ".join(clashes)
             )
         base = saved.to_dict()
     else:
@@ -77,18 +88,38 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         base["epochs"] = args.epochs
     base.update(given)
+    _check_train_flags(args, base)
     try:
         config = training.TrainConfig.from_dict(base)
     except ValueError as err:
         raise UsageError(str(err).removeprefix("TrainConfig: ")) from None
     out = Path(args.out or (args.resume if args.resume is not None else default_out(config.model)))
+    if resume is not None and resume.epoch >= config.epochs:
+        print(
+            f"{args.resume} already holds {resume.epoch} epochs (--epochs {config.epochs}): nothing to do; "
+            "the file is left as it is"
+        )
+        return 0
+    # Everything that could stop the run at its end is checked before it starts.
+    training.check_writable(out)
+    if out.exists() and not args.force and not (resume is not None and out.samefile(args.resume)):
+        what = "a fresh run" if resume is None else f"continuing {args.resume}"
+        keep = f"continue its own run with --resume {out}, " if resume is None else ""
+        raise FileExistsError(
+            f"{out} already exists and {what} would replace it: {keep}pass --force to replace it, "
+            "or choose another --out"
+        )
 
     train_x, train_y, test_x, test_y = training.load_data(config, args.data_dir, args.download)
-    schedule = "" if config.lr_decay == 1 else f" (x{config.lr_decay:g} per epoch)"
+    if config.schedule != "none":
+        schedule = f" ({config.schedule} schedule)"
+    else:
+        schedule = "" if config.lr_decay == 1 else f" (x{config.lr_decay:g} per epoch)"
+    clip = "" if config.clip_grad_norm is None else f", gradients clipped to norm {config.clip_grad_norm:g}"
     print(
         f"training model {config.model!r} on {config.dataset}: {len(train_y)} train / {len(test_y)} test "
         f"images, {config.epochs} epochs, batch {config.batch_size}, {config.optimizer} "
-        f"lr {config.lr:g}{schedule}, seed {config.seed}"
+        f"lr {config.lr:g}{schedule}{clip}, seed {config.seed}"
     )
     where = f"resuming from {args.resume} at epoch {resume.epoch}; " if resume is not None else ""
     print(f"{where}checkpoint (after every epoch): {out}")
@@ -98,6 +129,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
             config, out=out, resume=resume, data=(train_x, train_y, test_x, test_y), progress=args.progress
         )
     except training.TrainingInterrupted as stop:
+        if stop.checkpoint is None:
+            kept = "was left as it was" if out.exists() else "was not written"
+            print(
+                f"{PROG} train: interrupted during epoch 1, before any epoch was trained; {out} {kept}",
+                file=sys.stderr,
+            )
+            return 130
         print(
             f"{PROG} train: interrupted during epoch {stop.epoch + 1}; saved the state after epoch "
             f"{stop.epoch} to {stop.checkpoint}. Continue with: "
@@ -105,6 +143,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    except training.TrainingDiverged as bad:
+        print(f"{PROG} train: error: {bad}; try a smaller --lr (this run: {config.lr:g})", file=sys.stderr)
+        return 1
     last = result.history[-1] if result.history else None
     if last is not None:
         print(
@@ -115,10 +156,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_train_flags(args: argparse.Namespace, settings: dict[str, Any]) -> None:
+    """UsageError for flags that the chosen optimizer or schedule would ignore."""
+    optimizer = settings.get("optimizer", "sgd")
+    if args.momentum is not None and optimizer != "sgd":
+        raise UsageError(
+            f"--momentum is SGD's momentum; --optimizer {optimizer} has none to set (adam and adamw use "
+            "betas, rmsprop runs without momentum)"
+        )
+    schedule = settings.get("schedule", "none")
+    if args.lr_decay is not None and schedule != "none":
+        raise UsageError(
+            f"--lr-decay applies without a schedule only; --schedule {schedule} sets the learning rate of "
+            "every step itself"
+        )
+
+
 # ---- evaluate -------------------------------------------------------------------------------------------
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from microgradcnn import data as datasets
     from microgradcnn import train as training
+    from microgradcnn.checkpoint import load_checkpoint, restore_model
 
     ckpt = load_checkpoint(args.checkpoint)
     model = restore_model(ckpt)
@@ -128,8 +186,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         images, labels = training.subset(images, labels, args.limit)
     result = training.evaluate(model, images, labels)
     if args.plot is not None:
+        from microgradcnn import viz
+
         title = f"{Path(args.checkpoint).name} on {dataset} test: accuracy {result.accuracy:.2%}"
-        write_atomic(args.plot, lambda f: f.write(render_confusion_png(result.confusion_matrix, title)))
+        viz.write_confusion_matrix(result.confusion_matrix, args.plot, title=title)
     if args.json:
         print(json.dumps(result.to_dict()))
         return 0
@@ -160,58 +220,11 @@ def format_confusion(matrix: np.ndarray) -> str:
     return "\n".join(lines)
 
 
-def render_confusion_png(matrix: np.ndarray, title: str) -> bytes:
-    """A PNG (bytes) of the confusion matrix drawn with OpenCV: cells shaded by row share, counts written in.
-
-    Shapes: matrix (K, K) of counts, rows true class, columns predicted.
-    """
-    import cv2
-
-    k = matrix.shape[0]
-    cell, left, top = 48, 70, 90
-    size = (top + k * cell + 20, left + k * cell + 20)
-    canvas = np.full((*size, 3), 255, dtype=np.uint8)
-    rows = matrix.sum(axis=1, keepdims=True)
-    share = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=np.float64), where=rows > 0)
-    # Shade cells white -> dark blue by the share of the true class: one block per entry, no pixel loops.
-    shade = (255 * (1 - share)).astype(np.uint8)
-    blocks = np.kron(shade, np.ones((cell, cell), dtype=np.uint8))  # (K*cell, K*cell)
-    region = canvas[top : top + k * cell, left : left + k * cell]
-    region[..., 0] = 255 - (255 - blocks) // 3  # blue channel stays high: a blue colour map (BGR)
-    region[..., 1] = blocks
-    region[..., 2] = blocks
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    for i in range(k):
-        for j in range(k):
-            text = str(int(matrix[i, j]))
-            colour = (255, 255, 255) if share[i, j] > 0.5 else (0, 0, 0)
-            (w, h), _ = cv2.getTextSize(text, font, 0.45, 1)
-            origin = (left + j * cell + (cell - w) // 2, top + i * cell + (cell + h) // 2)
-            cv2.putText(canvas, text, origin, font, 0.45, colour, 1, cv2.LINE_AA)
-        cv2.putText(
-            canvas, str(i), (left + i * cell + cell // 2 - 5, top - 8), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA
-        )
-        cv2.putText(
-            canvas, str(i), (left - 22, top + i * cell + cell // 2 + 5), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA
-        )
-    for t in range(k + 1):  # grid lines
-        cv2.line(canvas, (left, top + t * cell), (left + k * cell, top + t * cell), (160, 160, 160), 1)
-        cv2.line(canvas, (left + t * cell, top), (left + t * cell, top + k * cell), (160, 160, 160), 1)
-    cv2.putText(canvas, title, (10, 22), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(
-        canvas, "predicted", (left + k * cell // 2 - 40, top - 32), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA
-    )
-    cv2.putText(canvas, "true", (8, top + k * cell // 2), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    ok, encoded = cv2.imencode(".png", canvas)
-    if not ok:
-        raise RuntimeError("OpenCV could not encode the confusion-matrix PNG")
-    return encoded.tobytes()
-
-
 # ---- predict --------------------------------------------------------------------------------------------
 def _cmd_predict(args: argparse.Namespace) -> int:
     from microgradcnn import image
     from microgradcnn import train as training
+    from microgradcnn.checkpoint import load_checkpoint, restore_model
 
     ckpt = load_checkpoint(args.checkpoint)
     model = restore_model(ckpt)
@@ -242,6 +255,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 # ---- graph ----------------------------------------------------------------------------------------------
 def _cmd_graph(args: argparse.Namespace) -> int:
     from microgradcnn import viz
+    from microgradcnn.checkpoint import CheckpointError, load_checkpoint, restore_model
+    from microgradcnn.models import MODELS
 
     fmt = args.format or (Path(args.out).suffix.lstrip(".").lower() or "svg")
     if fmt not in ("svg", "png", "pdf"):
@@ -295,6 +310,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
 def _decay(text: str) -> float:
     value = _non_negative_float(text)
     if not 0 < value <= 1:
@@ -305,6 +327,9 @@ def _decay(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``microgradcnn`` command and its four subcommands."""
     from microgradcnn.data import DATASETS
+    from microgradcnn.models import MODELS
+    from microgradcnn.optim import OPTIMIZERS
+    from microgradcnn.optim.lr_scheduler import SCHEDULERS
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -342,24 +367,50 @@ def build_parser() -> argparse.ArgumentParser:
         help="total number of epochs, counting those of a resumed checkpoint (default 8; 12 for cnn2)",
     )
     t.add_argument("--batch-size", type=_positive_int, default=None, help="default 32")
-    t.add_argument("--optimizer", choices=["sgd", "adam"], default=None, help="default sgd (momentum 0.9)")
+    t.add_argument(
+        "--optimizer",
+        choices=list(OPTIMIZERS),
+        default=None,
+        help="default sgd (momentum 0.9); adam, adamw (decoupled weight decay) and rmsprop with PyTorch's "
+        "defaults",
+    )
     t.add_argument(
         "--lr",
         type=_non_negative_float,
         default=None,
-        help="peak learning rate (default 0.05 for sgd, 0.002 for adam)",
+        help="learning rate of the first step, the peak for --schedule onecycle (default 0.05 for sgd, "
+        "0.002 for adam and adamw, 0.001 for rmsprop)",
     )
     t.add_argument("--momentum", type=_non_negative_float, default=None, help="SGD momentum (default 0.9)")
     t.add_argument(
-        "--weight-decay", type=_non_negative_float, default=None, help="L2 weight decay (default 0)"
+        "--weight-decay",
+        type=_non_negative_float,
+        default=None,
+        help="weight decay: L2 for sgd, adam, rmsprop (default 0); decoupled for adamw (default 0.01)",
     )
     t.add_argument(
         "--lr-decay",
         type=_decay,
         default=None,
         metavar="GAMMA",
-        help="multiply the learning rate by GAMMA per epoch, smoothly per step (default 0.7, 0.8 for cnn2; "
-        "1 = constant)",
+        help="without --schedule: multiply the learning rate by GAMMA per epoch, smoothly per step "
+        "(default 0.7, 0.8 for cnn2; 1 = constant)",
+    )
+    t.add_argument(
+        "--schedule",
+        choices=["none", *SCHEDULERS],
+        default=None,
+        help="learning-rate schedule over the whole run, stepped after every batch: step (x0.1 every "
+        "ceil(epochs/3) epochs), cosine (down to 0), onecycle (up to --lr and down, momentum the other "
+        "way); default none (--lr-decay per epoch)",
+    )
+    t.add_argument(
+        "--clip-grad-norm",
+        type=_positive_float,
+        default=None,
+        metavar="X",
+        help="scale each batch's gradients to a total 2-norm of at most X before the step (default: no "
+        "clipping)",
     )
     t.add_argument(
         "--shift",
@@ -383,6 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CHECKPOINT",
         default=None,
         help="continue a run from its checkpoint, bit for bit as if never stopped",
+    )
+    t.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing --out file (without it, a fresh run refuses to; the old file stays until "
+        "the new run has trained an epoch either way)",
     )
     t.add_argument(
         "--progress",
@@ -445,11 +502,14 @@ def _silence_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
-    parser = build_parser()
     try:
+        parser = build_parser()  # imports the data and model modules
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse exits on --help (0) and on usage errors (2)
         return exit_.code if isinstance(exit_.code, int) else 0
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
     command = f"{PROG} {args.command}"
     try:
         code: int = args.handler(args)
@@ -466,6 +526,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModuleNotFoundError as err:  # the mnist5k data extra (the message says what to install)
         print(f"{command}: error: {err}", file=sys.stderr)
         return 1
-    except (CheckpointError, OSError, ValueError) as err:  # OSError covers missing files and DownloadError
-        print(f"{command}: error: {err}", file=sys.stderr)
+    except (OSError, ValueError) as err:  # CheckpointError is a ValueError; OSError covers DownloadError
+        print(f"{command}: error: {_describe(err)}", file=sys.stderr)
         return 1
+
+
+def _describe(err: Exception) -> str:
+    """The message of ``err`` naming its file, without OSError's "[Errno 28]" prefix."""
+    if isinstance(err, OSError) and err.strerror:
+        name = os.fsdecode(err.filename) if isinstance(err.filename, str | bytes) else None
+        return err.strerror if name is None or name in err.strerror else f"{name}: {err.strerror}"
+    return str(err)

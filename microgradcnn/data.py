@@ -13,6 +13,7 @@ Shapes and dtypes used throughout:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import gzip
@@ -22,14 +23,19 @@ import importlib.util
 import math
 import os
 import socket
-import tempfile
+import threading
+import time
 import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import IO, Any, BinaryIO, NoReturn
 
 import numpy as np
+
+from microgradcnn._checks import check_int, is_real
+from microgradcnn._files import write_atomic
 
 __all__ = [
     "CLASSES",
@@ -121,6 +127,7 @@ SHA256: dict[str, dict[str, str]] = {
 _ENV_DATA = "MICROGRADCNN_DATA"
 _ENV_MIRRORS = "MICROGRADCNN_MIRRORS"
 _DEFAULT_TIMEOUT = 30.0  # seconds per network operation (connect / each read), not per file
+_DEFAULT_DEADLINE = 600.0  # seconds one file may take from one mirror: 26 MB (Fashion-MNIST) at 45 kB/s
 _CHUNK = 1 << 16
 _INSTALL_DATA_EXTRA = 'pip install "microgradcnn[data]"'
 
@@ -130,6 +137,9 @@ _IDX_UBYTE = 0x08
 _MAGIC_IMAGES = 0x00000803  # uint8, 3 dims (N, rows, cols)
 _MAGIC_LABELS = 0x00000801  # uint8, 1 dim (N,)
 _MAGIC_NAMES = {_MAGIC_IMAGES: "an image file", _MAGIC_LABELS: "a label file"}
+# Largest IDX payload read_idx accepts: 20x MNIST's training images (47 MB), above every IDX dataset in use;
+# a header asking for more is corrupt or hostile, and is refused before any memory is spent on it.
+_MAX_IDX_BYTES = 1 << 30
 _IDX_DTYPE_NAMES = {
     0x08: "uint8",
     0x09: "int8",
@@ -155,22 +165,47 @@ def read_idx(path: str | os.PathLike[str], *, magic: int | None = None) -> np.nd
     ``idx3`` image file or ``(N,)`` for an ``idx1`` label file. If ``magic`` is given (``0x803`` images,
     ``0x801`` labels) the header must carry exactly that magic number.
 
-    Any problem with the file (corrupt or truncated gzip, wrong magic, unsupported dtype, data shorter or
-    longer than the header promises) raises ``ValueError`` naming the file and what is wrong.
+    The header is read and checked first, then exactly the number of bytes it declares, so a hostile file
+    (a gzip bomb) costs no more than the array it claims to hold; a header declaring more than 1 GiB of
+    data is refused before anything is read.
+
+    Any problem with the file (corrupt or truncated gzip, wrong magic, unsupported dtype, a size beyond
+    the bound, data shorter or longer than the header promises) raises ``ValueError`` naming the file and
+    what is wrong.
     """
     path = Path(path)
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":  # gzip magic; decide from content so a mis-named file still works
+    with path.open("rb") as f:
+        if f.read(2) != b"\x1f\x8b":  # gzip magic; decide from content so a mis-named file still works
+            f.seek(0)
+            return _read_idx_stream(f, path, magic, os.fstat(f.fileno()).st_size)
+        f.seek(0)
         try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError; truncation is EOFError
+            with gzip.GzipFile(fileobj=f, mode="rb") as unzipped:
+                return _read_idx_stream(unzipped, path, magic, None)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:  # truncation is EOFError
             raise ValueError(f"{path}: corrupt or truncated gzip data ({exc})") from None
-    if len(raw) < 4:
-        raise ValueError(f"{path}: not an IDX file (only {len(raw)} bytes, the header alone needs 4)")
-    found = int.from_bytes(raw[:4], "big")
-    if raw[:2] != b"\x00\x00":
+
+
+def _read_up_to(f: BinaryIO, buffer: memoryview) -> int:
+    """Fill ``buffer`` from ``f`` as far as the stream goes; the number of bytes read."""
+    filled = 0
+    while filled < len(buffer):
+        n = f.readinto(buffer[filled:])
+        if not n:
+            break
+        filled += n
+    return filled
+
+
+def _read_idx_stream(f: BinaryIO, path: Path, magic: int | None, file_size: int | None) -> np.ndarray:
+    """The IDX array in ``f`` (plain or decompressing); ``file_size`` is known for a plain file only."""
+    head = f.read(4)
+    if len(head) < 4:
+        raise ValueError(f"{path}: not an IDX file (only {len(head)} bytes, the header alone needs 4)")
+    found = int.from_bytes(head, "big")
+    if head[:2] != b"\x00\x00":
         raise ValueError(f"{path}: not an IDX file (magic number 0x{found:08X} does not start with 0x0000)")
-    code, ndim = raw[2], raw[3]
+    code, ndim = head[2], head[3]
     if code != _IDX_UBYTE:
         name = _IDX_DTYPE_NAMES.get(code, "unknown")
         raise ValueError(f"{path}: unsupported IDX dtype byte 0x{code:02X} ({name}); only 0x08 (uint8) is")
@@ -182,22 +217,41 @@ def read_idx(path: str | os.PathLike[str], *, magic: int | None = None) -> np.nd
     if ndim == 0:
         raise ValueError(f"{path}: IDX header declares 0 dimensions")
     header_len = 4 + 4 * ndim
-    if len(raw) < header_len:
-        raise ValueError(f"{path}: truncated IDX header ({len(raw)} bytes, {ndim} dims need {header_len})")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dims = f.read(4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise ValueError(
+            f"{path}: truncated IDX header ({4 + len(dims)} bytes, {ndim} dims need {header_len})"
+        )
+    shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
     expected = math.prod(shape)  # Python ints: a corrupt header cannot overflow
-    got = len(raw) - header_len
+    if expected > _MAX_IDX_BYTES:
+        raise ValueError(
+            f"{path}: the IDX header declares shape {shape} ({expected} bytes of data), more than the "
+            f"{_MAX_IDX_BYTES} bytes this reader accepts: the file is corrupt or not a dataset"
+        )
+    if file_size is not None and file_size - header_len != expected:
+        got = file_size - header_len
+        _refuse_size(path, shape, expected, got)
+    out = np.empty(expected, dtype=np.uint8)
+    got = _read_up_to(f, memoryview(out))
     if got < expected:
+        _refuse_size(path, shape, expected, got)
+    # Reading one byte more tells whether the data goes on (and, for gzip, checks the CRC at the end);
+    # how far it goes on is not worth inflating a bomb for.
+    if f.read(1):
+        _refuse_size(path, shape, expected, None)
+    return out.reshape(shape)
+
+
+def _refuse_size(path: Path, shape: tuple[int, ...], expected: int, got: int | None) -> NoReturn:
+    """Raise the error for data of ``got`` bytes (None: more than ``expected``, how much unknown)."""
+    if got is not None and got < expected:
         raise ValueError(
             f"{path}: truncated IDX file: the header says shape {shape} ({expected} bytes of data) "
             f"but only {got} bytes are present"
         )
-    if got > expected:
-        raise ValueError(
-            f"{path}: {got - expected} unexpected trailing bytes after the IDX data of shape {shape}"
-        )
-    # copy() detaches the array from the (possibly large) bytes object and makes it writeable.
-    return np.frombuffer(raw, dtype=np.uint8, count=expected, offset=header_len).reshape(shape).copy()
+    extra = "" if got is None else f"{got - expected} "
+    raise ValueError(f"{path}: {extra}unexpected trailing bytes after the IDX data of shape {shape}")
 
 
 def _find_file(root: Path, base: str) -> Path | None:
@@ -249,6 +303,8 @@ def load_mnist(
     assert labels_path is not None
     images = read_idx(images_path, magic=_MAGIC_IMAGES)
     labels = read_idx(labels_path, magic=_MAGIC_LABELS)
+    if len(images) == 0:  # a valid IDX file, but nothing to train or evaluate on
+        raise ValueError(f"{images_path}: holds no images (its header declares shape {images.shape})")
     if images.shape[1:] != (28, 28):
         raise ValueError(f"{images_path}: images are {images.shape[1]}x{images.shape[2]}, expected 28x28")
     if len(images) != len(labels):
@@ -323,49 +379,182 @@ class _ChecksumMismatch(Exception):
         self.got = got
 
 
-def _fetch(url: str, dest: Path, expected_sha256: str | None, *, progress: bool, timeout: float) -> None:
-    """Download ``url`` to ``dest`` atomically: stream into a temp file in the same directory while
-    hashing, verify, then ``os.replace``. On *any* exception (including KeyboardInterrupt) the temp file
-    is removed, so ``dest`` is either absent/untouched or complete and verified."""
+class _TransferFailed(Exception):
+    """The server answered but the file did not arrive whole: truncated, stalled, or past the deadline.
+
+    Not an ``OSError``: ``write_atomic`` reports an ``OSError`` as a failure to write the file.
+    """
+
+
+def _received(received: int, total: int | None) -> str:
+    return f"{received} of {total} bytes" if total is not None else f"{received} bytes"
+
+
+class _Deadline:
+    """The time limit of one transfer. When it passes, the connections opened for the transfer are shut
+    down, which wakes a read blocked on them whatever it was reading: a mirror trickling its headers or
+    its body one byte at a time (each byte within the per-read timeout) cannot hold a download forever.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.start = time.monotonic()
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def passed(self) -> bool:
+        return self.expired or time.monotonic() - self.start > self.seconds
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    # socket.socket.shutdown even for a TLS socket: the plain TCP shutdown, no TLS bookkeeping, since the
+    # reading thread owns that. The reader then sees the end of the stream or an error.
+    with contextlib.suppress(OSError):  # already closed
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _WatchedHTTPConnection(http.client.HTTPConnection):
+    """An HTTP connection whose socket, once connected, is handed to a ``_Deadline``."""
+
+    def __init__(self, *args: Any, deadline: _Deadline, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline = deadline
+
+    def connect(self) -> None:
+        super().connect()
+        self._deadline.watch(self.sock)
+
+
+class _WatchedHTTPSConnection(_WatchedHTTPConnection, http.client.HTTPSConnection):
+    """The same for HTTPS: in this method order the ``super().connect()`` above is ``HTTPSConnection``'s,
+    which also does the TLS handshake, so the socket handed over is the TLS one."""
+
+
+def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
+    """urllib's default opener (proxies, redirects, file:// included) whose HTTP(S) connections obey
+    ``deadline``."""
+
+    class HTTP(urllib.request.HTTPHandler):
+        def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+            return self.do_open(functools.partial(_WatchedHTTPConnection, deadline=deadline), req)
+
+    class HTTPS(urllib.request.HTTPSHandler):
+        def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+            connection = functools.partial(_WatchedHTTPSConnection, deadline=deadline)
+            return self.do_open(connection, req, context=self._context)
+
+    return urllib.request.build_opener(HTTP, HTTPS)
+
+
+def _fetch(
+    url: str, dest: Path, expected_sha256: str | None, *, progress: bool, timeout: float, deadline: float
+) -> None:
+    """Download ``url`` to ``dest`` through ``write_atomic``: the body is streamed into the temporary file
+    and hashed as it comes, and a short body, a stall, the deadline or a checksum mismatch raises inside
+    the write, so nothing is renamed into place: ``dest`` is untouched, or complete and verified.
+
+    ``timeout`` bounds each network operation (connect, each read); ``deadline`` the whole transfer,
+    headers included.
+    """
+    request = urllib.request.Request(url, headers={"User-Agent": "microgradcnn (python urllib)"})
+    with _Deadline(deadline) as limit:
+        late = _TransferFailed(f"timed out after {deadline:g} s waiting for the response")
+        try:
+            response = _opener(limit).open(request, timeout=min(timeout, deadline))
+        except (OSError, http.client.HTTPException) as exc:
+            if limit.passed() and not isinstance(exc, urllib.error.HTTPError):
+                raise late from None
+            raise
+        with response:
+            if limit.passed():  # headers cut short by the deadline can still parse as a response
+                raise late
+
+            def write(tmp: IO[bytes]) -> None:
+                got = _copy_body(response, tmp, dest.name, progress, timeout=timeout, deadline=limit)
+                if expected_sha256 is not None and got != expected_sha256.lower():
+                    raise _ChecksumMismatch(got)
+
+            write_atomic(dest, write)
+
+
+def _copy_body(
+    response: http.client.HTTPResponse,
+    out: IO[bytes],
+    name: str,
+    progress: bool,
+    *,
+    timeout: float,
+    deadline: _Deadline,
+) -> str:
+    """Copy the body of ``response`` into ``out`` (with a progress bar if ``progress``); its SHA-256.
+
+    Raises ``_TransferFailed`` saying what happened when the body does not arrive whole.
+    """
     from tqdm import tqdm  # lazy: keeps `import microgradcnn.data` cheap
 
-    request = urllib.request.Request(url, headers={"User-Agent": "microgradcnn (python urllib)"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        length = response.headers.get("Content-Length")
-        total = int(length) if length and length.isdigit() else None
-        # The temp file lives in dest's directory so os.replace is an atomic rename on one filesystem, and
-        # is dot-prefixed so even a SIGKILL leaves an obviously temporary file, never a plausible .gz.
-        fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-        tmp_path = Path(name)
-        try:
-            digest = hashlib.sha256()
-            received = 0
-            with (
-                os.fdopen(fd, "wb") as tmp,
-                tqdm(
-                    total=total,
-                    unit="B",
-                    unit_scale=True,
-                    unit_divisor=1024,
-                    desc=dest.name,
-                    disable=not progress,
-                ) as bar,
-            ):
-                while chunk := response.read(_CHUNK):
-                    tmp.write(chunk)
-                    digest.update(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-            # http.client does not always raise when the peer closes early; check the length ourselves.
-            if total is not None and received != total:
-                raise http.client.IncompleteRead(b"", total - received)
-            got = digest.hexdigest()
-            if expected_sha256 is not None and got != expected_sha256.lower():
-                raise _ChecksumMismatch(got)
-            os.replace(tmp_path, dest)
-        except BaseException:  # including KeyboardInterrupt: never leave a partial file behind
-            tmp_path.unlink(missing_ok=True)
-            raise
+    length = response.headers.get("Content-Length")
+    total = int(length) if length and length.isdigit() else None
+    digest = hashlib.sha256()
+    received = 0
+    with tqdm(
+        total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name, disable=not progress
+    ) as bar:
+        while True:
+            chunk = _read_chunk(response, timeout, deadline, _received(received, total))
+            if not chunk:
+                break
+            out.write(chunk)
+            digest.update(chunk)
+            received += len(chunk)
+            bar.update(len(chunk))
+    # http.client does not always raise when the peer closes early; check the length ourselves.
+    if total is not None and received != total:
+        raise _TransferFailed(f"truncated: got {_received(received, total)}")
+    return digest.hexdigest()
+
+
+def _read_chunk(response: http.client.HTTPResponse, timeout: float, deadline: _Deadline, got: str) -> bytes:
+    """The next piece of the body (b"" at its end), or ``_TransferFailed`` saying what went wrong and how
+    far the transfer ``got``."""
+    failure: BaseException | None = None
+    try:
+        # read1: whatever has arrived, up to a chunk. read() waits for a whole chunk, which a server sending
+        # a byte at a time does not complete within any deadline.
+        chunk = response.read1(_CHUNK)
+    except http.client.IncompleteRead:
+        chunk = b""  # the caller's length check says how much is missing
+    except (OSError, http.client.HTTPException) as exc:
+        chunk, failure = b"", exc
+    # Checked first: when the deadline shuts the connection down, the read ends in an error or an early end.
+    if deadline.passed():
+        raise _TransferFailed(f"timed out after {deadline.seconds:g} s (got {got})")
+    if isinstance(failure, TimeoutError):
+        raise _TransferFailed(f"stalled: no data for {timeout:g} s after {got}")
+    if failure is not None:  # connection reset, a malformed chunk, ...
+        raise _TransferFailed(f"connection lost after {got} ({_describe(failure)})")
+    return chunk
 
 
 _NETWORK_ERRNOS = {
@@ -381,22 +570,32 @@ def _is_network_failure(exc: BaseException) -> bool:
     reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
     if isinstance(reason, ConnectionError | TimeoutError | socket.gaierror | socket.herror):
         return True
-    if isinstance(reason, http.client.HTTPException):  # connection dropped mid-transfer
-        return True
     return isinstance(reason, OSError) and reason.errno in _NETWORK_ERRNOS
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, timeout: float | None = None) -> str:
     if isinstance(exc, urllib.error.HTTPError):
         return f"HTTP {exc.code} {exc.reason}"
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, TimeoutError) and timeout is not None:
+        return f"no answer within {timeout:g} s"
     if isinstance(exc, urllib.error.URLError):
         return f"{'cannot connect' if _is_network_failure(exc) else 'cannot open'} ({exc.reason})"
-    if isinstance(exc, http.client.IncompleteRead):
-        missing = f" ({exc.expected} bytes missing)" if exc.expected else ""
-        return f"connection dropped mid-file{missing}"
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return "timed out"
+    if isinstance(exc, http.client.HTTPException):
+        return f"bad response from the server ({type(exc).__name__}: {exc})"
     return f"{type(exc).__name__}: {exc}"
+
+
+def _check_seconds(value: object, what: str) -> float:
+    """``value`` as a float number of seconds: TypeError for a non-number (bools included), ValueError
+    for zero, a negative number, NaN or infinity."""
+    if not is_real(value):
+        kind = type(value).__name__
+        raise TypeError(f"download: {what} must be a number of seconds, got {value!r} ({kind})")
+    seconds = float(value)  # type: ignore[arg-type]
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"download: {what} must be a positive, finite number of seconds, got {value!r}")
+    return seconds
 
 
 def _download_files(
@@ -408,7 +607,10 @@ def _download_files(
     checksums: Mapping[str, str] | None,
     progress: bool,
     timeout: float = _DEFAULT_TIMEOUT,
+    deadline: float = _DEFAULT_DEADLINE,
 ) -> None:
+    timeout = _check_seconds(timeout, "timeout")
+    deadline = _check_seconds(deadline, "deadline")
     bases = _resolve_mirrors(kind, mirrors)
     table = SHA256[kind] if checksums is None else checksums
     root.mkdir(parents=True, exist_ok=True)
@@ -422,19 +624,24 @@ def _download_files(
         for base in bases:
             url = _url(base, name)
             try:
-                _fetch(url, dest, expected, progress=progress, timeout=timeout)
+                _fetch(url, dest, expected, progress=progress, timeout=timeout, deadline=deadline)
                 break
             except _ChecksumMismatch as exc:
                 failures[url] = f"SHA-256 mismatch: expected {expected}, got {exc.got}"
+                network_only = False
+            except _TransferFailed as exc:  # the server answered: whatever went wrong, we are online
+                failures[url] = str(exc)
                 network_only = False
             except urllib.error.HTTPError as exc:  # server reachable but refuses: not "offline"
                 failures[url] = _describe(exc)
                 exc.close()  # an HTTPError holds the open response
                 network_only = False
             except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
-                failures[url] = _describe(exc)
+                failures[url] = _describe(exc, timeout)
                 network_only = network_only and _is_network_failure(exc)
-            except OSError as exc:  # e.g. cannot write the temp file: report it with the rest
+            except (
+                OSError
+            ) as exc:  # e.g. cannot write the file (write_atomic names it): report it with the rest
                 failures[url] = _describe(exc)
                 network_only = False
             except ValueError as exc:  # malformed mirror URL (urllib raises ValueError: unknown url type)
@@ -467,6 +674,7 @@ def download(
     progress: bool = True,
     checksums: Mapping[str, str] | None = None,
     timeout: float = _DEFAULT_TIMEOUT,
+    deadline: float = _DEFAULT_DEADLINE,
 ) -> Path:
     """Download the four ``.gz`` IDX files of ``kind`` (``"mnist"`` or ``"fashion-mnist"``) into ``root``
     (default :func:`default_data_dir`) and return that directory.
@@ -475,11 +683,15 @@ def download(
     ``$MICROGRADCNN_MIRRORS``, else :data:`MIRRORS`. Every file is SHA-256-verified against
     :data:`SHA256` (``checksums`` overrides the table: ``{file name: hex digest}``; a name missing from it
     is not verified); a mismatch moves on to the next mirror. Files already present with the right hash
-    are skipped. Writes are atomic (temp file + ``os.replace``): an interrupted download leaves nothing.
-    ``progress`` shows a tqdm bar per file; ``timeout`` is per network operation, in seconds.
+    are skipped. Writes are atomic (``write_atomic``): an interrupted or failed download leaves nothing.
+    ``progress`` shows a tqdm bar per file. ``timeout`` (seconds) bounds each network operation: a mirror
+    that sends nothing for that long has stalled. ``deadline`` (seconds) bounds one file from one mirror,
+    headers included, however slowly it trickles in; past it the next mirror is tried.
 
-    Raises :class:`DownloadError` (an ``OSError``) naming the file and every URL tried, with why each
-    failed, when no mirror delivers a verified copy.
+    Raises :class:`DownloadError` (an ``OSError``) naming the file and every URL tried, with what happened
+    at each (HTTP status, no answer, truncated: got N of M bytes, stalled, timed out, SHA-256 mismatch),
+    when no mirror delivers a verified copy; it says the machine seems to be offline only when no mirror
+    could be reached at all. ``ValueError`` for a ``timeout`` or ``deadline`` that is not a positive number.
     """
     _check_choice("kind", kind, KINDS)
     target = default_data_dir(kind) if root is None else Path(root).expanduser()
@@ -491,6 +703,7 @@ def download(
         checksums=checksums,
         progress=progress,
         timeout=timeout,
+        deadline=deadline,
     )
     return target
 
@@ -620,6 +833,9 @@ class Batches:
     With ``shuffle=True`` each epoch uses a fresh permutation drawn from one generator: ``rng`` if given,
     else ``np.random.default_rng(seed)``; so the same ``seed`` gives the same sequence of epochs.
     ``drop_last=True`` drops a final batch smaller than ``batch_size``.
+
+    Raises ``TypeError`` for a ``batch_size`` that is not an int, ``ValueError`` for one below 1, for no
+    images at all (an epoch of zero batches has no loss to report), or for labels that do not match.
     """
 
     def __init__(
@@ -633,18 +849,19 @@ class Batches:
         rng: np.random.Generator | None = None,
         drop_last: bool = False,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        batch_size = check_int(batch_size, "batch_size", "Batches", minimum=1)
         if seed is not None and rng is not None:
             raise ValueError("pass either seed or rng, not both")
         self.images = _as_model_input(images)
+        if len(self.images) == 0:  # an epoch of no batches: a loss averaged over nothing downstream
+            raise ValueError(f"Batches: no images to batch (images of shape {np.shape(images)})")
         labels = np.asarray(labels)
         if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
             raise ValueError(f"labels must be a 1-D integer array, got {labels.dtype} {labels.shape}")
         if len(labels) != len(self.images):
             raise ValueError(f"images and labels differ in length: {len(self.images)} vs {len(labels)}")
         self.labels = labels.astype(np.int64, copy=False)
-        self.batch_size = int(batch_size)
+        self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.rng = rng if rng is not None else np.random.default_rng(seed)

@@ -130,7 +130,8 @@ class Function:
                 data = cls.forward(ctx, *[t.data for t in parents], **attrs)
         except ValueError as err:  # NumPy's broadcast/shape errors don't say which op or shapes
             shapes = ", ".join(str(t.shape) for t in parents)
-            raise ValueError(f"{cls.name}: {err} (input shapes {shapes})") from None
+            text = str(err).removeprefix(f"{cls.name}: ")  # an op's own message may name it already
+            raise ValueError(f"{cls.name}: {text} (input shapes {shapes})") from None
         if _ANOMALY:
             _check_finite(data, f"{cls.name} forward", parents)
         out = Tensor.__new__(Tensor)

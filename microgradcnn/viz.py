@@ -1,4 +1,5 @@
-"""Computation graphs drawn with Graphviz: ``draw_graph(*roots)`` and ``write_model_graph(model, out)``.
+"""Pictures: computation graphs drawn with Graphviz (``draw_graph(*roots)``, ``write_model_graph(model,
+out)``) and a confusion matrix drawn with OpenCV (``write_confusion_matrix(matrix, out)``).
 
 A graph is drawn from the records the engine keeps anyway: every non-leaf tensor's ``_ctx`` holds the op
 (``ctx.fn.name``), its attributes, its input tensors and the nn.Modules that were running (``ctx.scope``).
@@ -20,11 +21,18 @@ from typing import Any, Protocol
 import graphviz
 import numpy as np
 
-from microgradcnn import functional as F
+from microgradcnn._checks import check_int
 from microgradcnn._files import write_bytes_atomic
 from microgradcnn.tensor import Tensor
 
-__all__ = ["FORMATS", "ComputationGraph", "GraphvizNotFoundError", "draw_graph", "write_model_graph"]
+__all__ = [
+    "FORMATS",
+    "ComputationGraph",
+    "GraphvizNotFoundError",
+    "draw_graph",
+    "write_confusion_matrix",
+    "write_model_graph",
+]
 
 DEFAULT_MAX_NODES = 500
 FORMATS = ("svg", "png", "pdf")  # what write_model_graph (and the CLI's `graph --format`) renders to
@@ -181,13 +189,11 @@ def draw_graph(
             raise TypeError(f"draw_graph: root {i} is a {type(root).__name__}, not a Tensor")
     if rankdir not in ("TB", "LR", "BT", "RL"):
         raise ValueError(f"draw_graph: rankdir must be 'TB', 'LR', 'BT' or 'RL', got {rankdir!r}")
-    if max_nodes is not None and (isinstance(max_nodes, bool) or not isinstance(max_nodes, numbers.Integral)):
-        raise TypeError(f"draw_graph: max_nodes must be an int or None, got {type(max_nodes).__name__}")
-    if max_nodes is not None and max_nodes < 1:
-        raise ValueError(f"draw_graph: max_nodes must be at least 1, got {max_nodes}")
+    if max_nodes is not None:
+        max_nodes = check_int(max_nodes, "max_nodes", "draw_graph", minimum=1)
     names, module_names = _names(params)
     drawer = _Drawer(names, module_names, show_shapes, show_grad, show_attrs)
-    return drawer.draw(roots, rankdir, math.inf if max_nodes is None else int(max_nodes))
+    return drawer.draw(roots, rankdir, math.inf if max_nodes is None else max_nodes)
 
 
 class _Drawer:
@@ -585,9 +591,6 @@ class _Model(Protocol):
     def named_parameters(self) -> Iterable[tuple[str, Tensor]]: ...
 
 
-MNIST_SIDE = 28  # images are MNIST-shaped unless the model says otherwise
-
-
 def write_model_graph(
     model: _Model,
     out: str | os.PathLike[str],
@@ -600,10 +603,11 @@ def write_model_graph(
 ) -> pathlib.Path:
     """Render the graph of one training batch of ``model`` to exactly ``out`` (no extension appended).
 
-    The batch is random but seeded: inputs uniform in [-0.5, 0.5) (the range of MNIST pixels after
-    ``x / 255 - 0.5``) of shape ``(batch_size, *input_shape)``, labels uniform over the model's classes. The
-    root is ``F.cross_entropy(model(x), y)``; with ``grad`` it is backpropagated and gradient norms are shown
-    (the parameters' previous ``.grad`` are put back afterwards). The file is written atomically.
+    The batch is ``microgradcnn.train.random_batch_loss``'s, random but seeded: inputs uniform in [-0.5, 0.5)
+    (the range of MNIST pixels after ``x / 255 - 0.5``) of shape ``(batch_size, *input_shape)``, labels
+    uniform over the model's classes. The root is ``F.cross_entropy(model(x), y)``; with ``grad`` it is
+    backpropagated and gradient norms are shown (the parameters' previous ``.grad`` are put back afterwards).
+    The file is written atomically.
 
     Shapes: ``model`` maps (N, *input_shape) to logits (N, classes). ``input_shape`` defaults to the model's
     ``input_shape`` attribute if it has one, else (in_channels, 28, 28) for a first layer with
@@ -615,24 +619,16 @@ def write_model_graph(
     Raises:
         ValueError: ``fmt`` not one of svg, png, pdf; ``batch_size`` < 1; an input shape that cannot be
             inferred; or a model output that is not (N, classes).
+        TypeError: ``batch_size`` is not an int.
         GraphvizNotFoundError: the ``dot`` executable is missing (nothing is written).
     """
+    from microgradcnn.train import random_batch_loss  # the training side: imported only when drawing one
+
     if fmt not in FORMATS:
         raise ValueError(f"write_model_graph: format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise ValueError(f"write_model_graph: batch_size must be a positive int, got {batch_size!r}")
-    shape = _input_shape(model) if input_shape is None else tuple(int(s) for s in input_shape)
+    batch_size = check_int(batch_size, "batch_size", "write_model_graph", minimum=1)
+    x, loss = random_batch_loss(model, batch_size, seed=seed, input_shape=input_shape)
     params = [p for _, p in model.named_parameters()]
-    dtype = params[0].dtype if params else np.dtype(np.float32)
-    rng = np.random.default_rng(seed)
-    x = Tensor((rng.random((int(batch_size), *shape)) - 0.5).astype(dtype))
-    logits = model(x)
-    if logits.ndim != 2 or logits.shape[0] != batch_size:
-        raise ValueError(
-            f"write_model_graph: the model maps input {x.shape} to {logits.shape}; want logits (N, classes)"
-        )
-    y = rng.integers(0, logits.shape[1], size=int(batch_size))
-    loss = F.cross_entropy(logits, y)
     saved = [p.grad for p in params]
     try:
         if grad:
@@ -652,18 +648,67 @@ def write_model_graph(
     return path
 
 
-def _input_shape(model: Any) -> tuple[int, ...]:
-    """The per-sample input shape a model expects (see write_model_graph)."""
-    declared = getattr(model, "input_shape", None)
-    if declared is not None:
-        return tuple(int(s) for s in declared)
-    modules = model.named_modules() if hasattr(model, "named_modules") else [("", model)]
-    for _, module in modules:
-        if isinstance(getattr(module, "in_channels", None), int):
-            return (module.in_channels, MNIST_SIDE, MNIST_SIDE)
-        if isinstance(getattr(module, "in_features", None), int):
-            return (module.in_features,)
-    raise ValueError(
-        f"write_model_graph: cannot infer the input shape of {type(model).__name__}; "
-        "pass input_shape=(C, H, W)"
+# ---- a confusion matrix --------------------------------------------------------------------------------
+def write_confusion_matrix(
+    matrix: np.ndarray, out: str | os.PathLike[str], *, title: str = ""
+) -> pathlib.Path:
+    """Draw a confusion matrix as a PNG at exactly ``out`` (written atomically) and return ``Path(out)``.
+
+    Cells are shaded white to dark blue by their share of the true class (row), with the counts written in
+    and the class indices along both axes; ``title`` goes above. Drawn with OpenCV, no Graphviz needed.
+
+    Shapes: matrix (K, K) of counts, rows the true class, columns the predicted one (``Evaluation``'s
+    ``confusion_matrix``).
+
+    Raises:
+        ValueError: ``matrix`` is not a square 2-d array.
+        OSError: naming ``out``, if it cannot be written.
+    """
+    matrix = np.asarray(matrix)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
+        raise ValueError(f"write_confusion_matrix: want a square (K, K) matrix of counts, got {matrix.shape}")
+    return write_bytes_atomic(out, _confusion_png(matrix, title))
+
+
+def _confusion_png(matrix: np.ndarray, title: str) -> bytes:
+    import cv2  # OpenCV is only needed for this picture
+
+    k = matrix.shape[0]
+    cell, left, top = 48, 70, 90
+    size = (top + k * cell + 20, left + k * cell + 20)
+    canvas = np.full((*size, 3), 255, dtype=np.uint8)
+    rows = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=np.float64), where=rows > 0)
+    # Shade cells white -> dark blue by the share of the true class: one block per entry, no pixel loops.
+    shade = (255 * (1 - share)).astype(np.uint8)
+    blocks = np.kron(shade, np.ones((cell, cell), dtype=np.uint8))  # (K*cell, K*cell)
+    region = canvas[top : top + k * cell, left : left + k * cell]
+    region[..., 0] = 255 - (255 - blocks) // 3  # blue channel stays high: a blue colour map (BGR)
+    region[..., 1] = blocks
+    region[..., 2] = blocks
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for i in range(k):
+        for j in range(k):
+            text = str(int(matrix[i, j]))
+            colour = (255, 255, 255) if share[i, j] > 0.5 else (0, 0, 0)
+            (w, h), _ = cv2.getTextSize(text, font, 0.45, 1)
+            origin = (left + j * cell + (cell - w) // 2, top + i * cell + (cell + h) // 2)
+            cv2.putText(canvas, text, origin, font, 0.45, colour, 1, cv2.LINE_AA)
+        cv2.putText(
+            canvas, str(i), (left + i * cell + cell // 2 - 5, top - 8), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA
+        )
+        cv2.putText(
+            canvas, str(i), (left - 22, top + i * cell + cell // 2 + 5), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA
+        )
+    for t in range(k + 1):  # grid lines
+        cv2.line(canvas, (left, top + t * cell), (left + k * cell, top + t * cell), (160, 160, 160), 1)
+        cv2.line(canvas, (left + t * cell, top), (left + t * cell, top + k * cell), (160, 160, 160), 1)
+    cv2.putText(canvas, title, (10, 22), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(
+        canvas, "predicted", (left + k * cell // 2 - 40, top - 32), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA
     )
+    cv2.putText(canvas, "true", (8, top + k * cell // 2), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    ok, encoded = cv2.imencode(".png", canvas)
+    if not ok:
+        raise RuntimeError("OpenCV could not encode the confusion-matrix PNG")
+    return encoded.tobytes()

@@ -12,6 +12,9 @@ import re
 import subprocess
 import sys
 import threading
+import time
+import tracemalloc
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,12 +91,41 @@ class Drop:
 
 
 @dataclass
+class Trickle:
+    """Route behaviour: announce the full length, then send one byte every ``interval`` seconds."""
+
+    body: bytes
+    interval: float = 0.5
+
+
+@dataclass
+class Stall:
+    """Route behaviour: announce the full length, send the first half, then send nothing more."""
+
+    body: bytes
+
+
+@dataclass
+class SlowHeaders:
+    """Route behaviour: a status line, then one byte of an endless header every ``interval`` seconds."""
+
+    interval: float = 0.1
+
+
+# Longest a handler keeps a connection open (trickling or stalled), whatever the client does.
+HANDLER_LIMIT = 10.0
+
+Route = bytes | Drop | Trickle | Stall | SlowHeaders
+
+
+@dataclass
 class Server:
     base: str
-    routes: dict[str, bytes | Drop] = field(default_factory=dict)
+    routes: dict[str, Route] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)  # set at teardown: handlers return
 
-    def mirror(self, prefix: str, files: dict[str, bytes | Drop]) -> str:
+    def mirror(self, prefix: str, files: dict[str, Route]) -> str:
         for name, body in files.items():
             self.routes[f"/{prefix}/{name}"] = body
         return f"{self.base}/{prefix}/"
@@ -107,13 +139,38 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if body is None:
             self.send_error(404)
             return
-        full = body.body if isinstance(body, Drop) else body
+        if isinstance(body, SlowHeaders):
+            self.close_connection = True
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            self._trickle(state, Trickle(b"X-Padding: " + b"a" * 10_000, body.interval))
+            return
+        full = body if isinstance(body, bytes) else body.body
         self.send_response(200)
         self.send_header("Content-Type", "application/gzip")
         self.send_header("Content-Length", str(len(full)))
         self.end_headers()
-        self.wfile.write(full[: len(full) // 2] if isinstance(body, Drop) else full)
         self.close_connection = True
+        if isinstance(body, bytes):
+            self.wfile.write(full)
+        elif isinstance(body, Drop):
+            self.wfile.write(full[: len(full) // 2])
+        elif isinstance(body, Stall):
+            self.wfile.write(full[: len(full) // 2])
+            self.wfile.flush()
+            state.stop.wait(HANDLER_LIMIT)
+        else:
+            self._trickle(state, body)
+
+    def _trickle(self, state: Server, body: Trickle) -> None:
+        end = time.monotonic() + HANDLER_LIMIT
+        for i in range(len(body.body)):
+            if state.stop.wait(body.interval) or time.monotonic() > end:
+                return
+            try:
+                self.wfile.write(body.body[i : i + 1])
+                self.wfile.flush()
+            except OSError:  # the client gave up and closed the connection
+                return
 
     def log_message(self, format: str, *args: object) -> None:  # keep pytest output clean
         pass
@@ -133,6 +190,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
     try:
         yield state
     finally:
+        state.stop.set()
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
@@ -214,6 +272,66 @@ def test_read_idx_rejects_bad_files(tmp_path: Path, case: str) -> None:
     (tmp_path / "train-labels-idx1-ubyte").write_bytes(write_labels)
     with pytest.raises(ValueError, match=re.escape(str(path))):
         data.load_mnist(tmp_path, "train")
+
+
+def gzip_bomb(path: Path, header: bytes, zeros: int) -> None:
+    """A small .gz file that decompresses to ``header`` followed by ``zeros`` zero bytes."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: a gzip container
+    chunk = bytes(1 << 20)
+    with path.open("wb") as f:
+        f.write(packer.compress(header))
+        for _ in range(zeros // len(chunk)):
+            f.write(packer.compress(chunk))
+        f.write(packer.flush())
+
+
+def test_read_idx_stops_at_the_declared_size_of_a_gzip_bomb(tmp_path: Path) -> None:
+    # The header declares 3 images (2,352 bytes) and 128 MB of zeros follow, in a ~130 kB file: the reader
+    # must check the header, read the 2,352 bytes, see that more follows and stop, not inflate it all.
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    gzip_bomb(path, idx_bytes(np.zeros((3, 28, 28), np.uint8)), 128 << 20)
+    assert path.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="trailing") as info:
+            data.read_idx(path, magic=0x803)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert str(path) in str(info.value)
+    assert peak < 8 << 20  # bytes allocated while reading: a few buffers, never the 128 MB
+
+
+def test_read_idx_refuses_a_header_beyond_the_size_bound(tmp_path: Path) -> None:
+    # 200,000,000 images of 28x28 = 157 GB declared by a 16-byte header: refused before reading any data.
+    header = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in (200_000_000, 28, 28))
+    for name, blob in (("plain-idx3-ubyte", header), ("bomb-idx3-ubyte.gz", gzip.compress(header))):
+        path = tmp_path / name
+        path.write_bytes(blob)
+        with pytest.raises(ValueError, match=r"declares shape \(200000000, 28, 28\)") as info:
+            data.read_idx(path)
+        assert str(path) in str(info.value)
+        assert "more than" in str(info.value)
+
+
+def test_read_idx_gzip_with_trailing_data_after_the_idx(tmp_path: Path) -> None:
+    good = idx_bytes(np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4))
+    path = tmp_path / "a.idx.gz"
+    path.write_bytes(gzip.compress(good))
+    np.testing.assert_array_equal(data.read_idx(path), np.arange(32, dtype=np.uint8).reshape(2, 4, 4))
+    path.write_bytes(gzip.compress(good + b"\x01" * 5))
+    with pytest.raises(ValueError, match="trailing"):
+        data.read_idx(path)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_load_mnist_refuses_a_dataset_with_zero_images(tmp_path: Path, gz: bool) -> None:
+    # A header declaring 0 images is a valid IDX file but no dataset: training on it divided by zero.
+    write_split(tmp_path, "train", np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8), gz=gz)
+    with pytest.raises(ValueError, match="no images") as info:
+        data.load_mnist(tmp_path, "train")
+    assert "train-images-idx3-ubyte" in str(info.value)
+    assert "(0, 28, 28)" in str(info.value)
 
 
 def test_load_mnist_count_mismatch(tmp_path: Path) -> None:
@@ -365,10 +483,71 @@ def test_download_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_download_connection_dropped_mid_file(server: Server, tmp_path: Path, fake_dataset, fake_sums):
     mirror = server.mirror("drop", {n: Drop(b) for n, b in fake_dataset.items()})
-    with pytest.raises(data.DownloadError, match="dropped") as info:
+    with pytest.raises(data.DownloadError) as info:
         data.download("mnist", tmp_path, mirrors=[mirror], progress=False, checksums=fake_sums)
-    assert "train-images-idx3-ubyte.gz" in str(info.value)
+    msg = str(info.value)
+    size = len(fake_dataset["train-images-idx3-ubyte.gz"])
+    assert f"{mirror}train-images-idx3-ubyte.gz: truncated: got {size // 2} of {size} bytes" in msg
+    assert "offline" not in msg  # the server answered and sent half the file
     assert os.listdir(tmp_path) == []
+
+
+def test_download_gives_up_on_a_trickling_mirror(server: Server, tmp_path: Path, fake_dataset, fake_sums):
+    # One byte every 0.1 s never trips the per-read timeout; the overall deadline ends it, and the next
+    # mirror is tried.
+    slow = server.mirror("slow", {n: Trickle(b, interval=0.1) for n, b in fake_dataset.items()})
+    good = server.mirror("good", fake_dataset)
+    tic = time.monotonic()
+    data.download("mnist", tmp_path, mirrors=[slow, good], progress=False, checksums=fake_sums, deadline=0.5)
+    assert time.monotonic() - tic < 4 * (0.5 + 1.0)  # four files, each abandoned soon after the deadline
+    for name, blob in fake_dataset.items():
+        assert (tmp_path / name).read_bytes() == blob
+    with pytest.raises(data.DownloadError) as info:
+        data.download(
+            "mnist", tmp_path / "2", mirrors=[slow], progress=False, checksums=fake_sums, deadline=0.5
+        )
+    msg = str(info.value)
+    size = len(fake_dataset["train-images-idx3-ubyte.gz"])
+    assert re.search(
+        rf"slow/train-images-idx3-ubyte.gz: timed out after 0.5 s \(got \d+ of {size} bytes\)", msg
+    )
+    assert "offline" not in msg
+    assert os.listdir(tmp_path / "2") == []
+
+
+def test_download_deadline_covers_the_headers(server: Server, tmp_path: Path, fake_sums) -> None:
+    # A server that trickles its response headers holds urllib inside the request itself: the deadline
+    # must end that too, not only the reading of the body.
+    mirror = server.mirror("headers", {name: SlowHeaders() for name in GZ_NAMES})
+    tic = time.monotonic()
+    with pytest.raises(data.DownloadError) as info:
+        data.download("mnist", tmp_path, mirrors=[mirror], progress=False, checksums=fake_sums, deadline=0.5)
+    assert time.monotonic() - tic < 4.0  # the handler would go on for HANDLER_LIMIT = 10 s
+    msg = str(info.value)
+    assert f"{mirror}train-images-idx3-ubyte.gz: timed out after 0.5 s waiting for the response" in msg
+    assert "offline" not in msg
+    assert os.listdir(tmp_path) == []
+
+
+def test_download_reports_a_stalled_mirror(server: Server, tmp_path: Path, fake_dataset, fake_sums) -> None:
+    mirror = server.mirror("stall", {n: Stall(b) for n, b in fake_dataset.items()})
+    with pytest.raises(data.DownloadError) as info:
+        data.download("mnist", tmp_path, mirrors=[mirror], progress=False, checksums=fake_sums, timeout=0.3)
+    msg = str(info.value)
+    size = len(fake_dataset["train-images-idx3-ubyte.gz"])
+    assert (
+        f"stall/train-images-idx3-ubyte.gz: stalled: no data for 0.3 s after {size // 2} of {size} bytes"
+        in msg
+    )
+    assert "offline" not in msg
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), "5", True])
+def test_download_checks_its_time_limits(tmp_path: Path, bad: object) -> None:
+    for kwargs in ({"timeout": bad}, {"deadline": bad}):
+        with pytest.raises((TypeError, ValueError), match=next(iter(kwargs))):
+            data.download("mnist", tmp_path, mirrors=["http://127.0.0.1:1/"], progress=False, **kwargs)
 
 
 def test_download_http_error_is_reported(server: Server, tmp_path: Path, fake_sums) -> None:
@@ -586,13 +765,24 @@ def test_iterate_batches_validation() -> None:
     images, labels = _toy(10)
     with pytest.raises(ValueError, match="length"):
         data.iterate_batches(images, labels[:9], 2)
-    for bad in (0, -1, 2.5, True):
-        with pytest.raises(ValueError, match="batch_size"):
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="batch_size must be at least 1"):
+            data.iterate_batches(images, labels, bad)
+    for bad in (2.5, True, "8"):
+        with pytest.raises(TypeError, match="batch_size must be an int"):
             data.iterate_batches(images, labels, bad)  # type: ignore[arg-type]
+    assert data.iterate_batches(images, labels, np.int64(4)).batch_size == 4
     with pytest.raises(ValueError, match="seed or rng"):
         data.iterate_batches(images, labels, 2, seed=0, rng=np.random.default_rng(0))
     with pytest.raises(TypeError):
         data.iterate_batches(images.astype(np.int32), labels, 2)
+
+
+@pytest.mark.parametrize("layout", [(0, 28, 28), (0, 1, 28, 28)])
+def test_iterate_batches_refuses_an_empty_dataset(layout: tuple[int, ...]) -> None:
+    for images in (np.zeros(layout, np.uint8), np.zeros(layout, np.float32)):
+        with pytest.raises(ValueError, match=r"no images .*\(0, "):
+            data.iterate_batches(images, np.zeros(0, np.int64), 8)
 
 
 def test_module_is_cheap_to_import() -> None:

@@ -1,4 +1,4 @@
-"""Every example script, and the code in docs/testing.md and docs/index.md, runs with tiny sizes: none rots.
+"""Every example script runs with tiny sizes and shows what it promises: none rots.
 
 Each script runs in a subprocess: an op an example defines registers in that process's ``mg.REGISTRY``, not
 in this one's. Examples take ``--quick`` (or ``MICROGRADCNN_EXAMPLE_QUICK=1``) for tiny runs.
@@ -39,7 +39,9 @@ def _run(args: list[str], cwd: Path, timeout: float = TIMEOUT) -> subprocess.Com
 def _custom_op(result: subprocess.CompletedProcess[str], cwd: Path, out: Path) -> None:
     assert "->" in (out / "swish.dot").read_text()  # the DOT file always; the SVG needs Graphviz's dot
     assert "check_op('broken_swish'): gradcheck: gradient of input 0" in result.stdout
-    assert "Falsifying example: check_op_broken_swish(" in result.stdout
+    # check_op's own account of the failing case (what hypothesis prints around it is hypothesis's business)
+    assert "check_op(BrokenSwishFn) failed as it should:" in result.stdout
+    assert re.search(r"\n    inputs: Tensor float64 \([\d, ]*\) requires_grad", result.stdout)
 
 
 def _make_digit7(result: subprocess.CompletedProcess[str], cwd: Path, out: Path) -> None:
@@ -60,7 +62,13 @@ CHECKS: dict[str, Callable[[subprocess.CompletedProcess[str], Path, Path], None]
 }
 
 
-@pytest.mark.parametrize("name", EXAMPLES)
+# Examples that render pictures through Graphviz's `dot` (the others write DOT text at most).
+NEEDS_DOT = {"visualize_graph.py"}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.needs("dot")) if n in NEEDS_DOT else n for n in EXAMPLES]
+)
 def test_example_runs(name, tmp_path):
     out = tmp_path / "out"
     args = [a.format(out=out) for a in ARGS.get(name, ["--quick"])]
@@ -85,62 +93,3 @@ def test_every_example_is_listed_in_the_examples_readme():
     readme = (ROOT / "examples" / "README.md").read_text()
     missing = [name for name in EXAMPLES if f"examples/{name}" not in readme]
     assert not missing, f"examples/README.md does not list: {missing}"
-
-
-# ---- docs: a page's python blocks run in order in one process; the errors it shows are the real ones -------
-DOC_RUNNER = r'''
-import re
-import sys
-
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
-NUMBER = re.compile(r"-?\d+(\.\d+)?(e[-+]?\d+)?")
-
-
-def normalize(line):
-    return NUMBER.sub("#", line.strip())  # values may differ in the last digits from run to run; wording not
-
-
-blocks = [(m.group(1), m.group(2)) for m in FENCE.finditer(open(sys.argv[1]).read())]
-namespace = {"__name__": "docs_page"}
-for k, (lang, code) in enumerate(blocks):
-    if lang != "python":
-        continue
-    shown = blocks[k + 1][1] if k + 1 < len(blocks) and blocks[k + 1][0] == "text" else None
-    expects_error = shown is not None and re.match(r"\w+Error: ", shown)
-    try:
-        exec(compile(code, f"{sys.argv[1]} block {k}", "exec"), namespace)
-    except Exception as err:
-        if not expects_error:
-            raise
-        got = f"{type(err).__name__}: {err}"
-        if normalize(got.splitlines()[0]) != normalize(shown.splitlines()[0]):
-            want, raised = shown.splitlines()[0], got.splitlines()[0]
-            sys.exit(f"block {k}: the docs show\n  {want}\nbut the code raises\n  {raised}")
-    else:
-        if expects_error:
-            sys.exit(f"block {k}: the docs show an error, but the code ran without one:\n{code}")
-tests = [name for name in namespace if name.startswith("test_") and callable(namespace[name])]
-for name in tests:
-    namespace[name]()
-print("ran", len(tests), "tests:", ", ".join(tests))
-'''
-
-
-@pytest.mark.parametrize(("page", "min_tests"), [("testing.md", 1), ("index.md", 0)])
-def test_the_code_in_the_docs_runs_and_shows_real_errors(tmp_path, page, min_tests):
-    runner = tmp_path / "run_doc.py"
-    runner.write_text(DOC_RUNNER)
-    result = _run([str(runner), str(ROOT / "docs" / page)], cwd=tmp_path, timeout=300)
-    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    ran = re.search(r"ran (\d+) tests", result.stdout)
-    assert ran, result.stdout
-    assert int(ran.group(1)) >= min_tests
-
-
-def test_the_docs_index_links_resolve():
-    index = ROOT / "docs" / "index.md"
-    targets = re.findall(r"\]\(([^)#]+)\)", index.read_text())
-    local = [t for t in targets if "://" not in t]
-    assert local
-    missing = [t for t in local if not (index.parent / t).exists()]
-    assert not missing, f"docs/index.md links to missing files: {missing}"

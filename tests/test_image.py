@@ -9,8 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
 
 from microgradcnn.image import load_digit_image, preprocess_digit
+from microgradcnn.testing.strategies import stroke_images
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -231,3 +233,115 @@ def test_bad_array_shape() -> None:
         preprocess_digit(np.zeros((8, 8, 2), np.uint8))
     with pytest.raises(ValueError, match=r"\(H, W\)"):
         preprocess_digit(np.zeros((2, 8, 8, 3), np.uint8))
+
+
+# ------------------------------------------------------------------------- bars, lines, large images
+
+
+def vertical_bar(width: int, *, size: int = 400) -> np.ndarray:
+    """A straight "1": a black bar ``width`` px wide from y=40 to y=360 on white paper."""
+    image = np.full((size, size), 255, np.uint8)
+    x0 = size // 2 - width // 2
+    image[40:360, x0 : x0 + width] = 0
+    return image
+
+
+def test_vertical_bar_from_the_report(tmp_path: Path) -> None:
+    # After the resize to 20 px this bar is exactly 2 px wide: a (20, 2) patch, which cv2.moments reads as
+    # a list of 20 points (zero area) and the centring divided by zero.
+    image = np.full((400, 400), 255, np.uint8)
+    image[40:360, 195:205] = 0
+    x = load_digit_image(save(tmp_path, "one.png", image))
+    assert x.shape == (1, 28, 28)
+    assert x.min() == np.float32(-0.5)
+    assert x.max() == pytest.approx(0.5, abs=1e-6)
+    h, w = bbox_size(x)
+    assert h == 20
+    assert 1 <= w <= 4
+    cy, cx = centre_of_mass(x)
+    assert abs(cy - 14) <= 1.0
+    assert abs(cx - 14) <= 1.0
+
+
+@pytest.mark.parametrize("width", range(1, 32))
+def test_bars_of_every_width(width: int) -> None:
+    for image in (vertical_bar(width), vertical_bar(width).T):  # a "1" and a dash
+        x = preprocess_digit(image)
+        assert x.shape == (1, 28, 28)
+        assert x.max() == pytest.approx(0.5, abs=1e-6)
+        assert max(bbox_size(x)) == 20
+        cy, cx = centre_of_mass(x)
+        assert abs(cy - 14) <= 1.0
+        assert abs(cx - 14) <= 1.0
+
+
+class _Spy:
+    """Records the shape of every array the pipeline hands to OpenCV's image-analysis functions."""
+
+    FUNCTIONS = ("threshold", "connectedComponentsWithStats", "dilate", "distanceTransform")
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.shapes: list[tuple[str, tuple[int, ...]]] = []
+        for name in self.FUNCTIONS:
+            monkeypatch.setattr(cv2, name, self._wrap(name, getattr(cv2, name)))
+
+    def _wrap(self, name, fn):
+        def spy(src, *args, **kwargs):
+            self.shapes.append((name, np.asarray(src).shape))
+            return fn(src, *args, **kwargs)
+
+        return spy
+
+    def largest(self) -> int:
+        assert self.shapes, "the pipeline called none of the spied functions"
+        return max(max(shape[:2]) for _, shape in self.shapes)
+
+
+def test_large_photo_is_analysed_at_a_working_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A 12 MP phone photo of a pen-written 4: the analysis (threshold, components, thickening) must run on a
+    # downscaled copy, not on 12 million pixels with a stroke-thickening kernel hundreds of pixels wide.
+    photo = np.full((3000, 4000, 3), (200, 215, 225), np.uint8)
+    cv2.putText(photo, "4", (1300, 2500), FONT, 60.0, (60, 50, 40), 30, cv2.LINE_AA)
+    photo = np.clip(photo + np.random.default_rng(0).normal(0, 3, photo.shape), 0, 255).astype(np.uint8)
+    spy = _Spy(monkeypatch)
+    x = preprocess_digit(photo)
+    assert_mnist_like(x, lossless=False)
+    assert spy.largest() <= 1024
+    # The same digit drawn at a tenth of the size gives (nearly) the same input.
+    small = cv2.resize(photo, (400, 300), interpolation=cv2.INTER_AREA)
+    assert np.abs(x - preprocess_digit(small)).mean() < 0.03
+
+
+@pytest.mark.parametrize("thickness", [1, 24])
+def test_huge_canvas_with_one_line(monkeypatch: pytest.MonkeyPatch, thickness: int) -> None:
+    # 8000x8000 (64 MP) with one line: the work is bounded whatever the canvas, and even a 1-px line (faint
+    # after the shrink, but still there) comes out as a thickened stroke filling the 20 px box.
+    image = np.full((8000, 8000), 255, np.uint8)
+    cv2.line(image, (3000, 1500), (4500, 6500), 0, thickness)
+    spy = _Spy(monkeypatch)
+    x = preprocess_digit(image, name="huge.png")
+    assert spy.largest() <= 1024
+    assert x.shape == (1, 28, 28)
+    assert max(bbox_size(x)) == 20
+    assert (x + 0.5).sum() > 30  # a stroke, not a hairline
+
+
+@settings(max_examples=300)
+@given(image=stroke_images())
+def test_no_image_crashes_the_pipeline(image: np.ndarray) -> None:
+    # Whatever bars, lines and dots an image holds, in whatever layout: an MNIST-style input or the project's
+    # own "no digit" error, never an exception from NumPy or OpenCV.
+    error = None
+    try:
+        x = preprocess_digit(image, name="fuzz.png")
+    except ValueError as err:
+        error = str(err)
+    if error is not None:
+        assert error.startswith("fuzz.png: no digit found"), error
+        return
+    assert x.shape == (1, 28, 28)
+    assert x.dtype == np.float32
+    assert np.isfinite(x).all()
+    assert x.min() == np.float32(-0.5)
+    assert x.max() == pytest.approx(0.5, abs=1e-6)
+    assert 1 <= max(bbox_size(x)) <= 20

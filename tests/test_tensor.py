@@ -413,3 +413,9 @@ def test_a_one_element_tensor_is_true_when_nonzero(data, want):
 def test_truth_value_of_several_or_no_elements_is_ambiguous(data, pattern):
     with pytest.raises(ValueError, match=rf"bool: the truth value of a tensor with {pattern}"):
         bool(mg.Tensor(data))
+
+
+def test_an_op_error_names_the_op_once():
+    with pytest.raises(ValueError, match=r"^max: cannot reduce an empty axis of shape \(0,\)") as info:
+        mg.Tensor(np.zeros(0, np.float32)).max()
+    assert "max: max:" not in str(info.value)

@@ -1,4 +1,5 @@
 import math
+import re
 
 import numpy as np
 import pytest
@@ -67,7 +68,7 @@ def fail_on_call(monkeypatch, n):
     monkeypatch.setattr(training, "train_step", step)
 
 
-@pytest.mark.parametrize(("fail_at", "saved_epoch"), [(9, 1), (3, 0)])
+@pytest.mark.parametrize(("fail_at", "saved_epoch"), [(9, 1), (15, 2)])
 def test_interrupt_saves_the_last_epoch_boundary_and_resume_matches(
     tmp_path, monkeypatch, fail_at, saved_epoch
 ):
@@ -220,7 +221,7 @@ def test_predict_proba_rows_are_distributions():
         ({"epochs": 0}, "epochs"),
         ({"batch_size": 2.5}, "batch_size"),
         ({"lr": -1.0}, "lr"),
-        ({"optimizer": "rmsprop"}, "optimizer"),
+        ({"optimizer": "lbfgs"}, "optimizer must be one of sgd, adam, adamw, rmsprop"),
         ({"dataset": "cifar"}, "dataset"),
         ({"limit": 0}, "limit"),
         ({"lr_decay": 0.0}, "lr_decay"),
@@ -279,3 +280,325 @@ def test_shift_augmentation_resumes_bit_for_bit(tmp_path):
     assert_same_run(straight, resumed)
     plain = training.fit(config(), data=data, log=lambda s: None)
     assert not np.array_equal(plain.model.state_dict()["0.weight"], straight.model.state_dict()["0.weight"])
+
+
+# ---- what fit refuses and where it stops ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("empty", "message"), [(0, "training set has no images"), (2, "test set has no images")]
+)
+def test_a_data_set_without_images_is_a_clear_error(tmp_path, empty, message):
+    data = list(synthetic())
+    data[empty], data[empty + 1] = data[empty][:0], data[empty + 1][:0]
+    with pytest.raises(ValueError, match=message):
+        training.fit(config(), out=tmp_path / "a.npz", data=tuple(data), log=lambda s: None)
+    assert not (tmp_path / "a.npz").exists()
+
+
+def nan_loss_on_call(monkeypatch, n):
+    """Make the n-th call of train_step (1-based) report a NaN loss, as a diverging run would."""
+    real, calls = training.train_step, [0]
+
+    def step(*args):
+        calls[0] += 1
+        loss, hits = real(*args)
+        return (math.nan if calls[0] == n else loss), hits
+
+    monkeypatch.setattr(training, "train_step", step)
+
+
+def test_a_non_finite_loss_stops_training_keeping_the_last_finite_checkpoint(tmp_path, monkeypatch):
+    data = synthetic()  # 6 steps per epoch
+    one = training.fit(config(epochs=1), data=data, log=lambda s: None)
+    nan_loss_on_call(monkeypatch, 9)  # in epoch 2
+    out = tmp_path / "c.npz"
+    with pytest.raises(training.TrainingDiverged) as info:
+        training.fit(config(epochs=3), out=out, data=data, log=lambda s: None)
+    stop = info.value
+    assert (stop.epoch, stop.step, stop.checkpoint, stop.saved_epoch) == (2, 3, out, 1)
+    assert "nan" in str(stop)
+    assert str(out) in str(stop)
+    saved = ck.load_checkpoint(out)  # the state after epoch 1, which is finite
+    assert saved.epoch == 1
+    for name, value in saved.model_state.items():
+        np.testing.assert_array_equal(value, dict(one.model.state_dict())[name])
+
+
+def test_divergence_in_the_first_epoch_writes_no_checkpoint(tmp_path):
+    out = tmp_path / "c.npz"
+    with pytest.raises(training.TrainingDiverged, match="no checkpoint was written") as info:
+        training.fit(config(lr=1e308), out=out, data=synthetic(), log=lambda s: None)
+    assert info.value.checkpoint is None
+    assert not out.exists()
+
+
+def test_weights_that_turn_non_finite_at_the_end_of_an_epoch_are_never_saved(tmp_path, monkeypatch):
+    real = training.evaluate
+
+    def poisoned(model, *args, **kwargs):  # the last step of epoch 1 left an inf in the weights
+        next(iter(model.parameters())).data.flat[0] = np.inf
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(training, "evaluate", poisoned)
+    with pytest.raises(training.TrainingDiverged, match=r"inf|nan"):
+        training.fit(config(), out=tmp_path / "c.npz", data=synthetic(), log=lambda s: None)
+    assert not (tmp_path / "c.npz").exists()
+
+
+def test_an_interrupt_in_the_first_epoch_writes_nothing_and_keeps_an_existing_file(tmp_path, monkeypatch):
+    out = tmp_path / "c.npz"
+    out.write_bytes(b"an eight-epoch checkpoint")
+    fail_on_call(monkeypatch, 3)
+    with pytest.raises(training.TrainingInterrupted) as info:
+        training.fit(config(), out=out, data=synthetic(), log=lambda s: None)
+    assert (info.value.epoch, info.value.checkpoint) == (0, None)
+    assert out.read_bytes() == b"an eight-epoch checkpoint"
+
+
+def test_resuming_a_finished_run_does_not_rewrite_the_file(tmp_path):
+    out = tmp_path / "a.npz"
+    training.fit(config(), out=out, data=synthetic(), log=lambda s: None)
+    before = out.stat()
+    training.fit(config(epochs=1), out=out, resume=out, data=synthetic(), log=lambda s: None)
+    after = out.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_resume_refuses_an_epoch_count_its_history_does_not_back(tmp_path):
+    out = tmp_path / "a.npz"
+    done = training.fit(config(epochs=1), out=out, data=synthetic(), log=lambda s: None)
+    state = {"config": done.config.to_dict(), "history": done.history}
+    ck.save_checkpoint(
+        out, done.model, done.optimizer, epoch=5, rng_state=ck.load_checkpoint(out).rng_state, **state
+    )
+    with pytest.raises(ck.CheckpointError, match="epoch 5 but the metrics of 1 epoch") as info:
+        training.fit(config(epochs=6), resume=out, data=synthetic(), log=lambda s: None)
+    assert str(out) in str(info.value)
+
+
+def test_random_batch_loss_is_a_seeded_training_batch():
+    from microgradcnn.models import seed_cnn
+
+    model = seed_cnn(rng=np.random.default_rng(0))
+    x, loss = training.random_batch_loss(model, 4, seed=1)
+    assert x.shape == (4, 1, 28, 28)
+    assert x.dtype == np.float32
+    assert x.data.min() >= -0.5
+    assert x.data.max() < 0.5
+    assert loss.shape == ()
+    again = training.random_batch_loss(model, 4, seed=1)[1]
+    assert again.item() == loss.item()
+    assert training.random_batch_loss(model, 4, seed=2)[1].item() != loss.item()
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        training.random_batch_loss(model, 0)
+    with pytest.raises(TypeError, match="batch_size must be an int"):
+        training.random_batch_loss(model, 2.0)
+
+
+# ---- optimizers, schedules and gradient clipping --------------------------------------------------------
+def test_train_builds_its_optimizers_from_the_one_optim_table():
+    from microgradcnn import optim
+
+    assert training.OPTIMIZERS is optim.OPTIMIZERS
+    model = nn.Linear(3, 2, rng=np.random.default_rng(0))
+    for name, cls in optim.OPTIMIZERS.items():
+        opt = training.make_optimizer(config(optimizer=name), model)
+        assert type(opt) is cls
+        assert opt.defaults["lr"] == training.DEFAULT_LR[name]
+    assert training.make_optimizer(config(momentum=0.5), model).defaults["momentum"] == 0.5
+    assert training.make_optimizer(config(optimizer="adamw"), model).defaults["weight_decay"] == 1e-2
+    assert training.make_optimizer(config(optimizer="adam"), model).defaults["weight_decay"] == 0.0
+    assert (
+        training.make_optimizer(config(optimizer="adamw", weight_decay=0.0), model).defaults["weight_decay"]
+        == 0.0
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"schedule": "linear"}, "schedule must be one of none, step, cosine, onecycle"),
+        ({"schedule": "cosine", "lr_decay": 0.5}, "lr_decay applies to schedule 'none' only"),
+        ({"optimizer": "adam", "momentum": 0.5}, "momentum is SGD's; adam has none"),
+        ({"clip_grad_norm": 0.0}, "clip_grad_norm must be None or a positive number"),
+        ({"clip_grad_norm": -1.0}, "clip_grad_norm"),
+        ({"clip_grad_norm": math.nan}, "clip_grad_norm"),
+        ({"clip_grad_norm": math.inf}, "clip_grad_norm"),
+        ({"clip_grad_norm": "1"}, "clip_grad_norm"),
+    ],
+)
+def test_config_validation_of_the_training_controls(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        config(**overrides)
+
+
+def test_a_schedule_replaces_lr_decay():
+    assert config(schedule="cosine").lr_decay == 1.0
+    assert config(model="cnn2", schedule="onecycle").lr_decay == 1.0  # not cnn2's 0.8
+    assert config().lr_decay == training.DEFAULTS["lr_decay"]
+    assert config(schedule="step", lr_decay=1.0).schedule == "step"
+
+
+def lr_trace(monkeypatch):
+    """Record the learning rate and momentum each train_step call runs with."""
+    real, seen = training.train_step, []
+
+    def step(model, optimizer, *args):
+        group = optimizer.param_groups[0]
+        seen.append((group["lr"], group.get("momentum", group.get("betas", (None,))[0])))
+        return real(model, optimizer, *args)
+
+    monkeypatch.setattr(training, "train_step", step)
+    return seen
+
+
+def test_the_schedule_sets_the_rate_of_every_batch(monkeypatch):
+    from microgradcnn.optim import lr_scheduler
+
+    seen = lr_trace(monkeypatch)
+    result = training.fit(config(schedule="cosine", lr=0.1), data=synthetic(), log=lambda s: None)
+    total = 12  # 2 epochs of 6 batches
+    expected = [0.1 * (1 + math.cos(math.pi * t / total)) / 2 for t in range(total)]
+    np.testing.assert_allclose([lr for lr, _ in seen], expected, rtol=1e-12, atol=1e-15)
+    assert isinstance(result.scheduler, lr_scheduler.CosineAnnealingLR)
+    assert result.scheduler.last_epoch == total  # stepped after every batch, not per epoch
+    seen.clear()
+    training.fit(config(schedule="onecycle", optimizer="adamw"), data=synthetic(), log=lambda s: None)
+    lrs, betas = zip(*seen, strict=True)
+    peak = training.DEFAULT_LR["adamw"]
+    assert lrs[0] == pytest.approx(peak / 25)
+    assert max(lrs) == pytest.approx(peak, rel=0.05)
+    assert lrs[-1] < lrs[0]
+    assert betas[0] == pytest.approx(0.95)  # momentum moves against the rate
+    assert min(betas) == pytest.approx(0.85, abs=0.01)
+    seen.clear()
+    training.fit(config(schedule="step", epochs=3, lr=0.1), data=synthetic(), log=lambda s: None)
+    np.testing.assert_allclose([lr for lr, _ in seen], [0.1] * 6 + [0.01] * 6 + [0.001] * 6, rtol=1e-12)
+
+
+def test_without_a_schedule_the_rate_still_decays_by_lr_decay(monkeypatch):
+    seen = lr_trace(monkeypatch)
+    result = training.fit(config(lr=0.1, lr_decay=0.5), data=synthetic(), log=lambda s: None)
+    assert result.scheduler is None
+    assert [lr for lr, _ in seen][6] == pytest.approx(0.05)
+
+
+def test_train_step_clips_between_backward_and_the_update():
+    model = nn.Linear(3, 2, rng=np.random.default_rng(0))
+    opt = training.make_optimizer(config(lr=0.5, momentum=0.0), model)
+    before = [p.data.copy() for p in model.parameters()]
+    x = np.array([[30.0, -20.0, 10.0], [0.0, 40.0, 5.0]], dtype=np.float32)
+    training.train_step(model, opt, x, np.array([1, 0]), 1e-3)
+    moved = math.sqrt(
+        sum(float(((p.data - b) ** 2).sum()) for p, b in zip(model.parameters(), before, strict=True))
+    )
+    # plain SGD moves by lr * |clipped gradient| = 0.5 * 1e-3; unclipped the gradient norm is far larger
+    assert moved == pytest.approx(0.5e-3, rel=1e-3)
+    grad_norm = math.sqrt(sum(float((p.grad**2).sum()) for p in model.parameters()))
+    assert grad_norm == pytest.approx(1e-3, rel=1e-4)  # the step used (and left) the clipped gradients
+
+
+def test_fit_clips_every_batch_with_the_configured_norm(monkeypatch):
+    calls = []
+    real = training.clip_grad_norm_
+
+    def clip(params, max_norm):
+        calls.append(max_norm)
+        return real(params, max_norm)
+
+    monkeypatch.setattr(training, "clip_grad_norm_", clip)
+    data = synthetic()
+    clipped = training.fit(config(clip_grad_norm=0.01), data=data, log=lambda s: None)
+    assert calls == [0.01] * 12
+    calls.clear()
+    plain = training.fit(config(), data=data, log=lambda s: None)
+    assert calls == []
+    assert not np.array_equal(plain.model.state_dict()["0.weight"], clipped.model.state_dict()["0.weight"])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"schedule": "step", "optimizer": "sgd"},
+        {"schedule": "cosine", "optimizer": "rmsprop", "clip_grad_norm": 0.5},
+        {"schedule": "onecycle", "optimizer": "adamw"},
+        {"schedule": "onecycle", "optimizer": "sgd", "clip_grad_norm": 1.0},
+    ],
+)
+@pytest.mark.parametrize("fail_at", [7, 9])  # at the start of epoch 2, and two scheduler steps into it
+def test_a_scheduled_run_resumes_bit_for_bit(tmp_path, monkeypatch, overrides, fail_at):
+    data = synthetic()  # 6 steps per epoch
+    straight = training.fit(config(**overrides), data=data, log=lambda s: None)
+    fail_on_call(monkeypatch, fail_at)
+    out = tmp_path / "c.npz"
+    with pytest.raises(training.TrainingInterrupted):
+        training.fit(config(**overrides), out=out, data=data, log=lambda s: None)
+    saved = ck.load_checkpoint(out)
+    assert saved.epoch == 1
+    assert saved.scheduler_state["last_epoch"] == 6  # the scheduler's state at the epoch boundary
+    assert saved.scheduler_type == type(straight.scheduler).__name__
+    monkeypatch.undo()
+    resumed = training.fit(config(**overrides), out=out, resume=out, data=data, log=lambda s: None)
+    assert_same_run(straight, resumed)
+    assert resumed.scheduler.state_dict() == straight.scheduler.state_dict()
+    assert resumed.optimizer.param_groups[0]["lr"] == straight.optimizer.param_groups[0]["lr"]
+
+
+def strip_to_an_old_checkpoint(path):
+    """Rewrite ``path`` as it was written before schedules existed: no scheduler, no new config keys."""
+    import json
+
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    meta = json.loads(arrays["meta"].tobytes())
+    del meta["scheduler"]
+    for key in ("schedule", "clip_grad_norm"):
+        del meta["config"][key]
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def test_an_old_checkpoint_without_scheduler_state_resumes_without_a_schedule(tmp_path):
+    data = synthetic()
+    straight = training.fit(config(), data=data, log=lambda s: None)
+    out = tmp_path / "old.npz"
+    training.fit(config(epochs=1), out=out, data=data, log=lambda s: None)
+    strip_to_an_old_checkpoint(out)
+    old = ck.load_checkpoint(out)
+    assert old.scheduler_state is None
+    saved = training.TrainConfig.from_dict({**old.config, "epochs": 2})
+    assert (saved.schedule, saved.clip_grad_norm) == ("none", None)
+    resumed = training.fit(saved, resume=out, data=data, log=lambda s: None)
+    assert_same_run(straight, resumed)
+
+
+@pytest.mark.parametrize(
+    ("saved", "requested", "message"),
+    [
+        ({}, {"schedule": "cosine"}, "schedule 'none' (no scheduler), cannot resume schedule 'cosine'"),
+        ({"schedule": "step"}, {}, "schedule 'step' (StepLR), cannot resume schedule 'none'"),
+        (
+            {"schedule": "cosine"},
+            {"schedule": "onecycle"},
+            "schedule 'cosine' (CosineAnnealingLR), cannot resume schedule 'onecycle' (OneCycleLR)",
+        ),
+        ({"schedule": "cosine"}, {"schedule": "cosine", "epochs": 3}, "laid out over 2 epochs"),
+        (
+            {"optimizer": "adamw"},
+            {"optimizer": "rmsprop"},
+            "holds AdamW optimizer state, cannot resume RMSprop",
+        ),
+    ],
+)
+def test_resume_refuses_another_schedule_or_optimizer_naming_the_file(
+    tmp_path, monkeypatch, saved, requested, message
+):
+    data = synthetic()
+    fail_on_call(monkeypatch, 7)
+    out = tmp_path / "c.npz"
+    with pytest.raises(training.TrainingInterrupted):
+        training.fit(config(**saved), out=out, data=data, log=lambda s: None)
+    monkeypatch.undo()
+    with pytest.raises(ck.CheckpointError, match=re.escape(message)) as info:
+        training.fit(config(**requested), resume=out, data=data, log=lambda s: None)
+    assert str(out) in str(info.value)

@@ -17,6 +17,7 @@ from microgradcnn.viz import (
     ComputationGraph,
     GraphvizNotFoundError,
     draw_graph,
+    write_confusion_matrix,
     write_model_graph,
 )
 
@@ -429,6 +430,7 @@ def test_seed_cnn_reads_as_its_layers(seed_loss):
     assert nodes[ce][1] == ()
 
 
+@pytest.mark.needs("dot")
 def test_render_svg_parses_as_xml_and_names_the_seed_cnn_ops(seed_loss, tmp_path):
     model, loss = seed_loss
     svg = draw_graph(loss, params=model, show_grad=True).pipe(format="svg")
@@ -442,6 +444,7 @@ def test_render_svg_parses_as_xml_and_names_the_seed_cnn_ops(seed_loss, tmp_path
     ET.parse(out)
 
 
+@pytest.mark.needs("dot")
 def test_render_png_has_signature_and_a_sane_size(seed_loss):
     model, loss = seed_loss
     width, height = png_size(draw_graph(loss, params=model).pipe(format="png"))
@@ -450,6 +453,7 @@ def test_render_png_has_signature_and_a_sane_size(seed_loss):
     assert height > width  # top to bottom: a tall picture
 
 
+@pytest.mark.needs("dot")
 def test_render_works_without_models_module_too():
     net = make_net()
     loss = net(mg.Tensor(np.ones((2, 5), np.float32))).sum()
@@ -482,6 +486,7 @@ def test_missing_dot_raises_with_install_instructions(monkeypatch, tmp_path):
 
 
 # ---- write_model_graph --------------------------------------------------------------------------------
+@pytest.mark.needs("dot")
 @pytest.mark.parametrize(("fmt", "magic"), [("svg", b"<?xml"), ("png", PNG_SIGNATURE), ("pdf", b"%PDF")])
 def test_write_model_graph_writes_exactly_the_given_path(tmp_path, fmt, magic):
     out = tmp_path / "sub" / "graph.picture"
@@ -498,6 +503,7 @@ def _umask():
     return mask
 
 
+@pytest.mark.needs("dot")
 def test_write_model_graph_is_atomic(tmp_path, monkeypatch):
     out = tmp_path / "graph.svg"
     out.write_bytes(b"old picture")
@@ -521,6 +527,7 @@ def test_write_model_graph_rejects_bad_format_and_batch(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.needs("dot")
 def test_write_model_graph_infers_the_input_shape(tmp_path):
     out = write_model_graph(make_net(), tmp_path / "g.svg", batch_size=3)  # first layer: in_features=5
     assert "(3, 5) float32" in text(out.read_text())
@@ -533,6 +540,7 @@ def test_write_model_graph_infers_the_input_shape(tmp_path):
         write_model_graph(Opaque(), tmp_path / "h.svg")
 
 
+@pytest.mark.needs("dot")
 def test_write_model_graph_with_grad_shows_norms_and_leaves_grads_as_they_were(tmp_path):
     net = make_net()
     params = dict(net.named_parameters())
@@ -547,9 +555,27 @@ def test_write_model_graph_with_grad_shows_norms_and_leaves_grads_as_they_were(t
     assert text(again.read_text()) == svg  # seeded: the same batch each time
 
 
+@pytest.mark.needs("dot")
 def test_write_model_graph_draws_the_seed_cnn(tmp_path):
     models = pytest.importorskip("microgradcnn.models")
     out = write_model_graph(models.seed_cnn(), tmp_path / "seed", fmt="svg")
     labels = text(out.read_text())
     for needle in ("(8, 1, 28, 28) float32", "conv2d", "max_pool2d", "linear", "cross_entropy", "loss ="):
         assert needle in labels
+
+
+# ---- write_confusion_matrix ---------------------------------------------------------------------------
+def test_write_confusion_matrix_draws_a_png_shaded_by_row_share(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    matrix = np.array([[9, 1], [0, 0]])  # row 1 has no images: no division by zero, an unshaded row
+    out = write_confusion_matrix(matrix, tmp_path / "cm", title="two classes")
+    assert out == tmp_path / "cm"
+    assert out.read_bytes().startswith(PNG_SIGNATURE)
+    image = cv2.imread(str(out))
+    cell, left, top = 48, 70, 90  # the layout's constants: cell (0, 0) is 90 % of its row, (0, 1) 10 %
+    dark, light = image[top + 5, left + 5], image[top + 5, left + cell + 5]
+    assert dark[2] < light[2]  # red and green fall as the share rises (white -> blue)
+    assert list(image[top + cell + 5, left + 5]) == [255, 255, 255]  # the empty row stays white
+    with pytest.raises(ValueError, match=r"square \(K, K\) matrix"):
+        write_confusion_matrix(np.zeros((2, 3)), tmp_path / "bad.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cm"]

@@ -8,6 +8,7 @@
 """
 
 from microgradcnn import functional
+from microgradcnn.nn import utils
 from microgradcnn.nn.layers import (
     AvgPool2d,
     Conv2d,
@@ -34,4 +35,5 @@ __all__ = [
     "Sequential",
     "StateDictError",
     "functional",
+    "utils",
 ]

@@ -77,7 +77,7 @@ class LinearFn(Function):
     """x @ weight^T (+ bias). Backward: dx = grad @ W, dW = grad^T @ x, db = grad summed over rows.
 
     Leading axes of x are flattened into one row axis so every product is one 2-d BLAS call; ``np.dot``
-    rather than ``np.matmul``, which is ~5x slower for the outer product of dW at batch 1 (PERF_NOTES).
+    rather than ``np.matmul``, which is ~5x slower for the outer product of dW at batch 1 (measured).
     Derivation: docs/ops.md#linear.
     """
 

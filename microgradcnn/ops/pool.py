@@ -76,7 +76,7 @@ def _route(grad: Array, arg: Array | None, shape: tuple[int, ...], padding: tupl
             np.multiply(grad, arg, out=second)
             np.subtract(grad, second, out=first)
 
-    else:  # a mask multiply is ~3x faster than np.where (PERF_NOTES)
+    else:  # a mask multiply is ~3x faster than np.where here (measured on the seed CNN's pool gradient)
         shares = (grad,) if arg is None else (grad * (arg == k) for k in range(len(slices)))
     return scatter_windows(shares, shape, padding, slices, overlap, grad.dtype)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 import re
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -66,16 +67,20 @@ def check_op(
     ``name`` is a registered op name or a ``Function`` subclass. Its cases come from ``cases`` if given (a
     strategy, or a factory called with ``strategy_overrides``), else from
     ``microgradcnn.testing.strategies.OP_CASES[name]`` (see ``register_cases``) built with
-    ``strategy_overrides``. A case is an ``OpCase(fn, inputs)``, or just the inputs (a Tensor or a tuple)
-    for the op's ``apply``. Each case goes through ``gradcheck(fn, inputs, eps, atol, rtol)``.
+    ``strategy_overrides``, else they are inferred from ``forward``'s signature: one float64 tensor per
+    positional array input (the parameters after ``ctx`` without a default), all of one shared small shape,
+    values spaced apart and away from 0 (``strategies.default_cases``, which takes the overrides). A case is
+    an ``OpCase(fn, inputs)``, or just the inputs (a Tensor or a tuple) for the op's ``apply``. Each case
+    goes through ``gradcheck(fn, inputs, eps, atol, rtol)``.
 
     The active hypothesis profile's settings apply, with ``max_examples`` on top (None keeps the profile's),
     no deadline (a gradient check is slow by nature) and the first failure raised alone: hypothesis shrinks
     it to a minimal example and prints it, so a pytest test body can be just ``check_op("conv2d")``.
 
     Raises:
-        KeyError: if ``name`` is not a registered op, or no cases are known for it (the message says how to
-            give some).
+        KeyError: if ``name`` is not a registered op, or it has no cases and its ``forward``'s signature
+            does not tell its array inputs (``*args``, a keyword-only argument without a default): the
+            message names the op and says to pass ``cases=``.
         TypeError: for a ``name`` that is neither a string nor a Function subclass, a ``cases`` that is not
             a strategy, or a case that is neither an OpCase nor inputs.
         GradcheckError: for the (shrunk) case whose gradient is wrong, naming the op, the input shapes and
@@ -136,17 +141,80 @@ def _strategy(op: str, fn_cls: type[Function] | None, cases: Any, overrides: dic
 
     from microgradcnn.testing.strategies import OP_CASES
 
-    how = (f"pass cases=<a strategy of OpCase or of input tuples>, decorate a strategy factory with "
-           f"@register_cases({op!r}), or add an entry to microgradcnn.testing.strategies.OP_CASES")
     if fn_cls is None:
         raise KeyError(f"check_op: no registered op named {op!r}{_did_you_mean(op)}")
-    if REGISTRY.get(op) is not fn_cls:
-        # A private (register=False) class: OP_CASES[op], if any, exercises the registered op of that name.
-        raise KeyError(f"check_op: {fn_cls.__qualname__} is not the registered op {op!r}, so it has no "
-                       f"registered cases; pass cases=<a strategy of OpCase or of input tuples>")
-    if op not in OP_CASES:
-        raise KeyError(f"check_op: no strategy for op {op!r}: {how}")
-    return OP_CASES[op](**overrides)
+    if REGISTRY.get(op) is fn_cls and op in OP_CASES:
+        return OP_CASES[op](**overrides)
+    # No cases of its own: a user's op, or a private (register=False) class, for which OP_CASES[op] (if any)
+    # would exercise the registered op of that name instead. Infer them from its forward's signature.
+    return _inferred_cases(op, fn_cls, overrides)
+
+
+_HOW = "pass cases=<a strategy of OpCase or of input tuples>"
+
+
+def _inferred_cases(op: str, fn_cls: type[Function], overrides: dict[str, Any]) -> Any:
+    """``default_cases`` for the array inputs ``fn_cls.forward`` takes, each drawn case applied by
+    ``fn_cls.apply`` (its keyword attributes keep their defaults)."""
+    from microgradcnn.testing.strategies import OpCase, default_cases
+
+    names = _array_inputs(op, fn_cls)
+    allowed = set(inspect.signature(default_cases).parameters) - {"num_inputs"}
+    unknown = sorted(set(overrides) - allowed)
+    if unknown:
+        raise TypeError(
+            f"check_op({op!r}): the cases inferred from {fn_cls.__qualname__}.forward take the overrides "
+            f"{sorted(allowed)}, not {unknown}; for other inputs {_HOW}"
+        )
+    apply = _InferredApply(op, fn_cls, names)
+    return default_cases(len(names), **overrides).map(lambda inputs: OpCase(apply, inputs))
+
+
+def _array_inputs(op: str, fn_cls: type[Function]) -> list[str]:
+    """The names of ``fn_cls.forward``'s array inputs: its positional parameters after ``ctx`` that have
+    no default. Raises KeyError (saying to pass ``cases=``) when the signature does not tell them."""
+    where = f"{fn_cls.__qualname__}.forward"
+    how = _HOW + (f", or decorate a strategy factory with @register_cases({op!r})"
+                  if REGISTRY.get(op) is fn_cls else "")
+
+    def cannot(reason: str) -> KeyError:
+        return KeyError(f"check_op({op!r}): no cases given and none can be inferred: {where} {reason}; {how}")
+
+    try:
+        params = list(inspect.signature(fn_cls.forward).parameters.values())
+    except (TypeError, ValueError):
+        raise cannot("has no signature to read") from None
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if not params or params[0].kind not in positional:
+        raise cannot("does not take ctx as its first argument (is it a @staticmethod?)")
+    names = []
+    for p in params[1:]:
+        if p.kind is inspect.Parameter.VAR_POSITIONAL:
+            raise cannot(f"takes *{p.name}, so the number of its array inputs is unknown")
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty:
+            raise cannot(f"has a keyword-only argument {p.name!r} without a default, whose value is unknown")
+        if p.kind in positional and p.default is inspect.Parameter.empty:
+            names.append(p.name)
+    if not names:
+        raise cannot("takes no array input")
+    return names
+
+
+class _InferredApply:
+    """``fn_cls.apply`` for inferred cases; says where the inputs came from when the op refuses them."""
+
+    def __init__(self, op: str, fn_cls: type[Function], names: list[str]) -> None:
+        self.fn_cls = fn_cls
+        self.hint = (f"check_op({op!r}) inferred these cases from {fn_cls.__qualname__}.forward(ctx, "
+                     f"{', '.join(names)}): float64 tensors of one shared shape, values spaced apart and "
+                     f"away from 0; if the op needs other inputs, {_HOW}")
+
+    def __call__(self, *inputs: Tensor) -> Tensor:
+        try:
+            return self.fn_cls.apply(*inputs)
+        except Exception as err:
+            err.add_note(self.hint)
+            raise
 
 
 def _unpack(case: Any, op: str, fn_cls: type[Function] | None) -> Case:
@@ -165,6 +233,12 @@ def _unpack(case: Any, op: str, fn_cls: type[Function] | None) -> Case:
 
 
 def _describe(fn: Callable[..., Tensor], inputs: tuple[Any, ...], op: str) -> str:
+    """What a failure report adds: the inputs and op attributes, and where inferred cases came from."""
+    text = _describe_inputs(fn, inputs, op)
+    return f"{text}\n    {fn.hint}" if isinstance(fn, _InferredApply) else text
+
+
+def _describe_inputs(fn: Callable[..., Tensor], inputs: tuple[Any, ...], op: str) -> str:
     """Input shapes and dtypes, and the attributes of the op's node in the graph ``fn`` records."""
     parts = [_summary(x) for x in inputs]
     text = f"inputs: {', '.join(parts) or 'none'}"

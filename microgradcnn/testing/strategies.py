@@ -2,7 +2,8 @@
 
 Needs the ``testing`` extra (``pip install "microgradcnn[testing]"``). Public building blocks for your own
 property tests: ``tensors``, ``arrays``, ``shapes``, ``broadcastable_shapes``, ``floats``, ``away_from_zero``,
-``spaced_arrays``, ``distinct_arrays``, ``axes``, ``conv2d_configs``, ``pool2d_configs``, ``class_targets``.
+``spaced_arrays``, ``distinct_arrays``, ``axes``, ``conv2d_configs``, ``pool2d_configs``, ``class_targets``;
+``stroke_images`` for image-preprocessing tests.
 Sizes are small (sides up to ``MAX_SIDE``; conv/pool images up to 9x9) so a property test of 100 gradient
 checks takes seconds. Values are drawn away from the points where finite differences lie (relu at 0, ties
 under max, log near 0): ``tensors(avoid_kinks=True)`` and ``spaced_arrays`` for your own ops; so a failing
@@ -26,6 +27,7 @@ except ModuleNotFoundError as err:  # pragma: no cover - depends on the environm
     ) from err
 
 from microgradcnn import ops
+from microgradcnn._checks import check_int
 from microgradcnn.ops.reduce import normalize_axes
 from microgradcnn.tensor import Tensor
 
@@ -140,9 +142,82 @@ def distinct_arrays(draw: st.DrawFn, shape: Any, spacing: float = 0.1) -> np.nda
     return (spacing * (np.asarray(perm, dtype=np.float64) - size / 2)).reshape(shape)
 
 
+def default_cases(
+    num_inputs: int, min_dims: int = 1, max_dims: int = 2, max_side: int = 3, spacing: float = 0.1
+) -> st.SearchStrategy[tuple[Tensor, ...]]:
+    """What ``check_op`` draws for an op with no cases of its own: ``num_inputs`` float64 leaf tensors.
+
+    All of one shared shape (``min_dims`` to ``max_dims`` sides of 1 to ``max_side``), so elementwise and
+    broadcasting ops accept them; their values come from one ``spaced_arrays`` draw over all inputs
+    together: every value at least ``spacing`` from zero and from every other value *of any input*, so relu,
+    abs, max(x, y), x / y and comparisons between inputs stay away from their kinks and poles. Values reach
+    about ``±2 * spacing * num_inputs * size`` (±1.8 for one 3x3 input). Ops that need other inputs
+    (positive values, matching matrix shapes, labels) bring their own with ``cases=`` or ``register_cases``.
+
+    Raises:
+        TypeError: for a ``num_inputs`` that is not an int.
+        ValueError: for ``num_inputs < 1`` or ``spacing <= 0``.
+    """
+    num_inputs = check_int(num_inputs, "num_inputs", "default_cases", minimum=1)
+    stacked = shapes(min_dims, max_dims, max_side=max_side).map(lambda shape: (num_inputs, *shape))
+    return spaced_arrays(stacked, spacing).map(lambda a: tuple(_grad(a[i].copy()) for i in range(num_inputs)))
+
+
 def class_targets(n: int, num_classes: int) -> st.SearchStrategy[np.ndarray]:
     """int64 class indices of shape (n,), each in [0, num_classes)."""
     return hnp.arrays(np.int64, (n,), elements=st.integers(0, num_classes - 1))
+
+
+# ------------------------------------------------------------------------------ images for the image pipeline
+IMAGE_LAYOUTS = ("gray", "gray1", "bgr", "bgra", "uint16", "float32", "bool")
+"""How ``stroke_images`` hands an image over: 2-D uint8, (H, W, 1), BGR, BGRA with a transparent background,
+16-bit, float 0..1, or a bool mask."""
+
+
+@st.composite
+def stroke_images(draw: st.DrawFn, max_side: int = 300, max_strokes: int = 4) -> np.ndarray:
+    """Images such as a scan or a photo of a digit gives, drawn as bars, lines and dots of one ink on plain
+    paper: sides 1..``max_side`` (1-px-wide and very elongated canvases included), 0..``max_strokes``
+    strokes of any width (hairlines to blobs), any paper and ink grey (equal ones give a blank image), in
+    one of ``IMAGE_LAYOUTS``. Returns an array in OpenCV's layout, as ``image.preprocess_digit`` takes it.
+    """
+    import cv2  # only this strategy needs OpenCV
+
+    h, w = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
+    paper, ink = draw(st.integers(0, 255)), draw(st.integers(0, 255))
+    canvas = np.full((h, w), paper, np.uint8)
+    mask = np.zeros((h, w), np.uint8)  # where ink was put: the opaque part of a transparent image
+    for _ in range(draw(st.integers(0, max_strokes))):
+        kind = draw(st.sampled_from(["bar", "line", "dot"]))
+        x0, y0 = draw(st.integers(0, w - 1)), draw(st.integers(0, h - 1))
+        if kind == "dot":
+            radius = draw(st.integers(0, max(1, min(h, w) // 4)))
+            for target, value in ((canvas, ink), (mask, 255)):
+                cv2.circle(target, (x0, y0), radius, value, -1)
+            continue
+        x1, y1 = draw(st.integers(0, w - 1)), draw(st.integers(0, h - 1))
+        if kind == "bar":  # an axis-aligned filled rectangle: a straight "1" or a dash
+            rows, cols = slice(min(y0, y1), max(y0, y1) + 1), slice(min(x0, x1), max(x0, x1) + 1)
+            canvas[rows, cols], mask[rows, cols] = ink, 255
+        else:
+            thickness = draw(st.integers(1, max(1, min(h, w) // 3)))
+            line_type = draw(st.sampled_from([cv2.LINE_8, cv2.LINE_AA]))
+            for target, value in ((canvas, ink), (mask, 255)):
+                cv2.line(target, (x0, y0), (x1, y1), value, thickness, line_type)
+    layout = draw(st.sampled_from(IMAGE_LAYOUTS))
+    if layout == "gray1":
+        return canvas[:, :, None]
+    if layout == "bgr":
+        return cv2.cvtColor(canvas, cv2.COLOR_GRAY2BGR)
+    if layout == "bgra":
+        return np.dstack([cv2.cvtColor(canvas, cv2.COLOR_GRAY2BGR), mask])
+    if layout == "uint16":
+        return canvas.astype(np.uint16) * np.uint16(257)
+    if layout == "float32":
+        return canvas.astype(np.float32) / np.float32(255.0)
+    if layout == "bool":
+        return canvas > 127
+    return canvas
 
 
 def _grad(a: np.ndarray) -> Tensor:

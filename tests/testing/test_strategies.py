@@ -16,6 +16,7 @@ from microgradcnn.testing.strategies import (
     broadcastable_shapes,
     class_targets,
     conv2d_configs,
+    default_cases,
     distinct_arrays,
     floats,
     pool2d_configs,
@@ -63,6 +64,35 @@ def test_tensors_avoiding_kinks_keep_every_value_and_every_pair_spacing_apart(da
     tol = 1e-6 * spacing  # float32 rounding of the drawn values
     assert np.all(np.abs(t.data) >= spacing - tol), "relu/abs kink at 0"
     assert _min_gap(t.data) >= spacing - tol, "a tie for max"
+
+
+@fast
+@given(data=st.data(), n=st.integers(1, 3))
+def test_default_cases_are_float64_leaves_of_one_shape_spaced_apart_across_inputs(data, n):
+    inputs = data.draw(default_cases(n))
+    assert len(inputs) == n
+    assert all(isinstance(t, mg.Tensor) and t.is_leaf and t.requires_grad for t in inputs)
+    assert all(t.dtype == np.float64 for t in inputs)
+    assert len({t.shape for t in inputs}) == 1  # one shared shape: elementwise ops accept them
+    assert 1 <= inputs[0].ndim <= 2
+    assert all(1 <= side <= 3 for side in inputs[0].shape)
+    values = np.stack([t.data for t in inputs])
+    assert np.all(np.abs(values) >= 0.1), "a kink at 0"
+    assert _min_gap(values) >= 0.1, "a tie between two values, also of different inputs (max(x, y))"
+    if n > 1:  # separate arrays: gradcheck perturbing one input must not move another
+        assert not np.shares_memory(inputs[0].data, inputs[1].data)
+
+
+def test_default_cases_honour_their_arguments_and_refuse_bad_counts():
+    from hypothesis import find
+
+    (t,) = find(default_cases(1, min_dims=3, max_dims=3, max_side=1, spacing=0.5), lambda case: True)
+    assert t.shape == (1, 1, 1)
+    assert abs(t.item()) >= 0.5
+    with pytest.raises(ValueError, match="default_cases: num_inputs must be at least 1"):
+        default_cases(0)
+    with pytest.raises(TypeError, match="default_cases: num_inputs must be an int"):
+        default_cases(2.0)
 
 
 def test_tensors_avoiding_kinks_refuse_elements():

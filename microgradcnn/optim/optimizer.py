@@ -1,4 +1,4 @@
-"""Optimizers with PyTorch's update rules: SGD (momentum, Nesterov, weight decay) and Adam.
+"""Optimizers with PyTorch's update rules: SGD (momentum, Nesterov, weight decay), Adam, AdamW and RMSprop.
 
 Updates happen in place on each parameter's ``.data``, so the Parameter objects a model holds stay the same,
 and a float32 parameter stays float32. Parameters whose ``.grad`` is None are skipped, as in PyTorch.
@@ -14,15 +14,17 @@ array([ 0.95, -2.05], dtype=float32)
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
+from microgradcnn._checks import is_real
 from microgradcnn.tensor import Tensor
 
-__all__ = ["SGD", "Adam", "Optimizer"]
+__all__ = ["OPTIMIZERS", "SGD", "Adam", "AdamW", "Optimizer", "RMSprop", "create_optimizer"]
 
 
 class Optimizer:
@@ -30,8 +32,8 @@ class Optimizer:
 
     ``params`` is an iterable of Tensors (usually ``model.parameters()``) or of dicts ``{"params": [...],
     "lr": ...}``, one per group, whose keys override ``defaults`` for that group. ``param_groups`` is the
-    list of group dicts (change ``group["lr"]`` to change the learning rate); ``state`` maps a parameter to
-    its state dict (momentum buffer, Adam moments).
+    list of group dicts (change ``group["lr"]`` to change the learning rate, as the schedulers of
+    ``optim.lr_scheduler`` do); ``state`` maps a parameter to its state dict (momentum buffer, Adam moments).
 
     Raises:
         ValueError: for an empty parameter list, or a parameter listed twice.
@@ -184,13 +186,13 @@ class Optimizer:
         return "\n".join([*lines, ")"])
 
 
-def _at_least(what: str, value: Any, low: float, name: str) -> None:
-    if (
-        not isinstance(value, int | float | np.floating | np.integer)
-        or isinstance(value, bool)
-        or not value >= low
-    ):
-        raise ValueError(f"{name}: invalid {what} {value!r}; it must be a number >= {low}")
+def _at_least(what: str, value: Any, low: float, where: str, *, strict: bool = False) -> None:
+    """Refuse anything but a real number >= low (> low when ``strict``), NaN included, naming the optimizer or
+    scheduler (``where``) and the hyperparameter."""
+    if not is_real(value) or not (value > low if strict else value >= low):
+        raise ValueError(
+            f"{where}: invalid {what} {value!r}; it must be a number {'>' if strict else '>='} {low}"
+        )
 
 
 class SGD(Optimizer):
@@ -221,10 +223,11 @@ class SGD(Optimizer):
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
-        _at_least("momentum", group["momentum"], 0.0, "SGD")
-        _at_least("weight_decay", group["weight_decay"], 0.0, "SGD")
+        name = type(self).__name__
+        _at_least("momentum", group["momentum"], 0.0, name)
+        _at_least("weight_decay", group["weight_decay"], 0.0, name)
         if group["nesterov"] and group["momentum"] <= 0:
-            raise ValueError("SGD: nesterov momentum requires momentum > 0")
+            raise ValueError(f"{name}: nesterov momentum requires momentum > 0")
 
     def _state_names(self) -> tuple[str, ...]:
         return ("momentum_buffer",)
@@ -257,18 +260,22 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (not AMSGrad), exactly as ``torch.optim.Adam``: weight decay is added to the gradient (L2, not
-    AdamW's decoupled decay) and both moments are bias-corrected. Per parameter, each ``step()``::
+    """Adam, optionally AMSGrad, exactly as ``torch.optim.Adam``: weight decay is added to the gradient (L2,
+    not AdamW's decoupled decay) and both moments are bias-corrected. Per parameter, each ``step()``::
 
         t = t + 1
         g = g + weight_decay * p
         m = m + (1 - beta1) * (g - m)                      # = beta1 * m + (1 - beta1) * g
         v = beta2 * v + (1 - beta2) * g * g
+        v_max = max(v_max, v)                              # amsgrad only; then v_max replaces v below
         p = p - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
 
     Raises:
         ValueError: for a negative lr, eps or weight_decay, or a beta outside [0, 1).
     """
+
+    _decoupled_weight_decay = False
+    """AdamW's one difference: decay the parameter itself instead of adding to the gradient."""
 
     def __init__(
         self,
@@ -277,20 +284,29 @@ class Adam(Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
+        amsgrad: bool = False,
     ) -> None:
-        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
+        super().__init__(
+            params,
+            {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "amsgrad": amsgrad},
+        )
 
     def _validate(self, group: dict[str, Any]) -> None:
         super()._validate(group)
-        _at_least("eps", group["eps"], 0.0, "Adam")
-        _at_least("weight_decay", group["weight_decay"], 0.0, "Adam")
+        name = type(self).__name__
+        _at_least("eps", group["eps"], 0.0, name)
+        _at_least("weight_decay", group["weight_decay"], 0.0, name)
         betas = group["betas"]
-        if len(betas) != 2 or not all(isinstance(b, int | float) and 0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"Adam: invalid betas {betas!r}; both must be in [0, 1)")
-        group["betas"] = (float(betas[0]), float(betas[1]))
+        if (
+            not isinstance(betas, tuple | list)
+            or len(betas) != 2
+            or not all(is_real(b) and 0.0 <= b < 1.0 for b in betas)
+        ):
+            raise ValueError(f"{name}: invalid betas {betas!r}; both must be in [0, 1)")
+        group["betas"] = (float(betas[0]), float(betas[1]))  # a checkpoint's JSON brings a list back
 
     def _state_names(self) -> tuple[str, ...]:
-        return ("step", "exp_avg", "exp_avg_sq")
+        return ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
     def step(self) -> None:
         """One update of every parameter with a gradient (see the class docstring)."""
@@ -306,11 +322,156 @@ class Adam(Optimizer):
                 state["step"] += 1
                 t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
                 if decay != 0:
-                    g = g + decay * p.data
+                    if self._decoupled_weight_decay:
+                        p.data *= 1 - lr * decay
+                    else:
+                        g = g + decay * p.data
                 m += (1 - beta1) * (g - m)  # PyTorch's lerp, in the same order of operations
                 v *= beta2
                 v += (1 - beta2) * (g * g)
+                if group["amsgrad"]:
+                    v_max = state.setdefault("max_exp_avg_sq", np.zeros_like(p.data))
+                    np.maximum(v_max, v, out=v_max)
+                    v = v_max
                 step_size = lr / (1 - beta1**t)
                 denom = np.sqrt(v) / math.sqrt(1 - beta2**t)
                 denom += eps
                 p.data -= step_size * (m / denom)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay, exactly as ``torch.optim.AdamW`` (Loshchilov & Hutter). Each
+    ``step()`` first shrinks the parameter, ``p = p * (1 - lr * weight_decay)``, then takes Adam's step on the
+    plain gradient (see ``Adam``), so the decay does not pass through the adaptive scaling. The signature is
+    Adam's with PyTorch's AdamW default weight_decay, 1e-2; the checks and errors are Adam's.
+    """
+
+    _decoupled_weight_decay = True
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+    ) -> None:
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+
+
+class RMSprop(Optimizer):
+    """RMSprop exactly as ``torch.optim.RMSprop`` (eps added outside the square root, optional momentum and
+    centering). Per parameter, each ``step()``::
+
+        g = g + weight_decay * p
+        v = alpha * v + (1 - alpha) * g * g
+        a = a + (1 - alpha) * (g - a)                      # centered only: the mean gradient
+        s = sqrt(v - a * a) (centered)  or  sqrt(v), then s = s + eps
+        buf = momentum * buf + g / s;  p = p - lr * buf    # momentum > 0
+        p = p - lr * g / s                                 # momentum == 0
+
+    Raises:
+        ValueError: for a negative lr, alpha, eps, weight_decay or momentum.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+    ) -> None:
+        super().__init__(
+            params,
+            {
+                "lr": lr,
+                "alpha": alpha,
+                "eps": eps,
+                "weight_decay": weight_decay,
+                "momentum": momentum,
+                "centered": centered,
+            },
+        )
+
+    def _validate(self, group: dict[str, Any]) -> None:
+        super()._validate(group)
+        for what in ("alpha", "eps", "weight_decay", "momentum"):
+            _at_least(what, group[what], 0.0, type(self).__name__)
+
+    def _state_names(self) -> tuple[str, ...]:
+        return ("step", "square_avg", "momentum_buffer", "grad_avg")
+
+    def step(self) -> None:
+        """One update of every parameter with a gradient (see the class docstring)."""
+        for group in self.param_groups:
+            lr, alpha, eps, decay, momentum = (
+                group[k] for k in ("lr", "alpha", "eps", "weight_decay", "momentum")
+            )
+            for p in group["params"]:
+                g = p.grad
+                if g is None:
+                    continue
+                state = self.state.setdefault(p, {})
+                if not state:
+                    state.update(step=0, square_avg=np.zeros_like(p.data))
+                state["step"] += 1
+                if decay != 0:
+                    g = g + decay * p.data
+                v = state["square_avg"]
+                v *= alpha
+                v += (1 - alpha) * (g * g)
+                if group["centered"]:
+                    mean = state.setdefault("grad_avg", np.zeros_like(p.data))
+                    mean += (1 - alpha) * (g - mean)
+                    # v >= mean**2 in exact arithmetic; rounding can push the difference a hair below zero
+                    # once the gradient is steady, and sqrt would then turn the step into NaN
+                    s = np.sqrt(np.maximum(v - mean * mean, 0.0))
+                else:
+                    s = np.sqrt(v)
+                s += eps
+                if momentum > 0:
+                    buf = state.setdefault("momentum_buffer", np.zeros_like(p.data))
+                    buf *= momentum
+                    buf += g / s
+                    p.data -= lr * buf
+                else:
+                    p.data -= lr * (g / s)
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
+"""The optimizers ``create_optimizer`` builds, by lower-case name."""
+
+
+def create_optimizer(name: str, params: Iterable[Any], **hyperparameters: Any) -> Optimizer:
+    """The optimizer called ``name`` (a key of ``OPTIMIZERS``, any case) over ``params``, with
+    ``hyperparameters`` passed to its constructor; those not given keep the class's (PyTorch's) defaults.
+
+    A hyperparameter the optimizer does not have is an error, not silently dropped: ``momentum`` for Adam
+    would otherwise look applied and not be.
+
+    >>> from microgradcnn.nn import Linear
+    >>> opt = create_optimizer("AdamW", Linear(3, 2).parameters(), lr=1e-3, weight_decay=0.05)
+    >>> type(opt).__name__, opt.defaults["weight_decay"]
+    ('AdamW', 0.05)
+
+    Raises:
+        ValueError: for an unknown name (listing the known ones) or a hyperparameter the optimizer lacks
+            (listing those it has).
+    """
+    cls = OPTIMIZERS.get(name.lower()) if isinstance(name, str) else None
+    if cls is None:
+        raise ValueError(
+            f"create_optimizer: unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}"
+        )
+    accepted = [n for n in inspect.signature(cls).parameters if n != "params"]
+    unknown = sorted(set(hyperparameters) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"create_optimizer: {cls.__name__} has no hyperparameter {', '.join(unknown)}; "
+            f"it takes {', '.join(accepted)}"
+        )
+    return cls(params, **hyperparameters)
