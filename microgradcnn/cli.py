@@ -281,6 +281,19 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- export ---------------------------------------------------------------------------------------------
+def _cmd_export(args: argparse.Namespace) -> int:
+    from microgradcnn import onnx as mg_onnx
+    from microgradcnn.checkpoint import load_checkpoint, restore_model
+
+    model = restore_model(load_checkpoint(args.checkpoint))
+    example = np.zeros((1, 1, 28, 28), dtype=np.float32)  # the models' input: one 28x28 grayscale digit
+    path = mg_onnx.export(model, example, args.out, dynamic_batch=not args.static_batch, opset=args.opset)
+    batch = "a fixed batch of 1" if args.static_batch else "any batch size"
+    print(f"wrote {path} (ONNX, {batch}, input 'input' (N, 1, 28, 28) -> output 'output' (N, 10) logits)")
+    return 0
+
+
 # ---- parser ---------------------------------------------------------------------------------------------
 def _int_at_least(low: int) -> Any:
     """An argparse type: an int >= ``low``."""
@@ -488,6 +501,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the random batch (default 0)")
     g.set_defaults(handler=_cmd_graph)
+
+    x = sub.add_parser(
+        "export",
+        help="write a checkpoint's model as an ONNX file",
+        description="Export a trained model to ONNX, for ONNX Runtime, Netron or PyTorch (docs/interop.md).",
+    )
+    x.add_argument("checkpoint", metavar="CHECKPOINT")
+    x.add_argument("out", metavar="OUT.onnx", help="the ONNX file to write, used exactly as given")
+    x.add_argument("--opset", type=_int_at_least(13), default=None, help="ONNX opset (default 17)")
+    x.add_argument("--static-batch", action="store_true", help="fix the batch size at 1 (default: any)")
+    x.set_defaults(handler=_cmd_export)
     return parser
 
 

@@ -1,0 +1,176 @@
+"""The ONNX mapping of every built-in op that a model's forward uses: one ``register_exporter`` entry each.
+
+Not mapped: ``cross_entropy`` (a training loss, not part of a served model) and ``getitem`` with arrays,
+``None`` or ``Ellipsis`` in the index.
+"""
+
+from __future__ import annotations
+
+import math
+
+from microgradcnn.onnx.exporter import Graph
+from microgradcnn.onnx.registry import OnnxError, register_exporter
+from microgradcnn.tensor import Context
+
+_INT64_MAX = 2**63 - 1
+
+
+def _unary(op_name: str, op_type: str) -> None:
+    @register_exporter(op_name)
+    def exporter(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
+        g.node(op_type, inputs, out)
+
+    exporter.__qualname__ = f"export_{op_name}"
+
+
+for _name, _type in [
+    ("add", "Add"), ("sub", "Sub"), ("mul", "Mul"), ("div", "Div"), ("matmul", "MatMul"),
+    ("neg", "Neg"), ("exp", "Exp"), ("log", "Log"), ("relu", "Relu"), ("tanh", "Tanh"),
+    ("sigmoid", "Sigmoid"),
+]:
+    _unary(_name, _type)  # one node of the same inputs: ONNX broadcasts as NumPy does
+
+
+def _pads(padding: tuple[int, int]) -> list[int]:
+    return [padding[0], padding[1], padding[0], padding[1]]  # ONNX: all begins, then all ends
+
+
+@register_exporter("conv2d")
+def export_conv2d(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
+    a = ctx.attrs
+    g.node("Conv", inputs, out, kernel_shape=list(ctx.parents[1].shape[2:]), strides=list(a["stride"]),
+           pads=_pads(a["padding"]), dilations=list(a["dilation"]), group=a["groups"])
+
+
+@register_exporter("max_pool2d")
+def export_max_pool2d(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
+    a = ctx.attrs
+    g.node("MaxPool", inputs, out, kernel_shape=list(a["kernel_size"]), strides=list(a["stride"]),
+           pads=_pads(a["padding"]))
+
+
+@register_exporter("avg_pool2d")
+def export_avg_pool2d(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
+    a = ctx.attrs
+    g.node("AveragePool", inputs, out, kernel_shape=list(a["kernel_size"]), strides=list(a["stride"]),
+           pads=_pads(a["padding"]), count_include_pad=1)  # the padding zeros count, as ours and PyTorch's
+
+
+@register_exporter("linear")
+def export_linear(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
+    if ctx.parents[0].ndim == 2:  # Gemm, as PyTorch writes nn.Linear: Y = X W^T + b
+        g.node("Gemm", inputs, out, transB=1)
+        return
+    wt = g.node("Transpose", [inputs[1]], perm=[1, 0])
+    if len(inputs) == 2:
+        g.node("MatMul", [inputs[0], wt], out)
+    else:
+        g.node("Add", [g.node("MatMul", [inputs[0], wt]), inputs[2]], out)
+
+
+@register_exporter("pow")
+def export_pow(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
+    exponent = g.constant(ctx.attrs["exponent"], "exponent", dtype=ctx.parents[0].dtype)
+    g.node("Pow", [inputs[0], exponent], out)
+
+
+@register_exporter("rpow")
+def export_rpow(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
+    base = g.constant(ctx.attrs["base"], "base", dtype=ctx.parents[0].dtype)
+    g.node("Pow", [base, inputs[0]], out)
+
+
+@register_exporter("softmax")
+def export_softmax(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
+    g.node("Softmax", inputs, out, axis=ctx.attrs["axis"])
+
+
+@register_exporter("log_softmax")
+def export_log_softmax(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
+    g.node("LogSoftmax", inputs, out, axis=ctx.attrs["axis"])
+
+
+@register_exporter("transpose")
+def export_transpose(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
+    g.node("Transpose", inputs, out, perm=list(ctx.attrs["axes"]))
+
+
+def reduce(g: Graph, op_type: str, x: str, axes: tuple[int, ...] | None, keepdims: bool, out: str) -> None:
+    """A Reduce* node over ``axes`` (None: all). Its axes are an input from opset 18 (ReduceSum: 13)."""
+    keep = int(bool(keepdims))
+    if axes is None:
+        g.node(op_type, [x], out, keepdims=keep)
+    elif op_type == "ReduceSum" or g.opset >= 18:
+        g.node(op_type, [x, g.constant(list(axes), "axes")], out, keepdims=keep)
+    else:
+        g.node(op_type, [x], out, axes=list(axes), keepdims=keep)
+
+
+def _reduction(op_name: str, op_type: str) -> None:
+    @register_exporter(op_name)
+    def exporter(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
+        axes = ctx.attrs["axis"]
+        if axes == ():  # a reduction over no axes (a 0-d input) is the identity
+            g.node("Identity", inputs, out)
+            return
+        reduce(g, op_type, inputs[0], axes, ctx.attrs["keepdims"], out)
+
+    exporter.__qualname__ = f"export_{op_name}"
+
+
+for _name, _type in [("sum", "ReduceSum"), ("mean", "ReduceMean"), ("max", "ReduceMax")]:
+    _reduction(_name, _type)
+
+
+@register_exporter("reshape")
+def export_reshape(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
+    """Flatten for ``(N, ...) -> (N, -1)`` (what PyTorch writes for nn.Flatten), else Reshape. Under
+    dynamic_batch a target that keeps the batch axis says 0 ("as the input's") there, never the example's
+    batch size, and -1 for the product of the rest."""
+    src, target = ctx.parents[0].shape, tuple(ctx.attrs["shape"])
+    resolved = tuple(s if s != -1 else math.prod(src) // max(1, -math.prod(target)) for s in target)
+    keeps_batch = len(src) >= 1 and len(target) >= 1 and resolved[0] == src[0]
+    if keeps_batch and len(target) == 2 and len(src) >= 2:
+        g.node("Flatten", inputs, out, axis=1)
+        return
+    shape = [-1 if t == -1 else r for t, r in zip(target, resolved, strict=True)]
+    if g.dynamic_batch and keeps_batch:
+        shape[0] = 0
+        if len(shape) > 1 and -1 not in shape:  # let the runtime work out one axis, never the batch
+            shape[-1] = -1
+    g.node("Reshape", [inputs[0], g.constant(shape, "shape")], out)
+
+
+@register_exporter("getitem")
+def export_getitem(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
+    """Ints and slices (NumPy basic indexing without None or Ellipsis): one Slice, then a Squeeze of the
+    axes an int removed. Open slice ends stay open, so a slice over the batch axis keeps it dynamic."""
+    index = ctx.attrs["index"]
+    items = index if isinstance(index, tuple) else (index,)
+    starts, ends, axes, steps, squeeze = [], [], [], [], []
+    for axis, item in enumerate(items):
+        if isinstance(item, slice):
+            step = 1 if item.step is None else int(item.step)
+            if item == slice(None):
+                continue
+            start = item.start if item.start is not None else (0 if step > 0 else -1)
+            stop = item.stop if item.stop is not None else (_INT64_MAX if step > 0 else -_INT64_MAX - 1)
+            starts.append(int(start)), ends.append(int(stop)), axes.append(axis), steps.append(step)
+        elif isinstance(item, int) or (hasattr(item, "__index__") and not hasattr(item, "shape")):
+            i = int(item)
+            end = i + 1 if i != -1 else _INT64_MAX  # -1 + 1 would be 0, the start, not the end
+            starts.append(i), ends.append(end), axes.append(axis), steps.append(1), squeeze.append(axis)
+        else:
+            raise OnnxError(
+                f"onnx.export: op 'getitem' has no ONNX mapping for index {index!r} (ints and slices only)"
+            )
+    x = inputs[0]
+    if not axes:
+        g.node("Identity", [x], out)
+        return
+    consts = [g.constant(v, hint) for v, hint in
+              [(starts, "starts"), (ends, "ends"), (axes, "axes"), (steps, "steps")]]
+    if not squeeze:
+        g.node("Slice", [x, *consts], out)
+        return
+    g.node("Squeeze", [g.node("Slice", [x, *consts]), g.constant(squeeze, "axes")], out)

