@@ -61,6 +61,7 @@ def kernel_timers(marks: list[Mark]) -> Iterator[None]:
 
     originals: list[tuple[type, str, Any]] = []
     clock = time.perf_counter
+    depth = [0]  # a backward rule runs other ops' kernels (Fn.call): only the outermost kernel is marked
     try:
         for fn in set(REGISTRY.values()):
             for method in ("forward", "backward"):
@@ -71,8 +72,13 @@ def kernel_timers(marks: list[Mark]) -> Iterator[None]:
 
                 def timed(*args: Any, _kernel: Any = kernel, _name: str = name, **kw: Any) -> Any:
                     begin = clock()
-                    out = _kernel(*args, **kw)
-                    marks.append((_name, begin, clock()))
+                    depth[0] += 1
+                    try:
+                        out = _kernel(*args, **kw)
+                    finally:
+                        depth[0] -= 1
+                    if not depth[0]:
+                        marks.append((_name, begin, clock()))
                     return out
 
                 originals.append((fn, method, original))

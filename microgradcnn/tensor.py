@@ -1,9 +1,11 @@
-"""The graph: Tensor, Function, Context, REGISTRY, unbroadcast, toposort, backward, no_grad, anomalies."""
+"""The graph: Tensor, Function, Context, REGISTRY, the backward engine, grad, no_grad, anomalies, scopes."""
 
 from __future__ import annotations
 
 import contextlib
 import numbers
+import operator
+import threading
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -14,32 +16,77 @@ Array = npt.NDArray[Any]
 
 REGISTRY: dict[str, type[Function]] = {}  # op name -> Function; complete once microgradcnn.ops is imported
 
-# Engine switches. Plain module globals rather than thread-locals: reading one costs a dict lookup, and the
-# per-op overhead of the engine is a product feature (benchmarks/bench_train.py).
-_GRAD_ENABLED = True
-_ANOMALY = False
-# The stack of nn.Modules whose forward is running, innermost last; each recorded op keeps the tuple current
-# at its creation so the graph renderer can draw module clusters. Tuples are immutable, so recording one is
-# a pointer copy.
-_SCOPE: tuple[Any, ...] = ()
+
+class _Mode:
+    """One thread's engine switches: grad mode, anomaly mode, and the stack of nn.Modules whose forward is
+    running (innermost last; each recorded op keeps the tuple current at its creation, so the graph renderer
+    can draw module clusters; tuples are immutable, so recording one is a pointer copy)."""
+
+    __slots__ = ("anomaly", "grad_enabled", "scope")
+
+    def __init__(self) -> None:
+        self.grad_enabled = True
+        self.anomaly = False
+        self.scope: tuple[Any, ...] = ()
+
+
+class _Local(threading.local):
+    """Per-thread engine state, as PyTorch's grad mode is: one thread's ``no_grad`` never switches off
+    recording in another. ``Function.apply`` reads ``_LOCAL.mode`` once; the rest are plain slot reads."""
+
+    def __init__(self) -> None:
+        self.mode = _Mode()
+
+
+_LOCAL = _Local()
+_DATA = operator.attrgetter("data")
+_REQUIRES_GRAD = operator.attrgetter("requires_grad")
 
 
 class Context:
-    """What one op invocation remembers: its Function, input tensors, attributes and saved arrays."""
+    """What one op invocation remembers: its Function, input tensors, attributes and saved arrays.
 
-    __slots__ = ("attrs", "fn", "parents", "released", "saved_tensors", "scope")
+    ``needs_input_grad`` holds one bool per positional input: whether backward must compute its gradient
+    (all False when no graph is recorded). Ops read it, and only it, to skip work for constant inputs.
+    """
 
-    def __init__(self, fn: type[Function], parents: tuple[Tensor, ...], attrs: dict[str, Any]) -> None:
+    __slots__ = (
+        "attrs", "fn", "needs_input_grad", "parents", "released", "saved_tensors", "scope", "snapshots"
+    )
+
+    def __init__(
+        self,
+        fn: type[Function],
+        parents: tuple[Tensor, ...],
+        attrs: dict[str, Any],
+        needs_input_grad: tuple[bool, ...] | None = None,
+        scope: tuple[Any, ...] | None = None,
+    ) -> None:
         self.fn = fn
         self.parents = parents
         self.attrs = attrs
+        # defaults for a Context made by hand (tests of one op's kernels); apply passes both
+        needs = tuple(map(_REQUIRES_GRAD, parents)) if needs_input_grad is None else needs_input_grad
+        self.needs_input_grad = needs
+        self.scope = _LOCAL.mode.scope if scope is None else scope
         self.saved_tensors: tuple[Any, ...] = ()
+        self.snapshots: tuple[tuple[Array, int, bytes], ...] = ()  # (saved in/out array, input index, print)
         self.released = False
-        self.scope = _SCOPE
 
     def save_for_backward(self, *arrays: Any) -> None:
-        """Keep arrays (or small Python values) for ``backward``; freed after backward unless retained."""
+        """Keep arrays (or small Python values) for ``backward``; freed after backward unless retained.
+
+        Save the op's input and output arrays themselves, not arrays derived from them that carry a
+        derivative: under ``create_graph`` the engine hands backward the Tensors in their place, and an
+        in-place edit of one of them before backward is detected.
+        """
         self.saved_tensors = arrays
+
+    def release(self) -> None:
+        """Free the saved arrays (after a backward that does not retain the graph)."""
+        self.saved_tensors = ()
+        self.snapshots = ()
+        self.released = True
 
 
 class Function:
@@ -49,6 +96,7 @@ class Function:
 
         class Square(Function):
             name = "square"
+            differentiable_backward = True  # backward is made of ops: it can be differentiated again
 
             @staticmethod
             def forward(ctx, x):
@@ -64,6 +112,13 @@ class Function:
     attributes are everything else (stride, labels) and are recorded for rendering. ``backward`` returns one
     array or ``None`` per positional input, of the input's shape or a shape that broadcasts to the output's:
     the engine reduces broadcast gradients, never the op. ``backward`` must not modify ``grad`` in place.
+    ``ctx.needs_input_grad[i]`` says whether input ``i``'s gradient is wanted (return ``None`` if not).
+
+    In an ordinary backward, ``grad`` and the saved values are arrays. Under ``create_graph`` (``grad``)
+    the engine calls the same backward with ``grad`` a Tensor and every saved input or output array
+    replaced by its Tensor, so a backward written with operators and ``SomeFn.call`` is recorded and can be
+    differentiated again; set ``differentiable_backward = True`` to say so (and prove it with
+    ``microgradcnn.testing.gradgradcheck``). An op that leaves it False is refused under ``create_graph``.
 
     Defining a subclass registers it in ``REGISTRY`` under ``name``; another class with a taken name raises
     ``ValueError`` (re-running the same class definition, as in a notebook, replaces it). Pass
@@ -71,6 +126,7 @@ class Function:
     """
 
     name: ClassVar[str]
+    differentiable_backward: ClassVar[bool] = False
 
     def __init_subclass__(cls, register: bool = True, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -113,48 +169,48 @@ class Function:
         Non-tensor inputs (arrays, numbers) are wrapped as constants.
         """
         parents = inputs
-        for t in inputs:  # a plain loop: this runs for every op, and generator expressions cost ~1 us each
+        for t in inputs:
             if not isinstance(t, Tensor):
                 parents = tuple(p if isinstance(p, Tensor) else Tensor(p) for p in inputs)
                 break
-        ctx = Context(cls, parents, attrs)
+        mode = _LOCAL.mode
+        needs = tuple(map(_REQUIRES_GRAD, parents)) if mode.grad_enabled else (False,) * len(parents)
+        ctx = Context(cls, parents, attrs, needs, mode.scope)
         try:
-            # Unrolled for the common arities: a generator or list comprehension costs ~1 us per op here.
-            if len(parents) == 1:
-                data = cls.forward(ctx, parents[0].data, **attrs)
-            elif len(parents) == 2:
-                data = cls.forward(ctx, parents[0].data, parents[1].data, **attrs)
-            elif len(parents) == 3:  # x, weight, bias
-                data = cls.forward(ctx, parents[0].data, parents[1].data, parents[2].data, **attrs)
-            else:
-                data = cls.forward(ctx, *[t.data for t in parents], **attrs)
+            data = cls.forward(ctx, *map(_DATA, parents), **attrs)
         except ValueError as err:  # NumPy's broadcast/shape errors don't say which op or shapes
             shapes = ", ".join(str(t.shape) for t in parents)
             text = str(err).removeprefix(f"{cls.name}: ")  # an op's own message may name it already
             raise ValueError(f"{cls.name}: {text} (input shapes {shapes})") from None
-        if _ANOMALY:
+        if mode.anomaly:
             _check_finite(data, f"{cls.name} forward", parents)
+        if not isinstance(data, np.ndarray):
+            data = _output_array(ctx, data)
         out = Tensor.__new__(Tensor)
-        out.data = data if isinstance(data, np.ndarray) else np.asarray(data)
+        out.data = data
         out.grad = None
         out._retains_grad = False
-        out.requires_grad = False
-        out._ctx = None
-        if _GRAD_ENABLED:
-            for t in parents:
-                if t.requires_grad:
-                    out.requires_grad = True
-                    out._ctx = ctx
-                    break
+        out.requires_grad = True in needs
+        out._ctx = ctx if out.requires_grad else None
+        if ctx.saved_tensors and out._ctx is not None:
+            ctx.snapshots = _snapshots(ctx, out.data)
         return out
+
+
+def _output_array(ctx: Context, value: Any) -> Array:
+    """A forward's non-array result (NumPy gives scalars for 0-d operands) as an array, which also takes its
+    place among the saved values: a saved output must be the output array itself."""
+    data = np.asarray(value)
+    ctx.saved_tensors = tuple(data if v is value else v for v in ctx.saved_tensors)
+    return data
 
 
 class _KernelOnly:
     """The context a forward gets when it runs as a bare kernel (``Function.call`` on arrays): it keeps
-    nothing, since no backward will follow."""
+    nothing and needs no gradient, since no backward will follow."""
 
     __slots__ = ()
-    needs_input_grad: tuple[bool, ...] = ()
+    needs_input_grad: tuple[bool, ...] = (False,) * 16
 
     def save_for_backward(self, *arrays: Any) -> None:
         pass
@@ -163,14 +219,61 @@ class _KernelOnly:
 _KERNEL_ONLY: Any = _KernelOnly()
 
 
-def _check_finite(array: Array, where: str, parents: Sequence[Tensor]) -> None:
-    if not np.isfinite(array).all():
+def _check_finite(array: Any, where: str, parents: Sequence[Tensor]) -> None:
+    if not np.isfinite(_raw(array)).all():
         shapes = ", ".join(str(t.shape) for t in parents)
         raise RuntimeError(f"detect_anomaly: {where} produced NaN or inf (input shapes {shapes})")
 
 
-def unbroadcast(grad: Array, shape: tuple[int, ...]) -> Array:
+# ---- in-place edits of saved arrays ----------------------------------------------------------------------
+# NumPy arrays have no version counter, and ``x.data[:] = 0`` cannot be intercepted, so each saved input or
+# output array gets a fingerprint when the op is recorded, compared when backward reaches the op. It must cost
+# next to nothing (it runs twice per saved array per step): a small array's fingerprint is a copy of its
+# bytes, which catches every edit; a larger one's is a copy of _SAMPLES evenly spaced elements, which catches
+# every edit of the whole array (an assignment through ``.data``, an optimizer step) but may miss an edit of a
+# few elements between the samples.
+_COPIED_BYTES = 1 << 12
+_SAMPLES = 64
+
+
+def _fingerprint(a: Array) -> bytes:
+    if a.nbytes <= _COPIED_BYTES:
+        return a.tobytes()
+    flat = a.ravel(order="K")  # a view for any contiguous layout (a conv output is stored channels-first)
+    return flat[:: flat.size // _SAMPLES].tobytes()
+
+
+def _snapshots(ctx: Context, out: Array) -> tuple[tuple[Array, int, bytes], ...]:
+    """(array, input index or -1 for the output, fingerprint) for each saved input or output array."""
+    marks = []
+    for v in ctx.saved_tensors:
+        if type(v) is np.ndarray:
+            for i, p in enumerate(ctx.parents):
+                if v is p.data:
+                    marks.append((v, i, _fingerprint(v)))
+                    break
+            else:
+                if v is out:
+                    marks.append((v, -1, _fingerprint(v)))
+    return tuple(marks)
+
+
+def _check_unmodified(ctx: Context) -> None:
+    """Raise RuntimeError naming the op and the input (or output) whose saved array was edited in place."""
+    for array, i, before in ctx.snapshots:
+        if _fingerprint(array) != before:  # bytes: NaN compares equal to itself
+            what = "its output" if i < 0 else f"input {i} (shape {array.shape})"
+            raise RuntimeError(
+                f"backward: {what} of op {ctx.fn.name!r} was modified in place after the op saved it for "
+                "backward (e.g. through .data or an optimizer step), so its gradient would be wrong; "
+                "compute the forward again after the edit, or edit a copy"
+            )
+
+
+def unbroadcast(grad: Any, shape: tuple[int, ...]) -> Any:
     """Sum ``grad`` over the axes NumPy broadcasting added or stretched, giving an array of ``shape``.
+
+    Works on arrays and (for ``create_graph``) on Tensors, with the same sum and reshape.
 
     Raises:
         ValueError: if ``grad``'s shape does not broadcast from ``shape``.
@@ -188,15 +291,15 @@ def unbroadcast(grad: Array, shape: tuple[int, ...]) -> Array:
     return reduced.reshape(shape)
 
 
-def toposort(root: Tensor) -> list[Tensor]:
-    """Tensors that ``root`` depends on and that require grad, inputs before outputs.
+def toposort(root: Tensor | Sequence[Tensor]) -> list[Tensor]:
+    """Tensors that ``root`` (one Tensor or several) depends on and that require grad, inputs first.
 
     An explicit stack instead of recursion: a chain of 100,000 ops must not overflow Python's stack.
     """
     # Tensors hash by identity, so they key sets and dicts directly (no id() calls on this hot path).
     order: list[Tensor] = []
     visited: set[Tensor] = set()
-    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    stack: list[tuple[Tensor, bool]] = [(r, False) for r in ([root] if isinstance(root, Tensor) else root)]
     while stack:
         node, done = stack.pop()
         if done:
@@ -210,6 +313,214 @@ def toposort(root: Tensor) -> list[Tensor]:
                     if p.requires_grad and p not in visited:
                         stack.append((p, False))
     return order
+
+
+# ---- the backward engine ---------------------------------------------------------------------------------
+
+
+def _backprop(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, create_graph: bool,
+              wanted: set[Tensor] | None = None) -> dict[Tensor, Any]:
+    """Run the ops' backward rules from ``roots`` (seeded with ``seeds``) down the graph, outputs first.
+
+    With ``wanted`` None (``Tensor.backward``) gradients accumulate into ``.grad`` of leaves and retained
+    tensors; otherwise (``grad``) only the ops between the roots and ``wanted`` run, and the gradients of
+    the wanted tensors are returned instead. Under ``create_graph`` the gradients are Tensors whose own
+    graph is recorded (grad mode on); otherwise they are arrays and only kernels run.
+    """
+    order = toposort(roots)
+    runs = None  # the nodes whose backward must run: all of them, unless only some gradients are wanted
+    if wanted is not None:
+        order, runs = _between(order, wanted)
+    grads: dict[Tensor, Any] = {}
+    for root, seed in zip(roots, seeds, strict=True):
+        grads[root] = seed if root not in grads else grads[root] + seed
+    found: dict[Tensor, Any] = {}
+    mode = _LOCAL.mode
+    grad_was_enabled, mode.grad_enabled = mode.grad_enabled, create_graph
+    try:
+        for node in reversed(order):
+            g = grads.pop(node, None)
+            if g is None:  # every path to it returned None
+                continue
+            ctx = node._ctx
+            if wanted is not None:
+                if node in wanted:
+                    found[node] = g
+            elif ctx is None or node._retains_grad:
+                _accumulate(node, g)
+            if ctx is None or (runs is not None and node not in runs):
+                continue
+            for parent, pg in _input_grads(ctx, node, g, create_graph, mode.anomaly):
+                prev = grads.get(parent)
+                grads[parent] = pg if prev is None else prev + pg
+            if not retain_graph:
+                ctx.release()
+    finally:
+        mode.grad_enabled = grad_was_enabled
+    return found
+
+
+def _input_grads(
+    ctx: Context, node: Tensor, g: Any, create_graph: bool, anomaly: bool
+) -> list[tuple[Tensor, Any]]:
+    """One op's backward: (input Tensor, its gradient fitted to the input's shape) for each input that
+    requires grad and got one. Checks the graph is still there and its saved arrays unedited."""
+    fn, parents = ctx.fn, ctx.parents
+    if ctx.released:
+        raise RuntimeError(
+            f"backward: trying to go through the graph a second time (op {fn.name!r}); its saved arrays "
+            "were freed after the first backward. Pass retain_graph=True to the first backward call."
+        )
+    if ctx.snapshots:
+        _check_unmodified(ctx)
+    in_grads = _differentiable_backward(ctx, node, g) if create_graph else fn.backward(ctx, g)
+    if not isinstance(in_grads, tuple):
+        in_grads = (in_grads,)
+    if len(in_grads) != len(parents):
+        raise RuntimeError(f"{fn.name}.backward returned {len(in_grads)} gradients for {len(parents)} inputs")
+    out = []
+    for i, (parent, pg) in enumerate(zip(parents, in_grads, strict=True)):
+        if pg is None or not parent.requires_grad:
+            continue
+        if pg.shape != parent.data.shape or pg.dtype != parent.data.dtype:
+            pg = _fit_gradient(pg, parent, fn.name, i)
+        if anomaly:
+            _check_finite(pg, f"{fn.name} backward (gradient of input {i})", parents)
+        out.append((parent, pg))
+    return out
+
+
+def _differentiable_backward(ctx: Context, node: Tensor, g: Any) -> Any:
+    """``ctx.fn.backward`` recorded as a graph: ``g`` a Tensor, and each saved input or output array (by
+    identity) replaced by its Tensor for the call, so the gradients depend on them as they should."""
+    fn = ctx.fn
+    if not fn.differentiable_backward:
+        raise RuntimeError(
+            f"create_graph: op {fn.name!r} ({fn.__qualname__}) has a backward that cannot be "
+            "differentiated (differentiable_backward is False). Write its backward with Tensor operators "
+            "and SomeFn.call(...) instead of NumPy functions, set differentiable_backward = True on the "
+            "class, and prove it with microgradcnn.testing.gradgradcheck"
+        )
+    tensors = {id(p.data): p for p in ctx.parents}
+    tensors[id(node.data)] = node
+    saved = ctx.saved_tensors
+    ctx.saved_tensors = tuple(tensors.get(id(v), v) if type(v) is np.ndarray else v for v in saved)
+    try:
+        return fn.backward(ctx, g if isinstance(g, Tensor) else Tensor(g))
+    finally:
+        ctx.saved_tensors = saved
+
+
+def _between(order: list[Tensor], wanted: set[Tensor]) -> tuple[list[Tensor], set[Tensor]]:
+    """The tensors of ``order`` (inputs first) that are wanted or depend on a wanted one, and among them
+    those whose op must run backward: the ones with such an input (a wanted tensor's own op need not)."""
+    on_path: set[Tensor] = set()
+    runs: set[Tensor] = set()
+    for node in order:
+        ctx = node._ctx
+        if ctx is not None and any(p in on_path for p in ctx.parents):
+            runs.add(node)
+            on_path.add(node)
+        elif node in wanted:
+            on_path.add(node)
+    return [node for node in order if node in on_path], runs
+
+
+def _accumulate(node: Tensor, g: Array) -> None:
+    """Add ``g`` into ``node.grad``, copying on first store: ``g`` may be a read-only broadcast view or an
+    array the caller owns."""
+    if node.grad is not None:
+        node.grad = node.grad + g
+    else:
+        node.grad = g.copy() if g.dtype == node.data.dtype else g.astype(node.data.dtype)
+
+
+def _seed(output: Tensor, grad: Any, where: str, as_tensor: bool) -> Any:
+    """The gradient that starts backward at ``output``: ``grad`` checked against its shape, or 1."""
+    if not output.requires_grad:
+        raise RuntimeError(f"{where}: tensor does not require grad and has no graph (made in no_grad?)")
+    if grad is None:
+        if output.data.size != 1:
+            raise RuntimeError(
+                f"{where}: grad can be implicit only for a one-element tensor, shape is {output.shape}"
+            )
+        seed = np.empty(output.data.shape, output.data.dtype)
+        seed.fill(1)
+    elif as_tensor and isinstance(grad, Tensor):
+        seed = grad
+    else:
+        seed = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=output.dtype)
+    if seed.shape != output.shape:
+        raise ValueError(f"{where}: grad of shape {seed.shape} for a tensor of shape {output.shape}")
+    return Tensor(seed) if as_tensor and not isinstance(seed, Tensor) else seed
+
+
+def grad(
+    outputs: Tensor | Sequence[Tensor],
+    inputs: Tensor | Sequence[Tensor],
+    grad_outputs: Any = None,
+    *,
+    retain_graph: bool | None = None,
+    create_graph: bool = False,
+    allow_unused: bool = False,
+) -> tuple[Tensor | None, ...]:
+    """The gradients of ``outputs`` with respect to ``inputs``, as ``torch.autograd.grad``; ``.grad`` stays.
+
+    Args:
+        outputs: one Tensor or a sequence; each is seeded with its entry of ``grad_outputs``.
+        inputs: one Tensor or a sequence (leaves or intermediates of the graph).
+        grad_outputs: None, or one seed per output (Tensor, array or None; None is 1 for a one-element
+            output), of the output's shape: the vector of the vector-Jacobian product.
+        retain_graph: keep the saved arrays for another backward; defaults to ``create_graph``.
+        create_graph: record the backward computation, so the gradients are Tensors with a graph of their
+            own that can be differentiated again, to any order. Without it they are constants.
+        allow_unused: give None for an input the outputs do not depend on, instead of raising.
+
+    Returns:
+        One Tensor per input, of its shape (``requires_grad`` only with ``create_graph`` and a gradient
+        that depends on something requiring grad).
+
+    Raises:
+        ValueError: naming the input's position, for an input the outputs do not depend on (unless
+            ``allow_unused``); for a ``grad_outputs`` entry of the wrong shape or count.
+        RuntimeError: for an output that does not require grad, an implicit seed for a non-scalar output,
+            a released graph, an op whose saved array was edited in place, or, under ``create_graph``, an op
+            whose backward is not differentiable.
+
+    >>> x = Tensor([1.0, 2.0], requires_grad=True)
+    >>> (g,) = grad((x ** 3).sum(), x, create_graph=True)   # 3 x**2
+    >>> grad(g.sum(), x)[0].data                             # 6 x
+    array([ 6., 12.], dtype=float32)
+    """
+    outs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    ins = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    seeds = [None] * len(outs) if grad_outputs is None else (
+        [grad_outputs] if isinstance(grad_outputs, Tensor | np.ndarray) else list(grad_outputs))
+    if len(seeds) != len(outs):
+        raise ValueError(f"grad: {len(seeds)} grad_outputs for {len(outs)} outputs")
+    for i, t in enumerate((*outs, *ins)):
+        if not isinstance(t, Tensor):
+            what = f"outputs[{i}]" if i < len(outs) else f"inputs[{i - len(outs)}]"
+            raise TypeError(f"grad: {what} must be a Tensor, got {type(t).__name__}")
+    seeds = [_seed(o, s, "grad", create_graph) for o, s in zip(outs, seeds, strict=True)]
+    retain = create_graph if retain_graph is None else retain_graph
+    found = _backprop(outs, seeds, retain, create_graph, wanted=set(ins))
+    reachable = set(toposort(outs))
+    result: list[Tensor | None] = []
+    for i, x in enumerate(ins):
+        g = found.get(x)
+        if g is None and x not in reachable:
+            if not allow_unused:
+                why = "does not require grad" if not x.requires_grad else "is not used to compute the outputs"
+                raise ValueError(
+                    f"grad: inputs[{i}] (shape {x.shape}) {why}; pass allow_unused=True to get None for it"
+                )
+            result.append(None)
+            continue
+        if g is None:  # on the graph, but every op on the way gave no gradient: zero
+            g = np.zeros(x.shape, x.dtype)
+        result.append(g if isinstance(g, Tensor) else Tensor(g))
+    return tuple(result)
 
 
 class Tensor:
@@ -311,78 +622,31 @@ class Tensor:
         return f"Tensor({body}{extra})"
 
     # ---- autodiff ---------------------------------------------------------------------------------------
-    def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
+    def backward(self, grad: Any = None, retain_graph: bool = False, create_graph: bool = False) -> None:
         """Accumulate d(self)/d(t) into ``t.grad`` for every leaf ``t`` (and retained tensor) behind self.
 
         Args:
             grad: the gradient of some scalar w.r.t. self, of self's shape; may be omitted (seeded with 1)
                 only when self has one element.
             retain_graph: keep the saved arrays so that backward can run through this graph again.
+            create_graph: not supported here: ``.grad`` holds plain arrays, which optimizers update
+                in place. For gradients that can be differentiated again use
+                ``microgradcnn.grad(outputs, inputs, create_graph=True)``, which returns them as Tensors.
 
         Raises:
             RuntimeError: self does not require grad, ``grad`` is missing for a tensor of more than one
-                element, or the graph was already released by an earlier backward.
+                element, the graph was already released by an earlier backward, or an array an op saved
+                was modified in place since (naming the op and its input).
+            NotImplementedError: for ``create_graph=True`` (a RuntimeError; the message points to ``grad``).
             ValueError: ``grad`` does not have self's shape.
         """
-        if not self.requires_grad:
-            raise RuntimeError("backward: tensor does not require grad and has no graph (made in no_grad?)")
-        if grad is None:
-            if self.data.size != 1:
-                raise RuntimeError(
-                    f"backward: grad can be implicit only for a one-element tensor, shape is {self.shape}"
-                )
-            # np.empty + fill are C calls; np.ones_like runs four Python functions, each a few us when the
-            # interpreter's caches are cold after a large forward kernel (docs/benchmarks.md, graph overhead).
-            seed = np.empty(self.data.shape, self.data.dtype)
-            seed.fill(1)
-        else:
-            seed = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
-            if seed.shape != self.shape:
-                raise ValueError(f"backward: grad of shape {seed.shape} for a tensor of shape {self.shape}")
-        grads: dict[Tensor, Array] = {self: seed}
-        # One loop with each op's step written inline rather than in a helper: at large batches every op's
-        # backward kernel evicts the interpreter's caches, and each distinct Python function run after it
-        # costs ~4 us cold (docs/benchmarks.md, graph overhead).
-        for node in reversed(toposort(self)):
-            g = grads.pop(node, None)
-            if g is None:  # every path to it returned None
-                continue
-            ctx = node._ctx
-            if ctx is None or node._retains_grad:
-                # Copy on first store: g may be a read-only broadcast view or an array the caller owns.
-                if node.grad is not None:
-                    node.grad = node.grad + g
-                else:
-                    node.grad = g.copy() if g.dtype == node.data.dtype else g.astype(node.data.dtype)
-            if ctx is None:
-                continue
-            fn, parents = ctx.fn, ctx.parents
-            if ctx.released:
-                raise RuntimeError(
-                    f"backward: trying to go through the graph a second time (op {fn.name!r}); its saved "
-                    "arrays were freed after the first backward. Pass retain_graph=True to the first "
-                    "backward call."
-                )
-            in_grads = fn.backward(ctx, g)
-            if not isinstance(in_grads, tuple):
-                in_grads = (in_grads,)
-            if len(in_grads) != len(parents):
-                msg = f"{fn.name}.backward returned {len(in_grads)} gradients for {len(parents)} inputs"
-                raise RuntimeError(msg)
-            for i, parent in enumerate(parents):
-                pg = in_grads[i]
-                if pg is None or not parent.requires_grad:
-                    continue
-                data = parent.data
-                if pg.shape != data.shape or pg.dtype != data.dtype:
-                    pg = _fit_gradient(pg, parent, fn.name, i)
-                if _ANOMALY:
-                    _check_finite(pg, f"{fn.name} backward (gradient of input {i})", parents)
-                prev = grads.get(parent)
-                grads[parent] = pg if prev is None else prev + pg
-            if not retain_graph:
-                ctx.saved_tensors = ()
-                ctx.released = True
+        if create_graph:
+            raise NotImplementedError(
+                "backward: create_graph=True is not supported by Tensor.backward (.grad holds plain arrays); "
+                "use microgradcnn.grad(outputs, inputs, create_graph=True), which returns the gradients as "
+                "Tensors that can be differentiated again"
+            )
+        _backprop([self], [_seed(self, grad, "backward", False)], retain_graph, False)
 
     # ---- operators --------------------------------------------------------------------------------------
     def __add__(self, other: Any) -> Tensor:
@@ -554,9 +818,10 @@ class Tensor:
         return ops.argmax(self, axis=axis, keepdims=keepdims)
 
 
-def _fit_gradient(g: Array, parent: Tensor, op: str, i: int) -> Array:
+def _fit_gradient(g: Any, parent: Tensor, op: str, i: int) -> Any:
     """``g``, the gradient an op's backward gave for input ``i``, reduced to ``parent``'s shape and cast to
     its dtype (a broadcast input's gradient is summed; a float32 weight in a float64 expression gets float32).
+    A Tensor gradient (``create_graph``) is reduced by recorded ops and keeps its dtype.
 
     Raises:
         RuntimeError: naming the op, when ``g``'s shape does not broadcast to the input's.
@@ -567,7 +832,7 @@ def _fit_gradient(g: Array, parent: Tensor, op: str, i: int) -> Array:
         except ValueError:
             msg = f"{op}.backward: gradient {g.shape} for input {i} of shape {parent.shape}"
             raise RuntimeError(msg) from None
-    if g.dtype != parent.data.dtype:
+    if g.dtype != parent.data.dtype and isinstance(g, np.ndarray):
         g = g.astype(parent.data.dtype)
     return g
 
@@ -610,58 +875,77 @@ def lift(x: Any, like: Tensor) -> Tensor:
 
 
 class no_grad(contextlib.ContextDecorator):
-    """Record no graph inside the block (or the decorated function): for inference and optimizer steps."""
+    """Record no graph inside the block (or the decorated function): for inference and optimizer steps.
+
+    Per thread, as PyTorch's: another thread keeps recording.
+    """
 
     def __enter__(self) -> no_grad:
-        global _GRAD_ENABLED
-        self._prev = _GRAD_ENABLED
-        _GRAD_ENABLED = False
+        mode = _LOCAL.mode
+        self._prev, mode.grad_enabled = mode.grad_enabled, False
         return self
 
     def __exit__(self, *exc: object) -> None:
-        global _GRAD_ENABLED
-        _GRAD_ENABLED = self._prev
+        _LOCAL.mode.grad_enabled = self._prev
+
+
+class enable_grad(contextlib.ContextDecorator):
+    """Record the graph inside the block even within ``no_grad`` (per thread), as ``torch.enable_grad``."""
+
+    def __enter__(self) -> enable_grad:
+        mode = _LOCAL.mode
+        self._prev, mode.grad_enabled = mode.grad_enabled, True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _LOCAL.mode.grad_enabled = self._prev
 
 
 def is_grad_enabled() -> bool:
-    """False inside ``no_grad``."""
-    return _GRAD_ENABLED
+    """False inside ``no_grad`` (in this thread)."""
+    return _LOCAL.mode.grad_enabled
 
 
 class detect_anomaly(contextlib.ContextDecorator):
-    """Raise ``RuntimeError`` at the first op whose forward or backward makes NaN or inf, naming it."""
+    """Raise ``RuntimeError`` at the first op whose forward or backward makes NaN or inf, naming it.
+
+    Per thread, like grad mode.
+    """
 
     def __enter__(self) -> detect_anomaly:
-        global _ANOMALY
-        self._prev = _ANOMALY
-        _ANOMALY = True
+        mode = _LOCAL.mode
+        self._prev, mode.anomaly = mode.anomaly, True
         return self
 
     def __exit__(self, *exc: object) -> None:
-        global _ANOMALY
-        _ANOMALY = self._prev
+        _LOCAL.mode.anomaly = self._prev
 
 
 class scope:
     """Record ``owner`` (an nn.Module) as running around the ops made inside, for graph clusters.
 
-    A class rather than a ``contextlib.contextmanager`` generator: it runs on every module call, and the
-    generator machinery cost ~4 us per call against ~1.5 us for this (benchmarks/bench_viz.py).
+    ``Module.__call__`` runs every forward inside one. Per thread: a module running in one thread never
+    appears in the graphs another thread records. A class rather than a ``contextlib.contextmanager``
+    generator: it runs on every module call, and the generator machinery costs several times more.
     """
 
-    __slots__ = ("owner", "prev")
+    __slots__ = ("mode", "owner", "prev")
 
     def __init__(self, owner: Any) -> None:
         self.owner = owner
 
     def __enter__(self) -> None:
-        global _SCOPE
-        self.prev = _SCOPE
-        _SCOPE = (*self.prev, self.owner)
+        self.mode = mode = _LOCAL.mode
+        self.prev = mode.scope
+        mode.scope = (*self.prev, self.owner)
 
     def __exit__(self, *exc: object) -> None:
-        global _SCOPE
-        _SCOPE = self.prev
+        self.mode.scope = self.prev
+
+
+def current_scope() -> tuple[Any, ...]:
+    """The nn.Modules whose forward is running in this thread, outermost first (``()`` outside any)."""
+    return _LOCAL.mode.scope
 
 
 # Tensor's operator methods call the ops, and the ops are Functions defined on top of this module: the one

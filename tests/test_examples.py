@@ -54,9 +54,17 @@ def _predict_digit(result: subprocess.CompletedProcess[str], cwd: Path, out: Pat
     assert re.search(r"digit7\.png: digit \d", result.stdout)
 
 
+def _hessian(result: subprocess.CompletedProcess[str], cwd: Path, out: Path) -> None:
+    # the script asserts its own checks (HVP vs central differences, power iteration vs the dense Hessian)
+    assert "Hessian-vector product of the loss over 13610 parameters" in result.stdout
+    assert re.search(r"power iteration (-?[\d.]+), from the dense Hessian (-?[\d.]+)", result.stdout)
+    assert "gradient-penalty step 2: penalty" in result.stdout
+
+
 # What an example's run must show, beyond exiting with 0.
 CHECKS: dict[str, Callable[[subprocess.CompletedProcess[str], Path, Path], None]] = {
     "custom_op.py": _custom_op,
+    "hessian.py": _hessian,
     "make_digit7.py": _make_digit7,
     "predict_digit.py": _predict_digit,
 }

@@ -401,6 +401,222 @@ def test_call_runs_the_kernel_on_arrays_and_records_on_tensors():
     np.testing.assert_array_equal(t.grad, b)
 
 
+# ---- mg.grad and create_graph ------------------------------------------------------------------------------
+def test_grad_returns_constant_tensors_and_leaves_dot_grad_alone():
+    x = mg.Tensor([1.0, 2.0], requires_grad=True)
+    w = mg.Tensor([3.0, 4.0], requires_grad=True)
+    y = (x * w).sum()
+    gx, gw = mg.grad(y, [x, w])
+    np.testing.assert_array_equal(gx.data, [3.0, 4.0])
+    np.testing.assert_array_equal(gw.data, [1.0, 2.0])
+    assert isinstance(gx, mg.Tensor)
+    assert not gx.requires_grad
+    assert x.grad is None
+    assert w.grad is None
+    with pytest.raises(RuntimeError, match="second time"):  # retain_graph defaults to create_graph=False
+        mg.grad(y, x)
+
+
+def test_grad_of_a_single_input_is_a_one_tuple_and_seeds_non_scalar_outputs():
+    x = mg.Tensor(np.array([1.0, -2.0, 3.0]), requires_grad=True)
+    (g,) = mg.grad(x * x, x, grad_outputs=np.array([1.0, 10.0, 100.0]))
+    np.testing.assert_array_equal(g.data, [2.0, -40.0, 600.0])
+    with pytest.raises(RuntimeError, match="one-element"):
+        mg.grad(x * x, x)
+    with pytest.raises(ValueError, match=r"shape \(2,\)"):
+        mg.grad(x * x, x, grad_outputs=[np.ones(2)])
+
+
+def test_grad_names_an_unused_input_by_position_unless_allowed():
+    x = mg.Tensor([1.0], requires_grad=True)
+    unused = mg.Tensor([2.0], requires_grad=True)
+    constant = mg.Tensor([3.0])
+    y = (x * x).sum()
+    with pytest.raises(ValueError, match=r"inputs\[1\].*not used"):
+        mg.grad(y, [x, unused], retain_graph=True)
+    with pytest.raises(ValueError, match=r"inputs\[0\].*does not require grad"):
+        mg.grad(y, [constant], retain_graph=True)
+    gx, gu = mg.grad(y, [x, unused], allow_unused=True)
+    assert gu is None
+    np.testing.assert_array_equal(gx.data, [2.0])
+
+
+def test_grad_with_respect_to_an_intermediate_runs_only_the_ops_below_it():
+    x = mg.Tensor([1.0, 2.0], requires_grad=True)
+    h = x.exp()
+    y = (h * 3.0).sum()
+    (gh,) = mg.grad(y, h)
+    np.testing.assert_array_equal(gh.data, [3.0, 3.0])
+    y2 = h.sum()  # exp's saved output was not released: the op below h did not run
+    y2.backward()
+    np.testing.assert_allclose(x.grad, np.exp([1.0, 2.0]), rtol=1e-6)
+
+
+def test_create_graph_differentiates_to_any_order():
+    x = mg.Tensor(np.array([0.3, -0.7]), requires_grad=True)
+    (g1,) = mg.grad((x**4).sum(), x, create_graph=True)
+    assert g1.requires_grad
+    (g2,) = mg.grad(g1.sum(), x, create_graph=True)
+    (g3,) = mg.grad(g2.sum(), x)
+    np.testing.assert_allclose(g1.data, 4 * x.data**3)
+    np.testing.assert_allclose(g2.data, 12 * x.data**2)
+    np.testing.assert_allclose(g3.data, 24 * x.data)
+
+
+def test_third_order_through_a_tanh_chain():
+    x = mg.Tensor(np.array([0.2, -0.5, 1.1]), requires_grad=True)
+    y = ((x * 1.5).tanh() * 0.8).tanh()
+    grads, order = [], y.sum()
+    for _ in range(3):
+        (order,) = mg.grad(order, x, create_graph=True)
+        grads.append(order.data.copy())
+        order = order.sum()
+    # central differences of the analytic second derivative give the third
+    eps = 1e-5
+
+    def second(values):
+        t = mg.Tensor(values, requires_grad=True)
+        (d1,) = mg.grad(((t * 1.5).tanh() * 0.8).tanh().sum(), t, create_graph=True)
+        (d2,) = mg.grad(d1.sum(), t)
+        return d2.data
+
+    numeric = (second(x.data + eps) - second(x.data - eps)) / (2 * eps)
+    np.testing.assert_allclose(grads[2], numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_backward_refuses_create_graph_pointing_to_grad():
+    x = mg.Tensor([1.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"microgradcnn\.grad"):
+        (x * x).sum().backward(create_graph=True)
+
+
+def test_create_graph_refuses_a_user_op_whose_backward_is_not_differentiable():
+    class Cube(mg.Function, register=False):
+        name = "cube_np"
+
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x**3
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            return (3 * np.square(x) * grad,)
+
+    x = mg.Tensor([1.0, 2.0], requires_grad=True)
+    (g,) = mg.grad(Cube.apply(x).sum(), x)  # first order is fine
+    np.testing.assert_array_equal(g.data, [3.0, 12.0])
+    with pytest.raises(RuntimeError, match=r"'cube_np'.*differentiable_backward.*gradgradcheck"):
+        mg.grad(Cube.apply(x).sum(), x, create_graph=True)
+
+
+def test_needs_input_grad_tells_an_op_which_gradients_to_compute():
+    seen = []
+
+    class Probe(mg.Function, register=False):
+        name = "probe"
+
+        @staticmethod
+        def forward(ctx, a, b):
+            seen.append(ctx.needs_input_grad)
+            return a * b
+
+        @staticmethod
+        def backward(ctx, grad):
+            return tuple(grad if need else None for need in ctx.needs_input_grad)
+
+    a, b = mg.Tensor([1.0], requires_grad=True), mg.Tensor([2.0])
+    Probe.apply(a, b).sum().backward()
+    with mg.no_grad():
+        Probe.apply(a, b)
+    assert seen == [(True, False), (False, False)]
+    np.testing.assert_array_equal(a.grad, [1.0])
+
+
+# ---- thread-local engine state -----------------------------------------------------------------------------
+def test_no_grad_in_one_thread_leaves_recording_on_in_another():
+    import threading
+
+    inside, release = threading.Event(), threading.Event()
+
+    def other():
+        with mg.no_grad():
+            inside.set()
+            release.wait(5)
+
+    t = threading.Thread(target=other)
+    t.start()
+    inside.wait(5)
+    try:
+        assert mg.is_grad_enabled()
+        x = mg.Tensor([1.0], requires_grad=True)
+        assert (x * x).requires_grad
+        with mg.detect_anomaly():
+            pass
+    finally:
+        release.set()
+        t.join()
+    assert mg.is_grad_enabled()
+
+
+def test_anomaly_mode_and_module_scope_are_per_thread():
+    import threading
+
+    from microgradcnn.tensor import current_scope, scope
+
+    seen = {}
+
+    def other():
+        seen["scope"] = current_scope()
+        x = mg.Tensor([np.inf], requires_grad=True)
+        seen["inf"] = x * 2.0  # inf, but anomaly mode is on in the main thread only
+
+    with mg.detect_anomaly(), scope("outer"):
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        assert current_scope() == ("outer",)
+    assert seen["scope"] == ()
+    assert seen["inf"]._ctx.scope == ()
+
+
+# ---- in-place edits of saved arrays ------------------------------------------------------------------------
+def test_editing_a_saved_input_through_data_is_refused_at_backward():
+    x = mg.Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    w = mg.Tensor(np.array([3.0, 4.0]), requires_grad=True)
+    y = (x * w).sum()
+    x.data[:] = 100
+    with pytest.raises(RuntimeError, match=r"input 0 .* op 'mul' was modified in place"):
+        y.backward()
+
+
+def test_an_optimizer_step_between_forward_and_backward_is_refused():
+    from microgradcnn import functional as F
+    from microgradcnn import models
+    from microgradcnn.optim import SGD
+
+    net = models.seed_cnn(rng=np.random.default_rng(0))
+    opt = SGD(net.parameters(), lr=0.1)
+    x = mg.Tensor(np.random.default_rng(1).standard_normal((2, 1, 28, 28)).astype(np.float32))
+    loss = F.cross_entropy(net(x), [3, 7])
+    loss.backward(retain_graph=True)
+    opt.step()  # the classifier weight's SGD step sums to zero over classes: a plain checksum misses it
+    with pytest.raises(RuntimeError, match="modified in place"):
+        loss.backward()
+
+
+def test_editing_a_saved_output_is_refused_and_unedited_graphs_still_work():
+    x = mg.Tensor(np.linspace(-1, 1, 5000), requires_grad=True)  # large: sampled, not copied whole
+    y = x.exp()
+    y.data *= 2.0
+    with pytest.raises(RuntimeError, match="its output of op 'exp'"):
+        y.sum().backward()
+    z = mg.Tensor(np.linspace(-1, 1, 5000), requires_grad=True)
+    z.exp().sum().backward()
+    np.testing.assert_allclose(z.grad, np.exp(z.data))
+
+
 # ---- truth value -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("data", "want"), [([0.0], False), ([2.0], True), (0.0, False), (-1.0, True), ([[np.nan]], True)]

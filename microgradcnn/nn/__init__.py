@@ -9,9 +9,12 @@
 
 from microgradcnn import functional
 from microgradcnn.nn import utils
+from microgradcnn.nn.activation import ELU, GELU, LeakyReLU, Sigmoid, Softplus, Tanh
+from microgradcnn.nn.dropout import Dropout
 from microgradcnn.nn.layers import (
     AvgPool2d,
     Conv2d,
+    ConvTranspose2d,
     CrossEntropyLoss,
     Flatten,
     Linear,
@@ -20,20 +23,31 @@ from microgradcnn.nn.layers import (
     Sequential,
 )
 from microgradcnn.nn.module import IncompatibleKeys, Module, Parameter, StateDictError
+from microgradcnn.nn.norm import BatchNorm1d, BatchNorm2d
 
 __all__ = [
+    "ELU",
+    "GELU",
     "AvgPool2d",
+    "BatchNorm1d",
+    "BatchNorm2d",
     "Conv2d",
+    "ConvTranspose2d",
     "CrossEntropyLoss",
+    "Dropout",
     "Flatten",
     "IncompatibleKeys",
+    "LeakyReLU",
     "Linear",
     "MaxPool2d",
     "Module",
     "Parameter",
     "ReLU",
     "Sequential",
+    "Sigmoid",
+    "Softplus",
     "StateDictError",
+    "Tanh",
     "functional",
     "utils",
 ]

@@ -1,4 +1,5 @@
-"""Layers: Linear Conv2d MaxPool2d AvgPool2d Flatten ReLU CrossEntropyLoss, and the Sequential container."""
+"""Layers: Linear Conv2d ConvTranspose2d MaxPool2d AvgPool2d Flatten ReLU CrossEntropyLoss, and the
+Sequential container."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import numpy as np
 from microgradcnn import functional as F
 from microgradcnn import ops
 from microgradcnn.nn.module import Module, Parameter
-from microgradcnn.ops.conv import int_pair
+from microgradcnn.ops.conv_transpose import check_output_padding
+from microgradcnn.ops.window import IntPair, int_pair
 from microgradcnn.tensor import Tensor
 
 
@@ -23,10 +25,16 @@ def _positive(value: Any, what: str, layer: str) -> int:
 
 
 def _init_weight_and_bias(
-    layer: Module, weight_shape: tuple[int, ...], fan_in: int, bias: bool, rng: np.random.Generator | None
+    layer: Module,
+    weight_shape: tuple[int, ...],
+    fan_in: int,
+    bias: bool,
+    rng: np.random.Generator | None,
+    bias_size: int | None = None,
 ) -> None:
     """Set ``layer.weight`` and ``layer.bias`` (or register None) as float32 Parameters from U(-b, b),
-    b = 1/sqrt(fan_in): PyTorch's default init of Linear and Conv2d. Draws the weight first, then the bias."""
+    b = 1/sqrt(fan_in): PyTorch's default init of Linear and the convolutions. Draws the weight first, then
+    the bias, of ``bias_size`` (default: the weight's first axis)."""
     if rng is None:
         rng = np.random.default_rng()
     elif not isinstance(rng, np.random.Generator):
@@ -35,7 +43,8 @@ def _init_weight_and_bias(
     bound = 1.0 / math.sqrt(fan_in)
     layer.weight = Parameter(rng.uniform(-bound, bound, size=weight_shape).astype(np.float32))
     if bias:
-        layer.bias = Parameter(rng.uniform(-bound, bound, size=weight_shape[:1]).astype(np.float32))
+        size = weight_shape[0] if bias_size is None else bias_size
+        layer.bias = Parameter(rng.uniform(-bound, bound, size=size).astype(np.float32))
     else:
         layer.register_parameter("bias", None)
 
@@ -72,7 +81,45 @@ class Linear(Module):
         )
 
 
-class Conv2d(Module):
+class _ConvNd(Module):
+    """The arguments Conv2d and ConvTranspose2d share, checked and stored as PyTorch names them."""
+
+    output_padding: tuple[int, int] = (0, 0)
+
+    def _set_arguments(self, in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair,
+                       padding: IntPair, dilation: IntPair, groups: int) -> None:
+        layer = type(self).__name__
+        self.in_channels = _positive(in_channels, "in_channels", layer)
+        self.out_channels = _positive(out_channels, "out_channels", layer)
+        self.kernel_size = int_pair(kernel_size, "kernel_size", layer, 1)
+        self.stride = int_pair(stride, "stride", layer, 1)
+        self.padding = int_pair(padding, "padding", layer, 0)
+        self.dilation = int_pair(dilation, "dilation", layer, 1)
+        self.groups = _positive(groups, "groups", layer)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(
+                f"{layer}: in_channels ({self.in_channels}) and out_channels ({self.out_channels}) "
+                f"must both be divisible by groups ({self.groups})"
+            )
+
+    def extra_repr(self) -> str:
+        text = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        )
+        if self.padding != (0, 0):
+            text += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.output_padding != (0, 0):
+            text += f", output_padding={self.output_padding}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        if self.bias is None:
+            text += ", bias=False"
+        return text
+
+
+class Conv2d(_ConvNd):
     """2-D cross-correlation with learned filters, as ``torch.nn.Conv2d`` (zero padding).
 
     Shapes: x (N, in_channels, H, W) -> (N, out_channels, OH, OW); weight (out_channels, in_channels //
@@ -97,18 +144,7 @@ class Conv2d(Module):
         rng: np.random.Generator | None = None,
     ) -> None:
         super().__init__()
-        self.in_channels = _positive(in_channels, "in_channels", "Conv2d")
-        self.out_channels = _positive(out_channels, "out_channels", "Conv2d")
-        self.kernel_size = int_pair(kernel_size, "kernel_size", "Conv2d", 1)
-        self.stride = int_pair(stride, "stride", "Conv2d", 1)
-        self.padding = int_pair(padding, "padding", "Conv2d", 0)
-        self.dilation = int_pair(dilation, "dilation", "Conv2d", 1)
-        self.groups = _positive(groups, "groups", "Conv2d")
-        if self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ValueError(
-                f"Conv2d: in_channels ({self.in_channels}) and out_channels ({self.out_channels}) "
-                f"must both be divisible by groups ({self.groups})"
-            )
+        self._set_arguments(in_channels, out_channels, kernel_size, stride, padding, dilation, groups)
         kh, kw = self.kernel_size
         per_group = self.in_channels // self.groups
         self.weight: Parameter
@@ -127,19 +163,61 @@ class Conv2d(Module):
             groups=self.groups,
         )
 
-    def extra_repr(self) -> str:
-        text = (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+
+class ConvTranspose2d(_ConvNd):
+    """Transposed 2-D convolution with learned filters, as ``torch.nn.ConvTranspose2d`` (zero padding).
+
+    Shapes: x (N, in_channels, H, W) -> (N, out_channels, OH, OW) with OH = (H - 1) * stride - 2 * padding
+    + dilation * (KH - 1) + output_padding + 1 (OW likewise); weight (in_channels, out_channels // groups,
+    KH, KW), bias (out_channels,): PyTorch's names and layout, so state_dicts move between the two.
+    Weight and bias are drawn from U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = out_channels / groups
+    * KH * KW (PyTorch's default for this weight layout), from ``rng`` (weight first).
+
+    >>> up = ConvTranspose2d(8, 4, 3, stride=2, padding=1, output_padding=1, rng=np.random.default_rng(0))
+    >>> up(Tensor(np.zeros((1, 8, 7, 7), dtype=np.float32))).shape
+    (1, 4, 14, 14)
+
+    Raises:
+        ValueError: naming the argument, for non-positive sizes, channels not divisible by ``groups``, or an
+            output_padding not smaller than the stride or the dilation of its axis.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        output_padding: int | tuple[int, int] = 0,
+        groups: int = 1,
+        bias: bool = True,
+        dilation: int | tuple[int, int] = 1,
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self._set_arguments(in_channels, out_channels, kernel_size, stride, padding, dilation, groups)
+        self.output_padding = int_pair(output_padding, "output_padding", "ConvTranspose2d", 0)
+        check_output_padding(self.output_padding, self.stride, self.dilation, "ConvTranspose2d")
+        kh, kw = self.kernel_size
+        per_group = self.out_channels // self.groups
+        self.weight: Parameter
+        self.bias: Parameter | None
+        _init_weight_and_bias(self, (self.in_channels, per_group, kh, kw), per_group * kh * kw, bias, rng,
+                              bias_size=self.out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Shapes: (N, in_channels, H, W) -> (N, out_channels, OH, OW)."""
+        return F.conv_transpose2d(
+            x,
+            self.weight,
+            self.bias,
+            stride=self.stride,
+            padding=self.padding,
+            output_padding=self.output_padding,
+            groups=self.groups,
+            dilation=self.dilation,
         )
-        if self.padding != (0, 0):
-            text += f", padding={self.padding}"
-        if self.dilation != (1, 1):
-            text += f", dilation={self.dilation}"
-        if self.groups != 1:
-            text += f", groups={self.groups}"
-        if self.bias is None:
-            text += ", bias=False"
-        return text
 
 
 class _Pool2d(Module):

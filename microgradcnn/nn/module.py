@@ -67,6 +67,8 @@ class Module:
     ``model(x)`` runs ``forward`` inside ``microgradcnn.tensor.scope(model)``, so every op it records knows
     which modules it ran in (the graph renderer draws them as clusters). Names are PyTorch's:
     ``named_parameters()`` gives dotted names (``"fc1.weight"``) that are also the ``state_dict()`` keys.
+    State that is not trained (BatchNorm's running statistics) is a *buffer*: an ndarray registered with
+    ``register_buffer``, saved in ``state_dict`` (``"bn.running_mean"``) but never a parameter.
     """
 
     training: bool
@@ -75,6 +77,8 @@ class Module:
         # object.__setattr__: our __setattr__ needs these dicts to exist already.
         object.__setattr__(self, "_parameters", {})
         object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "_buffers", {})
+        object.__setattr__(self, "_non_persistent_buffers", set())
         object.__setattr__(self, "training", True)
 
     # ---- registration ---------------------------------------------------------------------------------
@@ -85,12 +89,18 @@ class Module:
                 f"cannot assign {name!r} before Module.__init__() ran; call super().__init__() first"
             )
         modules: dict[str, Module] = self.__dict__["_modules"]
+        buffers: dict[str, np.ndarray | None] = self.__dict__["_buffers"]
         if isinstance(value, Parameter):
             modules.pop(name, None)
+            self._drop_buffer(name)
             params[name] = value
         elif isinstance(value, Module):
             params.pop(name, None)
+            self._drop_buffer(name)
             modules[name] = value
+        elif name in buffers:  # assigning to a buffer's name replaces its array (PyTorch)
+            value = _buffer_array(value, name, type(self).__name__)
+            buffers[name] = value
         elif name in params:
             if value is not None:  # a registered parameter may be set to None (PyTorch), nothing else
                 raise TypeError(
@@ -106,7 +116,12 @@ class Module:
     def __delattr__(self, name: str) -> None:
         self._parameters.pop(name, None)
         self._modules.pop(name, None)
+        self._drop_buffer(name)
         object.__delattr__(self, name)
+
+    def _drop_buffer(self, name: str) -> None:
+        self._buffers.pop(name, None)
+        self._non_persistent_buffers.discard(name)
 
     def register_parameter(self, name: str, param: Parameter | None) -> None:
         """Register ``param`` under ``name``; ``None`` reserves the name (e.g. ``bias=False``)."""
@@ -116,7 +131,43 @@ class Module:
             )
         self._parameters[name] = param
         self._modules.pop(name, None)
+        self._drop_buffer(name)
         object.__setattr__(self, name, param)
+
+    def register_buffer(self, name: str, tensor: Any, persistent: bool = True) -> None:
+        """Register the array ``tensor`` as state that is not trained: ``self.<name>``, a buffer.
+
+        Buffers (BatchNorm's ``running_mean``) are listed by ``named_buffers()``, follow ``to()`` when they
+        hold floats, and, when ``persistent``, are saved and loaded by ``state_dict`` /
+        ``load_state_dict`` under the dotted name (``"bn.running_mean"``), as in PyTorch. They are never
+        parameters, so optimizers leave them alone. ``tensor`` is an ndarray (kept, not copied; a Tensor
+        gives its array, a NumPy scalar a 0-d array) or ``None``, which reserves the name and is skipped
+        by ``state_dict``. Assigning ``self.<name> = array`` later replaces the buffer's array.
+
+        Raises:
+            TypeError: for a name that is not a string or a value that is not an array or None.
+            KeyError: for an empty or dotted name, or one already used by a parameter, submodule or other
+                attribute.
+        """
+        if "_buffers" not in self.__dict__:
+            raise RuntimeError(
+                f"cannot register buffer {name!r} before Module.__init__() ran; call super().__init__() first"
+            )
+        if not isinstance(name, str):
+            raise TypeError(f"register_buffer: buffer name must be a string, got {type(name).__name__}")
+        if not name or "." in name:
+            raise KeyError(f"register_buffer: buffer name must be non-empty and contain no '.', got {name!r}")
+        if name not in self._buffers and (
+            name in self._parameters or name in self._modules or hasattr(self, name)
+        ):
+            raise KeyError(f"register_buffer: attribute {name!r} of {type(self).__name__} already exists")
+        array = _buffer_array(tensor, name, type(self).__name__)
+        self._buffers[name] = array
+        if persistent:
+            self._non_persistent_buffers.discard(name)
+        else:
+            self._non_persistent_buffers.add(name)
+        object.__setattr__(self, name, array)
 
     # ---- running ----------------------------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -124,16 +175,20 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} has no forward()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        # tensor.scope(self), inlined: this runs on every module call, and a with-statement costs ~3 us more
-        prev = _tensor._SCOPE
-        _tensor._SCOPE = (*prev, self)
-        try:
+        with _tensor.scope(self):
             return self.forward(*args, **kwargs)
-        finally:
-            _tensor._SCOPE = prev
 
     def train(self, mode: bool = True) -> Module:
-        """Set ``training`` on this module and all submodules; returns self."""
+        """Set ``training`` on this module and all submodules; returns self.
+
+        Layers that behave differently in training (BatchNorm's batch statistics, Dropout's masks) read
+        ``self.training``; ``eval()`` switches them to inference.
+
+        Raises:
+            TypeError: for a ``mode`` that is not a bool.
+        """
+        if not isinstance(mode, bool | np.bool_):
+            raise TypeError(f"{type(self).__name__}.train: mode must be a bool, got {mode!r}")
         for module in self.modules():
             object.__setattr__(module, "training", bool(mode))
         return self
@@ -164,6 +219,18 @@ class Module:
             kids = [(f"{name}.{k}" if name else k, m) for k, m in module._modules.items()]
             stack.extend(reversed(kids))  # reversed: pop() then visits them in registration order
 
+    def _named_members(self, registry: str, prefix: str, recurse: bool) -> Iterator[tuple[str, Any]]:
+        """The non-None entries of each module's ``registry`` dict (``"_parameters"`` or ``"_buffers"``) with
+        dotted names, each object once even if shared."""
+        seen: set[int] = set()
+        owners = self.named_modules(prefix) if recurse else iter([(prefix, self)])
+        for module_name, module in owners:
+            for name, member in getattr(module, registry).items():
+                if member is None or id(member) in seen:
+                    continue
+                seen.add(id(member))
+                yield (f"{module_name}.{name}" if module_name else name), member
+
     def modules(self) -> Iterator[Module]:
         """This module and every submodule, depth first, each once."""
         for _, module in self.named_modules():
@@ -171,19 +238,37 @@ class Module:
 
     def named_parameters(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Parameter]]:
         """Every parameter with its dotted name (``"0.weight"``), each once even if shared; None skipped."""
-        seen: set[int] = set()
-        owners = self.named_modules(prefix) if recurse else iter([(prefix, self)])
-        for module_name, module in owners:
-            for name, param in module._parameters.items():
-                if param is None or id(param) in seen:
-                    continue
-                seen.add(id(param))
-                yield (f"{module_name}.{name}" if module_name else name), param
+        yield from self._named_members("_parameters", prefix, recurse)
 
     def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
         """Every parameter, each once, in ``named_parameters`` order."""
         for _, param in self.named_parameters(recurse=recurse):
             yield param
+
+    def named_buffers(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, np.ndarray]]:
+        """Every buffer (persistent or not) with its dotted name (``"1.running_var"``); None skipped."""
+        yield from self._named_members("_buffers", prefix, recurse)
+
+    def buffers(self, recurse: bool = True) -> Iterator[np.ndarray]:
+        """Every buffer's array, in ``named_buffers`` order."""
+        for _, buf in self.named_buffers(recurse=recurse):
+            yield buf
+
+    def _named_state(self) -> Iterator[tuple[str, Module, str, np.ndarray]]:
+        """(state_dict key, owning module, attribute name, array) of every parameter and persistent buffer.
+
+        PyTorch's order: each module's parameters, then its persistent buffers, then its children's.
+        """
+        seen: set[int] = set()
+        for module_name, module in self.named_modules():
+            dot = f"{module_name}." if module_name else ""
+            for name, param in module._parameters.items():
+                if param is not None and id(param) not in seen:
+                    seen.add(id(param))
+                    yield dot + name, module, name, param.data
+            for name, buf in module._buffers.items():
+                if buf is not None and name not in module._non_persistent_buffers:
+                    yield dot + name, module, name, buf
 
     # ---- gradients, dtype -------------------------------------------------------------------------------
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -197,8 +282,10 @@ class Module:
     def to(self, dtype: Any) -> Module:
         """Convert every parameter (and its gradient) to float32 or float64 ``dtype`` in place; returns self.
 
-        The Parameter objects stay the same, so an optimizer holding them keeps working; create the optimizer
-        after converting, though, or its state (momentum, Adam moments) keeps the old dtype.
+        Floating-point buffers are converted too (new arrays); integer ones, such as BatchNorm's
+        ``num_batches_tracked``, keep their dtype, as in PyTorch. The Parameter objects stay the same, so an
+        optimizer holding them keeps working; create the optimizer after converting, though, or its state
+        (momentum, Adam moments) keeps the old dtype.
 
         Raises:
             TypeError: for a dtype other than float32 or float64.
@@ -213,6 +300,10 @@ class Module:
             param.data = param.data.astype(target, copy=False)
             if param.grad is not None:
                 param.grad = param.grad.astype(target, copy=False)
+        for module in self.modules():
+            for name, buf in module._buffers.items():
+                if buf is not None and buf.dtype.kind == "f" and buf.dtype != target:
+                    setattr(module, name, buf.astype(target))
         return self
 
     def float(self) -> Module:
@@ -225,16 +316,18 @@ class Module:
 
     # ---- state dicts ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Copies of every parameter's array, keyed by the ``named_parameters()`` names, in that order.
+        """Copies of every parameter's array and every persistent buffer, keyed by their dotted names.
 
-        Unlike PyTorch the arrays are copies, not views: a snapshot taken during training stays as it was.
+        PyTorch's keys and order: a module's parameters (``"bn.weight"``), then its buffers
+        (``"bn.running_mean"``, ``"bn.num_batches_tracked"``), then its children's. Unlike PyTorch the
+        arrays are copies, not views: a snapshot taken during training stays as it was.
         """
-        return {name: param.data.copy() for name, param in self.named_parameters()}
+        return {key: array.copy() for key, _, _, array in self._named_state()}
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
-        """Copy arrays into the parameters of the same names, in place (Parameter objects and dtypes kept).
+        """Copy arrays into the parameters and buffers of the same names, in place (objects and dtypes kept).
 
-        With ``strict=True`` the keys must match ``named_parameters()`` exactly; with ``strict=False``
+        With ``strict=True`` the keys must match ``state_dict()``'s exactly; with ``strict=False``
         missing and unexpected keys are skipped and returned. Shapes must match either way. Nothing is
         changed unless every check passes.
 
@@ -247,7 +340,7 @@ class Module:
             raise TypeError(
                 f"load_state_dict: expected a mapping of name -> array, got {type(state_dict).__name__}"
             )
-        own = dict(self.named_parameters())
+        own = {key: array for key, _, _, array in self._named_state()}
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         problems = []
@@ -256,22 +349,22 @@ class Module:
         if strict and unexpected:
             problems.append(f"unexpected key(s): {', '.join(map(str, unexpected))}")
         arrays: dict[str, np.ndarray] = {}
-        for name, param in own.items():
+        for name, target in own.items():
             if name not in state_dict:
                 continue
             value = state_dict[name]
             array = np.asarray(value.data if isinstance(value, Tensor) else value)
             if array.dtype.kind not in "biuf":
                 raise TypeError(f"load_state_dict: {name!r} holds a {array.dtype} array, want a numeric one")
-            if array.shape != param.shape:
-                problems.append(f"size mismatch for {name}: checkpoint {array.shape}, model {param.shape}")
+            if array.shape != target.shape:
+                problems.append(f"size mismatch for {name}: checkpoint {array.shape}, model {target.shape}")
             arrays[name] = array
         if problems:
             raise StateDictError(
                 f"error loading state_dict into {type(self).__name__}: " + "; ".join(problems)
             )
         for name, array in arrays.items():
-            own[name].data[...] = array  # in place: the Parameter and its dtype stay, an optimizer keeps it
+            own[name][...] = array  # in place: the Parameter and its dtype stay, an optimizer keeps it
         return IncompatibleKeys(missing, [str(k) for k in unexpected])
 
     # ---- printing ---------------------------------------------------------------------------------------
@@ -288,3 +381,14 @@ class Module:
         if not lines:
             return head + ")"
         return head + "\n" + "\n".join(lines) + "\n)"
+
+
+def _buffer_array(value: Any, name: str, owner: str) -> np.ndarray | None:
+    """A buffer's value as stored: an ndarray (kept), a Tensor's array, a NumPy scalar as 0-d, or None."""
+    if value is None or isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, Tensor):
+        return value.data
+    if isinstance(value, np.generic):
+        return np.asarray(value)
+    raise TypeError(f"{owner}: buffer {name!r} must be a numpy array or None, got {type(value).__name__}")

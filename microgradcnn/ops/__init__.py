@@ -1,7 +1,10 @@
 """Every built-in op. Importing this package defines them all, which completes ``REGISTRY``."""
 
+from microgradcnn.ops.activation import elu, erf, gelu, leaky_relu, softplus
 from microgradcnn.ops.combine import cat, maximum, minimum, stack, where
 from microgradcnn.ops.conv import conv2d
+from microgradcnn.ops.conv_transpose import conv2d_weight, conv_transpose2d
+from microgradcnn.ops.dropout import dropout
 from microgradcnn.ops.elementwise import (
     abs,
     add,
@@ -20,8 +23,9 @@ from microgradcnn.ops.elementwise import (
 )
 from microgradcnn.ops.linalg import linear, matmul
 from microgradcnn.ops.loss import cross_entropy, log_softmax, softmax
+from microgradcnn.ops.norm import batch_norm
 from microgradcnn.ops.pool import avg_pool2d, max_pool2d
-from microgradcnn.ops.reduce import argmax, logsumexp, max, mean, min, std, sum, var
+from microgradcnn.ops.reduce import argmax, broadcast_to, logsumexp, max, mean, min, std, sum, var
 from microgradcnn.ops.shape import (
     expand,
     flatten,
@@ -30,6 +34,7 @@ from microgradcnn.ops.shape import (
     pad,
     permute,
     reshape,
+    scatter,
     squeeze,
     transpose,
     unsqueeze,
@@ -40,16 +45,25 @@ __all__ = [
     "add",
     "argmax",
     "avg_pool2d",
+    "batch_norm",
+    "broadcast_to",
     "cat",
     "clip",
     "conv2d",
+    "conv2d_weight",
+    "conv_transpose2d",
     "cross_entropy",
     "div",
+    "dropout",
+    "elu",
+    "erf",
     "exp",
     "expand",
     "flatten",
     "flip",
+    "gelu",
     "getitem",
+    "leaky_relu",
     "linear",
     "log",
     "log_softmax",
@@ -68,8 +82,10 @@ __all__ = [
     "pow",
     "relu",
     "reshape",
+    "scatter",
     "sigmoid",
     "softmax",
+    "softplus",
     "sqrt",
     "squeeze",
     "stack",

@@ -1,123 +1,21 @@
-"""2-D convolution (conv2d), NCHW as in PyTorch: im2col and batched matmuls; window helpers for pools."""
+"""2-D convolution (conv2d), NCHW as in PyTorch: im2col and batched matmuls."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from microgradcnn.ops.conv_transpose import (
+    Conv2dWeightFn,
+    ConvTranspose2dFn,
+    conv2d_weight_kernel,
+    restoring_padding,
+)
 from microgradcnn.ops.linalg import add_bias, bias_fits_in_place
+from microgradcnn.ops.window import IntPair, im2col, int_pair, out_size
 from microgradcnn.tensor import Array, Context, Function, Tensor
-
-IntPair = int | tuple[int, int]
-
-
-def int_pair(value: Any, what: str, op: str, minimum: int) -> tuple[int, int]:
-    """``value`` (an int or an ``(h, w)`` pair of ints) as a pair, each at least ``minimum``.
-
-    Raises:
-        TypeError: naming ``op`` and ``what``, for anything but an int or a pair of ints (bools included).
-        ValueError: naming ``op`` and ``what``, for a value below ``minimum``.
-    """
-    # The common cases first, without the general checks: this runs for every conv and pool call.
-    if type(value) is int and value >= minimum:
-        return (value, value)
-    plain_pair = type(value) is tuple and len(value) == 2 and type(value[0]) is type(value[1]) is int
-    if plain_pair and min(value) >= minimum:
-        return value
-
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int | np.integer) and not isinstance(v, bool)
-
-    if is_int(value):
-        pair = (int(value), int(value))
-    elif isinstance(value, tuple | list) and len(value) == 2 and all(is_int(v) for v in value):
-        pair = (int(value[0]), int(value[1]))
-    else:
-        raise TypeError(f"{op}: {what} must be an int or an (h, w) pair of ints, got {value!r}")
-    if min(pair) < minimum:
-        raise ValueError(f"{op}: {what} must be at least {minimum}, got {value!r}")
-    return pair
-
-
-def out_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
-    """Output length along one axis: ``(size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1``."""
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
-
-
-@functools.lru_cache(maxsize=256)
-def window_slices(
-    kernel: tuple[int, int], out: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int] = (1, 1)
-) -> tuple[tuple[slice, slice], ...]:
-    """For each kernel offset ``(i, j)``, row-major: the (rows, cols) slices of the padded input it meets.
-
-    ``xp[:, :, rows, cols]`` is then an (N, C, OH, OW) view: element ``[n, c, p, q]`` is the input under
-    offset ``(i, j)`` of the window of output ``(p, q)``. Looping over the KH*KW offsets (never over pixels)
-    with these views is how conv2d builds its patches and how the pools find their maxima and sums.
-    """
-    (kh, kw), (oh, ow), (sh, sw), (dh, dw) = kernel, out, stride, dilation
-    return tuple(
-        (slice(i * dh, i * dh + sh * (oh - 1) + 1, sh), slice(j * dw, j * dw + sw * (ow - 1) + 1, sw))
-        for i in range(kh)
-        for j in range(kw)
-    )
-
-
-def pad_hw(x: Array, padding: tuple[int, int], value: float = 0.0) -> Array:
-    """``x`` (N, C, H, W) with ``padding`` rows/cols of ``value`` on both sides of H and W (x itself if 0)."""
-    ph, pw = padding
-    if ph == pw == 0:
-        return x
-    n, c, h, w = x.shape
-    xp = np.full((n, c, h + 2 * ph, w + 2 * pw), value, dtype=x.dtype)  # ~10x less overhead than np.pad
-    xp[:, :, ph : ph + h, pw : pw + w] = x
-    return xp
-
-
-def scatter_windows(
-    parts: Any,
-    shape: tuple[int, ...],
-    padding: tuple[int, int],
-    slices: Sequence[tuple[slice, slice]],
-    overlap: bool,
-    dtype: Any,
-) -> Array:
-    """The transpose of reading windows: each offset's part added back where it was read from; (N, C, H, W).
-
-    ``parts`` yields one (N, C, OH, OW) array (or broadcastable value) per entry of ``slices``; they are added
-    into zeros of ``shape`` plus ``padding``, and the padding is cut off. ``overlap`` False (windows tile or
-    skip, never share an element) lets each offset write its disjoint positions instead of adding; then
-    ``parts`` may also be a function that fills the views (one argument per offset) in place.
-    """
-    n, c, h, w = shape
-    ph, pw = padding
-    dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dtype)
-    if callable(parts) and not overlap:
-        parts(*(dxp[:, :, rows, cols] for rows, cols in slices))
-        return dxp[:, :, ph : ph + h, pw : pw + w]
-    for (rows, cols), part in zip(slices, parts, strict=True):
-        if overlap:
-            dxp[:, :, rows, cols] += part
-        else:
-            dxp[:, :, rows, cols] = part
-    return dxp[:, :, ph : ph + h, pw : pw + w]
-
-
-def _patches(xp: Array, kernel: tuple[int, int], out: tuple[int, int], stride: tuple[int, int],
-             dilation: tuple[int, int]) -> Array:
-    """The im2col patches of ``xp`` (N, C, Hp, Wp) as a strided view (C, KH, KW, N, OH, OW), no copy.
-
-    Element ``[c, i, j, n, p, q]`` is ``xp[n, c, s*p + d*i, s*q + d*j]``. Built with the ndarray constructor
-    over xp's buffer: ~4 us, where ``sliding_window_view`` costs ~40 us (10 % of a batch-1 step).
-    """
-    (kh, kw), (oh, ow), (sh, sw), (dh, dw) = kernel, out, stride, dilation
-    n, c = xp.shape[:2]
-    s_n, s_c, s_h, s_w = xp.strides
-    strides = (s_c, s_h * dh, s_w * dw, s_n, s_h * sh, s_w * sw)
-    return np.ndarray((c, kh, kw, n, oh, ow), xp.dtype, xp, 0, strides)
-
 
 # Column blocks of the forward GEMM: OpenBLAS runs the (OC, C*KH*KW) x (C*KH*KW, N*OH*OW) product 2-3x
 # faster per column when a block's operands fit in the 2 MiB L2 than in one call over a batch that does not
@@ -158,11 +56,14 @@ class Conv2dFn(Function):
     as (G, OC/G, C/G*KH*KW) in one GEMM per group (one ``np.dot`` when groups=1): the BLAS call sees the
     whole batch, instead of one small product per image that stalls on thread hand-offs. The result is
     laid out (OC, N, OH, OW) and returned as an (N, OC, OH, OW) view of it, so no transpose is copied;
-    backward reads its gradient in that order for free when it comes back in it. dW from the saved
-    patches, dx by adding W^T @ grad back onto the input (col2im). Derivation: docs/ops.md#conv2d.
+    backward reads its gradient in that order for free when it comes back in it. Backward is made of ops:
+    dx is a ``conv_transpose2d`` of grad with the same weight, dW a ``conv2d_weight`` of x and grad (in an
+    ordinary backward, its kernel on the forward's saved patches), so conv2d differentiates to any order.
+    Derivation: docs/ops.md#conv2d.
     """
 
     name = "conv2d"
+    differentiable_backward = True
 
     @staticmethod
     def forward(
@@ -177,11 +78,10 @@ class Conv2dFn(Function):
         groups: int,
     ) -> Array:
         n, _, h, wd = x.shape
-        oc, cg, kh, kw = w.shape
+        oc, _, kh, kw = w.shape
         oh = out_size(h, kh, stride[0], padding[0], dilation[0])
         ow = out_size(wd, kw, stride[1], padding[1], dilation[1])
-        xp = np.ascontiguousarray(pad_hw(x, padding))  # the strided view below needs one plain buffer
-        cols = _patches(xp, (kh, kw), (oh, ow), stride, dilation).reshape(groups, cg * kh * kw, n * oh * ow)
+        cols = im2col(x, (kh, kw), (oh, ow), stride, padding, dilation, groups)
         if groups == 1:
             out = _weights_times_columns(w.reshape(oc, -1), cols[0], b)  # (OC, N*OH*OW)
         else:
@@ -189,38 +89,40 @@ class Conv2dFn(Function):
             if b is not None:
                 out = add_bias(out, b[:, None])
         # The patches are needed only for dW: a frozen weight does not keep ~KH*KW copies of the input alive.
-        ctx.save_for_backward(x.shape, w, cols if ctx.parents[1].requires_grad else None)
+        # x itself is saved too (no copy): under create_graph dW is recomputed from it as a recorded op.
+        ctx.save_for_backward(x, w, cols if ctx.needs_input_grad[1] else None)
         return out.reshape(oc, n, oh, ow).transpose(1, 0, 2, 3)
 
     @staticmethod
     def backward(ctx: Context, grad: Array) -> tuple[Array | None, ...]:
-        x_shape, w, cols = ctx.saved_tensors
-        parents, groups = ctx.parents, ctx.attrs["groups"]
-        n, c, h, wd = x_shape
-        oc, _, kh, kw = w.shape
-        oh, ow = grad.shape[2:]
-        g2 = grad.transpose(1, 0, 2, 3).reshape(groups, oc // groups, n * oh * ow)  # free in forward's order
+        x, w, cols = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        geometry = {k: ctx.attrs[k] for k in ("stride", "padding", "dilation", "groups")}
+        fast = isinstance(grad, np.ndarray)  # an ordinary backward: arrays, and the forward's patches
+        if fast:
+            # In forward's (OC, N, OH, OW) memory order (free when grad already is): every use below is a view
+            grad = np.ascontiguousarray(grad.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
         dx = dw = None
-        if parents[0].requires_grad:
-            # Each patch's gradient W^T @ grad, added back onto the input positions it was copied from
-            # (col2im, the transpose of the forward's copy): one strided add per kernel offset.
-            dcols = np.matmul(w.reshape(groups, oc // groups, -1).transpose(0, 2, 1), g2)
-            dcols = dcols.reshape(c, kh, kw, n, oh, ow)
-            (ph, pw) = ctx.attrs["padding"]
-            dxp = np.zeros((c, n, h + 2 * ph, wd + 2 * pw), dtype=grad.dtype)  # (C, N, ...) like dcols
-            for k, (rows, cs) in enumerate(window_slices((kh, kw), (oh, ow), ctx.attrs["stride"],
-                                                         ctx.attrs["dilation"])):
-                dxp[:, :, rows, cs] += dcols[:, k // kw, k % kw]
-            dx = dxp[:, :, ph : ph + h, pw : pw + wd].transpose(1, 0, 2, 3)
-        if parents[1].requires_grad:
-            # dW = sum over every image and output position of grad x patch: one GEMM per group
-            dw = np.matmul(g2, cols.transpose(0, 2, 1)).reshape(w.shape)
-        if len(parents) == 2:
+        if needs[0]:
+            # the adjoint of the convolution: each output's grad spread back over its window by w
+            extra = restoring_padding(x.shape, w.shape, grad.shape, geometry)
+            dx = ConvTranspose2dFn.call(grad, w, output_padding=extra, **geometry)
+        if needs[1]:
+            # dW = sum over every image and output position of grad x patch; the array path reuses the
+            # forward's patches instead of building them again from x
+            if fast and cols is not None:
+                dw = conv2d_weight_kernel(cols, grad, w.shape, geometry["groups"])
+            else:
+                dw = Conv2dWeightFn.call(x, grad, weight_size=tuple(w.shape), **geometry)
+        if len(needs) == 2:
             return dx, dw
-        if not parents[2].requires_grad:
+        if not needs[2]:
             return dx, dw, None
+        if not fast:
+            return dx, dw, grad.sum(axis=(0, 2, 3))
         # a BLAS dot with ones sums each row ~4x faster than ndarray.sum's pairwise loop
-        return dx, dw, np.matmul(g2, _ones(g2.shape[2], g2.dtype)).reshape(oc)
+        g2 = grad.transpose(1, 0, 2, 3).reshape(w.shape[0], -1)  # a view in forward's order
+        return dx, dw, np.matmul(g2, _ones(g2.shape[1], g2.dtype))
 
 
 def conv2d(

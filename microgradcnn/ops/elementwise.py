@@ -24,6 +24,7 @@ class AddFn(Function):
     """a + b. Backward: grad to both (the engine sums away broadcast axes)."""
 
     name = "add"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, a: Array, b: Array) -> Array:
@@ -43,6 +44,7 @@ class SubFn(Function):
     """a - b. Backward: grad, -grad."""
 
     name = "sub"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, a: Array, b: Array) -> Array:
@@ -50,7 +52,7 @@ class SubFn(Function):
 
     @staticmethod
     def backward(ctx: Context, grad: Array) -> tuple[Array, Array]:
-        return grad, -grad
+        return grad, (-grad if ctx.needs_input_grad[1] else None)
 
 
 def sub(a: Any, b: Any) -> Tensor:
@@ -62,6 +64,7 @@ class MulFn(Function):
     """a * b. Backward: grad * b, grad * a."""
 
     name = "mul"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, a: Array, b: Array) -> Array:
@@ -71,7 +74,8 @@ class MulFn(Function):
     @staticmethod
     def backward(ctx: Context, grad: Array) -> tuple[Array, Array]:
         a, b = ctx.saved_tensors
-        return grad * b, grad * a
+        da, db = ctx.needs_input_grad
+        return (grad * b if da else None), (grad * a if db else None)
 
 
 def mul(a: Any, b: Any) -> Tensor:
@@ -83,6 +87,7 @@ class DivFn(Function):
     """a / b. Backward: grad / b, -grad * (a / b) / b."""
 
     name = "div"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, a: Array, b: Array) -> Array:
@@ -94,7 +99,7 @@ class DivFn(Function):
     def backward(ctx: Context, grad: Array) -> tuple[Array, Array]:
         b, out = ctx.saved_tensors
         da = grad / b
-        return da, -da * out
+        return da, (-da * out if ctx.needs_input_grad[1] else None)
 
 
 def div(a: Any, b: Any) -> Tensor:
@@ -106,6 +111,7 @@ class NegFn(Function):
     """-x. Backward: -grad."""
 
     name = "neg"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array) -> Array:
@@ -129,6 +135,7 @@ class PowFn(Function):
     """
 
     name = "pow"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array, exponent: float) -> Array:
@@ -148,6 +155,7 @@ class RpowFn(Function):
     """b ** x for a constant positive base b. Backward: grad * b ** x * ln b."""
 
     name = "rpow"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array, base: float) -> Array:
@@ -184,6 +192,7 @@ class ExpFn(Function):
     """e ** x. Backward: grad * e ** x (the saved output)."""
 
     name = "exp"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array) -> Array:
@@ -206,6 +215,7 @@ class LogFn(Function):
     """ln x. Backward: grad / x."""
 
     name = "log"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array) -> Array:
@@ -227,6 +237,7 @@ class ReluFn(Function):
     """max(x, 0). Backward: grad where x > 0, else 0 (PyTorch's choice at 0)."""
 
     name = "relu"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array) -> Array:
@@ -249,6 +260,7 @@ class TanhFn(Function):
     """tanh x. Backward: grad * (1 - tanh(x)**2)."""
 
     name = "tanh"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array) -> Array:
@@ -271,6 +283,7 @@ class SigmoidFn(Function):
     """s = 1 / (1 + e**-x). Backward: grad * s * (1 - s)."""
 
     name = "sigmoid"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array) -> Array:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from microgradcnn._checks import check_int
+from microgradcnn.ops.elementwise import ExpFn
 from microgradcnn.ops.reduce import normalize_axes
 from microgradcnn.ops.shape import reshape
 from microgradcnn.tensor import Array, Context, Function, Tensor
@@ -28,6 +29,7 @@ class SoftmaxFn(Function):
     """
 
     name = "softmax"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array, *, axis: int) -> Array:
@@ -50,6 +52,7 @@ class LogSoftmaxFn(Function):
     """
 
     name = "log_softmax"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array, *, axis: int) -> Array:
@@ -60,7 +63,7 @@ class LogSoftmaxFn(Function):
     @staticmethod
     def backward(ctx: Context, grad: Array) -> tuple[Array]:
         (out,) = ctx.saved_tensors
-        return (grad - np.exp(out) * grad.sum(axis=ctx.attrs["axis"], keepdims=True),)
+        return (grad - ExpFn.call(out) * grad.sum(axis=ctx.attrs["axis"], keepdims=True),)
 
 
 def _axis(x: Tensor, axis: Any, op: str) -> int:
@@ -125,11 +128,13 @@ def log_softmax(x: Any, axis: int = -1) -> Tensor:
 class CrossEntropyFn(Function):
     """loss_n = -sum_c q[n, c] * log_softmax(logits)[n, c], q = (1 - eps) * onehot(target) + eps / C.
 
-    Fused: backward is (softmax - q) * grad in one step (/ N for the mean), from the saved probabilities.
+    Fused: backward is (softmax - q) * grad (/ N for the mean), from the saved probabilities; under
+    ``create_graph`` the softmax is recomputed from the logits as a recorded op.
     Derivation: docs/ops.md#cross_entropy.
     """
 
     name = "cross_entropy"
+    differentiable_backward = True
 
     @staticmethod
     def forward(
@@ -150,7 +155,9 @@ class CrossEntropyFn(Function):
             eps = one(label_smoothing)
             loss = (one(1) - eps) * loss + (eps / one(c)) * (one(c) * lse - shifted.sum(axis=1))
         e /= total[:, None]
-        ctx.save_for_backward(e, target)  # the probabilities, for the fused backward, and the checked classes
+        # The logits (under create_graph the softmax is recomputed from them, as a recorded op), the
+        # probabilities for the fused first-order backward, and the checked classes.
+        ctx.save_for_backward(logits, e, target)
         if reduction == "none":
             return loss
         summed = loss.sum()
@@ -158,17 +165,19 @@ class CrossEntropyFn(Function):
 
     @staticmethod
     def backward(ctx: Context, grad: Array) -> tuple[Array]:
-        p, target = ctx.saved_tensors
+        logits, p, target = ctx.saved_tensors
         reduction, eps = ctx.attrs["reduction"], ctx.attrs["label_smoothing"]
         n, c = p.shape
         one = p.dtype.type
-        d = p - one(eps / c) if eps else p.copy()  # softmax - q, built in a fresh array: p may be reused
-        d[np.arange(n), target] -= one(1 - eps)
+        # d loss_n / d logits_n = softmax - q. An ordinary backward reuses the forward's probabilities; under
+        # create_graph they are recomputed from the logits Tensor, so the softmax is differentiated again.
+        if not isinstance(logits, np.ndarray):
+            p = SoftmaxFn.call(logits, axis=1)
+        q = np.full((n, c), one(eps / c), dtype=p.dtype)  # the smoothed one-hot target, a constant
+        q[np.arange(n), target] += one(1 - eps)
         if reduction == "none":
-            d *= grad[:, None]
-        else:
-            d *= grad / one(n) if reduction == "mean" else grad
-        return (d,)
+            return ((p - q) * grad.reshape(n, 1),)
+        return ((p - q) * (grad / one(n) if reduction == "mean" else grad),)
 
 
 def _class_targets(target: Any, n: int, c: int) -> Array:

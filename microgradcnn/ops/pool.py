@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from microgradcnn.ops.conv import IntPair, int_pair, out_size, pad_hw, scatter_windows, window_slices
-from microgradcnn.tensor import Array, Context, Function, Tensor, is_grad_enabled
+from microgradcnn.ops.shape import ScatterFn
+from microgradcnn.ops.window import IntPair, int_pair, out_size, pad_hw, scatter_windows, window_slices
+from microgradcnn.tensor import Array, Context, Function, Tensor
 
 Pair = tuple[int, int]
 
@@ -63,22 +64,6 @@ def _running_sum(views: list[Array]) -> Array:
     for view in views[2:]:
         np.add(total, view, out=total)
     return total
-
-
-def _route(grad: Array, arg: Array | None, shape: tuple[int, ...], padding: tuple[int, int],
-           slices: Sequence[tuple[slice, slice]], overlap: bool) -> Array:
-    """Send each element of ``grad`` to the view ``arg`` names (all of it to view 0 when arg is None)."""
-    shares: Any
-    if arg is not None and len(slices) == 2 and not overlap:
-        # 2-wide windows that do not overlap (the 2x2 pool): arg is 0/1, so one multiply straight into the
-        # second offset's positions, and the first gets the rest, exactly; no temporaries.
-        def shares(first: Array, second: Array) -> None:
-            np.multiply(grad, arg, out=second)
-            np.subtract(grad, second, out=first)
-
-    else:  # a mask multiply is ~3x faster than np.where here (measured on the seed CNN's pool gradient)
-        shares = (grad,) if arg is None else (grad * (arg == k) for k in range(len(slices)))
-    return scatter_windows(shares, shape, padding, slices, overlap, grad.dtype)
 
 
 @functools.lru_cache(maxsize=4)
@@ -173,16 +158,18 @@ class MaxPool2dFn(Function):
     Two passes (docs/ops.md#max_pool2d): a running max over the KW column offsets, then over the KH row
     offsets, each keeping a small-int array of which offset won. A later offset wins only when strictly
     greater, so the winner is the earliest maximal row and, in it, the earliest maximal column: the first
-    maximum in row-major order, PyTorch's choice. Those two small arrays are all backward needs. The common
-    2x2 / stride 2 / no-padding pool takes a faster path with the same semantics (``_max_pool_2x2``): it
-    keeps each window's winning flat index, and backward is one scatter.
+    maximum in row-major order, PyTorch's choice. The common 2x2 / stride 2 / no-padding pool takes a faster
+    path with the same semantics (``_max_pool_2x2``) that records each window's winning flat index directly.
+    Backward is a ``scatter`` of grad to the winners, whose own backward is a gather (``getitem``) at them:
+    the op differentiates to any order.
     """
 
     name = "max_pool2d"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array, *, kernel_size: Pair, stride: Pair, padding: Pair) -> Array:
-        track = ctx.parents[0].requires_grad and is_grad_enabled()  # which offset won: only backward needs it
+        track = ctx.needs_input_grad[0]  # which offset won: only backward needs it
         if _is_2x2(kernel_size, stride, padding):
             out, winners, order = _max_pool_2x2(x, track)
             ctx.save_for_backward(x.shape, winners, order)
@@ -191,35 +178,54 @@ class MaxPool2dFn(Function):
         xp = pad_hw(x, padding, -np.inf)  # padding never wins a max (and every window holds a real element)
         row_max, arg_col = _running_max([xp[:, :, r, c] for r, c in by_cols], track)  # (N, C, Hp, OW)
         out, arg_row = _running_max([row_max[:, :, r, c] for r, c in by_rows], track)  # (N, C, OH, OW)
-        ctx.save_for_backward(x.shape, row_max.shape, arg_row, arg_col)
+        if track:
+            winners = _flat_winners(x.shape, out.shape, arg_row, arg_col, stride, padding)
+            ctx.save_for_backward(x.shape, winners, (0, 1, 2, 3))
         return out
 
     @staticmethod
     def backward(ctx: Context, grad: Array) -> tuple[Array]:
-        if _is_2x2(**ctx.attrs):  # the fast path: scatter each grad to its window's winner
-            x_shape, winners, order = ctx.saved_tensors
-            planes = np.zeros(x_shape[0] * x_shape[1] * x_shape[2] * x_shape[3], dtype=grad.dtype)
-            # both operands in the same (contiguous) order: NumPy's scatter is then ~1.3-2x faster
-            planes[winners] = np.ascontiguousarray(grad.transpose(order))
-            # dx in x's memory order: a conv2d before the pool reads its gradient without a copy
-            return (planes.reshape(tuple(x_shape[i] for i in order)).transpose(order),)
-        x_shape, row_max_shape, arg_row, arg_col = ctx.saved_tensors
+        x_shape, winners, order = ctx.saved_tensors
+        # winners index x's planes in ``order`` (x's memory order for the 2x2 path): grad in that order too
+        values = grad.transpose(order)
+        if isinstance(values, np.ndarray):
+            values = np.ascontiguousarray(values)  # both scatter operands contiguous: ~1.3-2x faster
         (kh, kw), (sh, sw) = ctx.attrs["kernel_size"], ctx.attrs["stride"]
-        by_cols, by_rows = _stages(x_shape, (kh, kw), (sh, sw), ctx.attrs["padding"])
-        # Undo the row pass (each output's grad to its winning row), then the column pass; windows that
-        # overlap along an axis add their shares there.
-        d_row_max = _route(grad, arg_row, row_max_shape, (0, 0), by_rows, sh < kh)
-        return (_route(d_row_max, arg_col, x_shape, ctx.attrs["padding"], by_cols, sw < kw),)
+        size = x_shape[0] * x_shape[1] * x_shape[2] * x_shape[3]
+        planes = ScatterFn.call(values, shape=(size,), index=winners, unique=sh >= kh and sw >= kw)
+        # dx in x's memory order: a conv2d before the pool reads its gradient without a copy
+        return (planes.reshape(tuple(x_shape[i] for i in order)).transpose(order),)
+
+
+def _flat_winners(x_shape: tuple[int, ...], out_shape: tuple[int, ...], arg_row: Array | None,
+                  arg_col: Array | None, stride: Pair, padding: Pair) -> Array:
+    """Each output's winning input as a flat index into x (N, C, H, W), from the two passes' winning offsets.
+
+    The row pass chose row ``p * sh + arg_row`` of the padded input; in it, the column pass had chosen column
+    ``q * sw + arg_col[..., row, q]``. Padding never wins (it is -inf and every window holds a real element).
+    """
+    n, c, h, w = x_shape
+    oh, ow = out_shape[2:]
+    rows = np.arange(oh, dtype=np.intp)[:, None] * stride[0] + np.zeros((n, c, 1, ow), dtype=np.intp)
+    if arg_row is not None:
+        rows += arg_row
+    cols = np.arange(ow, dtype=np.intp) * stride[1]
+    if arg_col is not None:
+        cols = cols + np.take_along_axis(arg_col, rows, axis=2)
+    planes = np.arange(n * c, dtype=np.intp).reshape(n, c, 1, 1) * (h * w)
+    return planes + (rows - padding[0]) * w + (cols - padding[1])
 
 
 class AvgPool2dFn(Function):
     """out[n, c, p, q] = mean of the KH*KW window, padding zeros included (PyTorch's default).
 
-    Same two passes as max_pool2d, summing; backward gives every window element grad / (KH*KW).
-    Derivation: docs/ops.md#avg_pool2d.
+    Same two passes as max_pool2d, summing. Backward gives every window element grad / (KH*KW): the
+    ``avg_pool2d_backward`` op, whose own backward is this pool again (the adjoint of a linear map's adjoint
+    is the map). Derivation: docs/ops.md#avg_pool2d.
     """
 
     name = "avg_pool2d"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array, *, kernel_size: Pair, stride: Pair, padding: Pair) -> Array:
@@ -228,18 +234,38 @@ class AvgPool2dFn(Function):
         row_sum = _running_sum([xp[:, :, r, c] for r, c in by_cols])  # (N, C, Hp, OW)
         out = _running_sum([row_sum[:, :, r, c] for r, c in by_rows])  # (N, C, OH, OW)
         out *= out.dtype.type(1.0 / (kernel_size[0] * kernel_size[1]))  # a float32 scalar keeps float32
-        ctx.save_for_backward(x.shape, row_sum.shape)
+        ctx.save_for_backward(x.shape)
         return out
 
     @staticmethod
     def backward(ctx: Context, grad: Array) -> tuple[Array]:
-        x_shape, row_sum_shape = ctx.saved_tensors
-        (kh, kw), (sh, sw) = ctx.attrs["kernel_size"], ctx.attrs["stride"]
-        by_cols, by_rows = _stages(x_shape, (kh, kw), (sh, sw), ctx.attrs["padding"])
+        (x_shape,) = ctx.saved_tensors
+        return (AvgPool2dBackwardFn.call(grad, x_shape=x_shape, **ctx.attrs),)
+
+
+class AvgPool2dBackwardFn(Function):
+    """avg_pool2d's input gradient as an op: each output's grad / (KH*KW) added to every element of its
+    window, giving an (N, C, H, W) array of ``x_shape``. Backward: ``avg_pool2d`` of the upstream gradient."""
+
+    name = "avg_pool2d_backward"
+    differentiable_backward = True
+
+    @staticmethod
+    def forward(ctx: Context, grad: Array, *, x_shape: tuple[int, ...], kernel_size: Pair, stride: Pair,
+                padding: Pair) -> Array:
+        (kh, kw), (sh, sw) = kernel_size, stride
+        by_cols, by_rows = _stages(x_shape, kernel_size, stride, padding)
         share = grad * grad.dtype.type(1.0 / (kh * kw))  # every window element gets 1/n of its output's grad
-        dtype, padding = share.dtype, ctx.attrs["padding"]
-        d_row_sum = scatter_windows((share for _ in by_rows), row_sum_shape, (0, 0), by_rows, sh < kh, dtype)
-        return (scatter_windows((d_row_sum for _ in by_cols), x_shape, padding, by_cols, sw < kw, dtype),)
+        n, c, _, ow = grad.shape
+        row_sum_shape = (n, c, x_shape[2] + 2 * padding[0], ow)
+        d_row_sum = scatter_windows((share for _ in by_rows), row_sum_shape, (0, 0), by_rows, sh < kh,
+                                    share.dtype)
+        return scatter_windows((d_row_sum for _ in by_cols), x_shape, padding, by_cols, sw < kw, share.dtype)
+
+    @staticmethod
+    def backward(ctx: Context, grad: Array) -> tuple[Array]:
+        attrs = {k: ctx.attrs[k] for k in ("kernel_size", "stride", "padding")}
+        return (AvgPool2dFn.call(grad, **attrs),)
 
 
 def _pool_args(

@@ -1,4 +1,5 @@
-"""Reductions over axes: sum mean max (NumPy's axis=None|int|tuple, negative axes, keepdims)."""
+"""Reductions over axes: sum mean max (NumPy's axis=None|int|tuple, negative axes, keepdims), and
+broadcast_to, the transpose of a sum."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from numpy.exceptions import AxisError
 
 from microgradcnn._checks import check_int
 from microgradcnn.ops.elementwise import ExpFn
-from microgradcnn.tensor import Array, Context, Function, Tensor
+from microgradcnn.tensor import Array, Context, Function, Tensor, unbroadcast
 
 Axis = int | tuple[int, ...] | None
 
@@ -50,20 +51,58 @@ def normalize_axes(
     return tuple(sorted(out)) if sort else tuple(out)
 
 
-def _spread(grad: Array, shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> Array:
-    """``grad`` of a reduction over ``axes`` copied back over the reduced axes: an array of ``shape``."""
+class BroadcastToFn(Function):
+    """x stretched to ``shape`` by NumPy's broadcasting rules, as a fresh array. Backward: grad summed over
+    the stretched axes (``unbroadcast``, itself made of ``sum`` and ``reshape``)."""
+
+    name = "broadcast_to"
+    differentiable_backward = True
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, *, shape: tuple[int, ...]) -> Array:
+        ctx.save_for_backward(x.shape)
+        # empty + copyto, not np.broadcast_to: its Python wrapper costs ~10 us a call on small arrays, and
+        # the result is a writable array of its own
+        out = np.empty(shape, dtype=x.dtype)
+        np.copyto(out, x)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad: Array) -> tuple[Array]:
+        (shape,) = ctx.saved_tensors
+        return (unbroadcast(grad, shape),)
+
+
+def broadcast_to(x: Any, shape: Any) -> Tensor:
+    """``x`` broadcast to ``shape`` (NumPy's rules: size-1 and missing leading axes stretch), as a copy.
+
+    Raises:
+        ValueError: naming both shapes, when x does not broadcast to ``shape``.
+    """
+    x = x if isinstance(x, Tensor) else Tensor(x)
+    shape = (int(shape),) if isinstance(shape, int | np.integer) else tuple(int(s) for s in shape)
+    try:
+        ok = np.broadcast_shapes(x.shape, shape) == shape
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"broadcast_to: x {x.shape} does not broadcast to {shape}")
+    return BroadcastToFn.apply(x, shape=shape)
+
+
+def _spread(grad: Any, shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> Any:
+    """``grad`` of a reduction over ``axes`` copied back over the reduced axes: an array (or, under
+    ``create_graph``, a Tensor) of ``shape``, by the ``broadcast_to`` op."""
     if not keepdims and axes:  # put the reduced axes back as size 1
         grad = grad.reshape(tuple(1 if a in axes else s for a, s in enumerate(shape)))
-    # empty + copyto, not np.broadcast_to: its Python wrapper costs ~10 us a call on small arrays
-    out = np.empty(shape, dtype=grad.dtype)
-    np.copyto(out, grad)
-    return out
+    return BroadcastToFn.call(grad, shape=shape)
 
 
 class SumFn(Function):
     """Sum over axes. Backward: grad copied to every element of its slice."""
 
     name = "sum"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array, axis: tuple[int, ...], keepdims: bool) -> Array:
@@ -88,6 +127,7 @@ class MeanFn(Function):
     """Mean over axes. Backward: grad / n to every element of its slice (n = slice size)."""
 
     name = "mean"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array, axis: tuple[int, ...], keepdims: bool) -> Array:
@@ -112,10 +152,13 @@ class MaxFn(Function):
     tied maxima (``torch.max(x)``); for an explicit axis (or tuple of them, even all): each slice's whole
     grad to its first maximum in row-major order (``torch.max(x, dim)``, and max-pooling).
 
-    Derivation and the reason for the two rules: docs/ops.md#max.
+    Derivation and the reason for the two rules: docs/ops.md#max. The backward is made of ops (grad
+    spread over each slice by ``broadcast_to``, times a constant mask of the winners), so its own
+    derivative is the same mask: the op is piecewise linear.
     """
 
     name = "max"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array, axis: tuple[int, ...] | None, keepdims: bool) -> Array:
@@ -146,11 +189,11 @@ class MaxFn(Function):
             return (grad * share.astype(x.dtype),)
         shape, moved_shape, idx, kept = ctx.saved_tensors
         axes = ctx.attrs["axis"]
-        g = grad.reshape((*moved_shape[:-1], 1))
-        dmoved = np.zeros(moved_shape, dtype=grad.dtype)
-        np.put_along_axis(dmoved, idx, g, axis=-1)
-        dx = dmoved.reshape(tuple(shape[a] for a in (*kept, *axes)))
-        return (np.transpose(dx, np.argsort((*kept, *axes))),)
+        winners = np.zeros(moved_shape, dtype=grad.dtype)
+        np.put_along_axis(winners, idx, 1, axis=-1)
+        winners = winners.reshape(tuple(shape[a] for a in (*kept, *axes)))
+        mask = np.transpose(winners, np.argsort((*kept, *axes)))
+        return (_spread(grad, shape, axes, ctx.attrs["keepdims"]) * mask,)
 
 
 def max(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:

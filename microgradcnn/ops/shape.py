@@ -1,4 +1,4 @@
-"""Shape ops: reshape transpose getitem, and flatten composed from reshape."""
+"""Shape ops: reshape transpose getitem scatter, and flatten composed from reshape."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ class ReshapeFn(Function):
     """The same elements in a new shape. Backward: grad reshaped back."""
 
     name = "reshape"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array, shape: tuple[int, ...]) -> Array:
@@ -57,6 +58,7 @@ class TransposeFn(Function):
     """Permute the axes. Backward: grad permuted by the inverse permutation."""
 
     name = "transpose"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array, axes: tuple[int, ...]) -> Array:
@@ -64,7 +66,7 @@ class TransposeFn(Function):
 
     @staticmethod
     def backward(ctx: Context, grad: Array) -> tuple[Array]:
-        return (np.transpose(grad, np.argsort(ctx.attrs["axes"])),)
+        return (grad.transpose(tuple(int(a) for a in np.argsort(ctx.attrs["axes"]))),)
 
 
 def transpose(x: Tensor, axes: Any = None) -> Tensor:
@@ -115,9 +117,11 @@ def _is_basic(index: Any) -> bool:
 
 
 class GetitemFn(Function):
-    """x[index]. Backward: grad scattered into zeros of x's shape, repeated indices adding up (np.add.at)."""
+    """x[index]. Backward: grad scattered into zeros of x's shape (the ``scatter`` op, whose backward is
+    this one), repeated indices adding up."""
 
     name = "getitem"
+    differentiable_backward = True
 
     @staticmethod
     def forward(ctx: Context, x: Array, index: Any) -> Array:
@@ -128,12 +132,49 @@ class GetitemFn(Function):
     def backward(ctx: Context, grad: Array) -> tuple[Array]:
         (shape,) = ctx.saved_tensors
         index = ctx.attrs["index"]
-        dx = np.zeros(shape, dtype=grad.dtype)
-        if _is_basic(index):  # a view: every element is picked at most once, plain assignment is enough
-            dx[index] = grad
+        return (ScatterFn.call(grad, shape=shape, index=index, unique=_is_basic(index)),)
+
+
+class ScatterFn(Function):
+    """zeros(shape) with ``values`` added at ``index`` (NumPy indexing; repeated positions add up).
+
+    The transpose of ``getitem``: each is the other's backward. ``unique`` says no position is indexed
+    twice (basic indexing, a max-pool's winners), so a plain assignment does instead of ``np.add.at``.
+    """
+
+    name = "scatter"
+    differentiable_backward = True
+
+    @staticmethod
+    def forward(ctx: Context, values: Array, *, shape: tuple[int, ...], index: Any, unique: bool) -> Array:
+        out = np.zeros(shape, dtype=values.dtype)
+        if unique:
+            out[index] = values
         else:
-            np.add.at(dx, index, grad)
-        return (dx,)
+            np.add.at(out, index, values)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad: Array) -> tuple[Array]:
+        return (GetitemFn.call(grad, index=ctx.attrs["index"]),)
+
+
+def scatter(values: Any, shape: Any, index: Any) -> Tensor:
+    """A tensor of zeros of ``shape`` with ``values`` added at ``index``, repeated positions adding up:
+    the gradient of ``x[index]``. Shapes: ``values`` has the shape of ``zeros(shape)[index]``.
+
+    Raises:
+        IndexError: naming the shape, for an index out of range.
+        ValueError: naming the op, when ``values`` does not fit the indexed positions.
+    """
+    values = values if isinstance(values, Tensor) else Tensor(values)
+    shape = tuple(int(s) for s in shape)
+    index = _plain_index(index)
+    try:
+        np.empty(shape)[index]
+    except IndexError as err:
+        raise IndexError(f"scatter: {err} (shape {shape})") from None
+    return ScatterFn.apply(values, shape=shape, index=index, unique=_is_basic(index))
 
 
 def getitem(x: Tensor, index: Any) -> Tensor:

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from microgradcnn.tensor import REGISTRY, Function, Tensor, toposort
-from microgradcnn.testing.gradcheck import GradcheckError, gradcheck
+from microgradcnn.testing.gradcheck import GradcheckError, gradcheck, gradgradcheck
 
 Factory = TypeVar("Factory", bound=Callable[..., Any])
 Case = tuple[Callable[..., Tensor], tuple[Any, ...]]  # (fn, inputs): gradcheck's arguments
@@ -64,6 +64,9 @@ def check_op(
 ) -> None:
     """Run a hypothesis property test: for drawn inputs, the op's gradients match central differences.
 
+    For an op with ``differentiable_backward`` (every built-in op) each case also goes through
+    ``gradgradcheck``: its second derivatives are proved the same way.
+
     ``name`` is a registered op name or a ``Function`` subclass. Its cases come from ``cases`` if given (a
     strategy, or a factory called with ``strategy_overrides``), else from
     ``microgradcnn.testing.strategies.OP_CASES[name]`` (see ``register_cases``) built with
@@ -71,7 +74,8 @@ def check_op(
     positional array input (the parameters after ``ctx`` without a default), all of one shared small shape,
     values spaced apart and away from 0 (``strategies.default_cases``, which takes the overrides). A case is
     an ``OpCase(fn, inputs)``, or just the inputs (a Tensor or a tuple) for the op's ``apply``. Each case
-    goes through ``gradcheck(fn, inputs, eps, atol, rtol)``.
+    goes through ``gradcheck(fn, inputs, eps, atol, rtol)`` (and
+    ``gradgradcheck`` with the same tolerances, as said above).
 
     The active hypothesis profile's settings apply, with ``max_examples`` on top (None keeps the profile's),
     no deadline (a gradient check is slow by nature) and the first failure raised alone: hypothesis shrinks
@@ -97,10 +101,15 @@ def check_op(
     if max_examples is not None and (not isinstance(max_examples, int) or max_examples < 1):
         raise ValueError(f"check_op({op!r}): max_examples must be a positive int or None: {max_examples!r}")
 
+    # Second order too, for an op whose backward is differentiable (every built-in op): gradgradcheck.
+    second_order = fn_cls is not None and fn_cls.differentiable_backward
+
     def test(case: Any) -> None:
         fn, inputs = _unpack(case, op, fn_cls)
         try:
             gradcheck(fn, inputs, eps=eps, atol=atol, rtol=rtol)
+            if second_order:
+                gradgradcheck(fn, inputs, eps=eps, atol=atol, rtol=rtol)
         except GradcheckError as err:
             raise GradcheckError(f"check_op({op!r}): {err}\n    {_describe(fn, inputs, op)}") from None
 

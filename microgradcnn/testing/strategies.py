@@ -2,8 +2,8 @@
 
 Needs the ``testing`` extra (``pip install "microgradcnn[testing]"``). Public building blocks for your own
 property tests: ``tensors``, ``arrays``, ``shapes``, ``broadcastable_shapes``, ``floats``, ``away_from_zero``,
-``spaced_arrays``, ``distinct_arrays``, ``axes``, ``conv2d_configs``, ``pool2d_configs``, ``class_targets``;
-``stroke_images`` for image-preprocessing tests.
+``spaced_arrays``, ``distinct_arrays``, ``axes``, ``conv2d_configs``, ``conv_transpose2d_configs``,
+``pool2d_configs``, ``class_targets``; ``stroke_images`` for image-preprocessing tests.
 Sizes are small (sides up to ``MAX_SIDE``; conv/pool images up to 9x9) so a property test of 100 gradient
 checks takes seconds. Values are drawn away from the points where finite differences lie (relu at 0, ties
 under max, log near 0): ``tensors(avoid_kinks=True)`` and ``spaced_arrays`` for your own ops; so a failing
@@ -323,6 +323,32 @@ def getitem_cases(draw: st.DrawFn) -> OpCase:
 
 
 @st.composite
+def broadcast_to_cases(draw: st.DrawFn) -> OpCase:
+    """x broadcast to a shape with added leading axes and stretched size-1 axes."""
+    target = draw(shapes())
+    # x: a suffix of the target's axes, each kept or shrunk to 1
+    tail = target[len(target) - draw(st.integers(0, len(target))) :]
+    shape = tuple(1 if draw(st.booleans()) else s for s in tail)
+    return OpCase(lambda t: ops.broadcast_to(t, target), (_grad(draw(arrays(shape))),))
+
+
+@st.composite
+def scatter_cases(draw: st.DrawFn) -> OpCase:
+    """Values scattered into zeros with an int, a slice, or an integer array with repeated indices."""
+    shape = draw(shapes(min_dims=1))
+    n = shape[0]
+    index = draw(
+        st.one_of(
+            st.integers(-n, n - 1),
+            st.builds(slice, st.none() | st.integers(-n, n), st.none() | st.integers(-n, n)),
+            st.lists(st.integers(-n, n - 1), min_size=1, max_size=5).map(np.asarray),
+        )
+    )
+    values = draw(arrays(np.zeros(shape)[index].shape))
+    return OpCase(lambda t: ops.scatter(t, shape, index), (_grad(values),))
+
+
+@st.composite
 def matmul_cases(draw: st.DrawFn) -> OpCase:
     """(n,k)@(k,m), batched with broadcasting batch axes, and 1-d operands on either side."""
     n, k, m, b = (draw(st.integers(1, 3)) for _ in range(4))
@@ -386,6 +412,51 @@ def conv2d_configs(
 
 
 @st.composite
+def conv_transpose2d_configs(
+    draw: st.DrawFn,
+    max_n: int = 2,
+    max_channels: int = 4,
+    max_side: int = 5,
+    max_kernel: int = 3,
+    max_stride: int = 3,
+    max_padding: int = 2,
+    max_dilation: int = 2,
+    dtype: Any = np.float64,
+) -> dict[str, Any]:
+    """conv_transpose2d problems: a dict of x, weight, bias (or None), stride, padding, output_padding,
+    dilation, groups.
+
+    Every combination PyTorch accepts: groups divides both channel counts, weight is (C_in, C_out/groups,
+    KH, KW), output_padding is below the stride or the dilation of its axis (both kinds drawn), and padding
+    leaves a non-empty output. Call as ``F.conv_transpose2d(cfg["x"], cfg["weight"], cfg["bias"],
+    stride=..., ...)`` or pass the arrays to torch.
+    """
+    n = draw(st.integers(1, max_n))
+    groups = draw(st.integers(1, max_channels))
+    c_in = groups * draw(st.integers(1, max_channels // groups))
+    c_out = groups * draw(st.integers(1, max_channels // groups))
+    geometry = []
+    for _ in range(2):  # per axis: side, kernel, stride, dilation, output_padding, padding
+        h, k = draw(st.integers(1, max_side)), draw(st.integers(1, max_kernel))
+        s, d = draw(st.integers(1, max_stride)), draw(st.integers(1, max_dilation))
+        extra = draw(st.integers(0, max(s, d) - 1))
+        # output (h-1)s - 2p + d(k-1) + extra + 1 >= 1
+        p = draw(st.integers(0, min(max_padding, ((h - 1) * s + d * (k - 1) + extra) // 2)))
+        geometry.append((h, k, s, d, extra, p))
+    (h, kh, sh, dh, eh, ph), (w, kw, sw, dw, ew, pw) = geometry
+    return {
+        "x": draw(arrays((n, c_in, h, w), dtype=dtype)),
+        "weight": draw(arrays((c_in, c_out // groups, kh, kw), dtype=dtype)),
+        "bias": draw(st.none() | arrays((c_out,), dtype=dtype)),
+        "stride": _int_or_pair(draw, sh, sw),
+        "padding": _int_or_pair(draw, ph, pw),
+        "output_padding": _int_or_pair(draw, eh, ew),
+        "dilation": _int_or_pair(draw, dh, dw),
+        "groups": groups,
+    }
+
+
+@st.composite
 def pool2d_configs(
     draw: st.DrawFn,
     max_n: int = 3,
@@ -428,6 +499,33 @@ def conv2d_cases(**overrides: Any) -> st.SearchStrategy[OpCase]:
     return conv2d_configs(**overrides).map(_conv2d_case)
 
 
+def _conv_transpose2d_case(cfg: dict[str, Any]) -> OpCase:
+    attrs = {k: cfg[k] for k in ("stride", "padding", "output_padding", "groups", "dilation")}
+    tensors = [cfg[k] for k in ("x", "weight", "bias") if cfg[k] is not None]
+    return OpCase(lambda *ts: ops.conv_transpose2d(*ts, **attrs), tuple(_grad(a) for a in tensors))
+
+
+def conv_transpose2d_cases(**overrides: Any) -> st.SearchStrategy[OpCase]:
+    """conv_transpose2d gradient problems: ``conv_transpose2d_configs(**overrides)``, x, weight and bias."""
+    return conv_transpose2d_configs(**overrides).map(_conv_transpose2d_case)
+
+
+def conv2d_weight_cases(**overrides: Any) -> st.SearchStrategy[OpCase]:
+    """conv2d_weight gradient problems: a ``conv2d_configs(**overrides)`` input and a drawn output gradient
+    of conv2d's output shape; both are checked."""
+
+    @st.composite
+    def case(draw: st.DrawFn) -> OpCase:
+        cfg = draw(conv2d_configs(**overrides))
+        attrs = {k: cfg[k] for k in ("stride", "padding", "dilation", "groups")}
+        x, size = cfg["x"], cfg["weight"].shape
+        out_shape = ops.conv2d(x, cfg["weight"], **attrs).shape
+        grad_output = draw(arrays(out_shape, dtype=x.dtype))
+        return OpCase(lambda t, g: ops.conv2d_weight(t, size, g, **attrs), (_grad(x), _grad(grad_output)))
+
+    return case()
+
+
 def _pool2d_cases(name: str, distinct: bool) -> Callable[..., st.SearchStrategy[OpCase]]:
     def cases(**overrides: Any) -> st.SearchStrategy[OpCase]:
         def case(cfg: dict[str, Any]) -> OpCase:
@@ -438,6 +536,19 @@ def _pool2d_cases(name: str, distinct: bool) -> Callable[..., st.SearchStrategy[
         return pool2d_configs(**{"distinct": distinct, **overrides}).map(case)
 
     return cases
+
+
+def avg_pool2d_backward_cases(**overrides: Any) -> st.SearchStrategy[OpCase]:
+    """avg_pool2d's input-gradient op: a ``pool2d_configs(**overrides)`` geometry and an output gradient."""
+    from microgradcnn.ops.pool import AvgPool2dBackwardFn, _pool_args
+
+    def case(cfg: dict[str, Any]) -> OpCase:
+        x = Tensor(cfg["x"])
+        attrs = _pool_args("avg_pool2d", x, cfg["kernel_size"], cfg["stride"], cfg["padding"])
+        grad = ops.avg_pool2d(x, **attrs).data + 0.5  # any values of the output's shape
+        return OpCase(lambda g: AvgPool2dBackwardFn.apply(g, x_shape=x.shape, **attrs), (_grad(grad),))
+
+    return pool2d_configs(**{"distinct": False, **overrides}).map(case)
 
 
 @st.composite
@@ -636,11 +747,16 @@ OP_CASES: dict[str, Callable[..., st.SearchStrategy[OpCase]]] = {
     "reshape": reshape_cases,
     "transpose": transpose_cases,
     "getitem": getitem_cases,
+    "scatter": scatter_cases,
+    "broadcast_to": broadcast_to_cases,
     "matmul": matmul_cases,
     "linear": linear_cases,
     "conv2d": conv2d_cases,
+    "conv_transpose2d": conv_transpose2d_cases,
+    "conv2d_weight": conv2d_weight_cases,
     "max_pool2d": _pool2d_cases("max_pool2d", distinct=True),
     "avg_pool2d": _pool2d_cases("avg_pool2d", distinct=False),
+    "avg_pool2d_backward": avg_pool2d_backward_cases,
     "softmax": _softmax_cases("softmax"),
     "log_softmax": _softmax_cases("log_softmax"),
     "cross_entropy": cross_entropy_cases,
@@ -658,3 +774,63 @@ OP_CASES: dict[str, Callable[..., st.SearchStrategy[OpCase]]] = {
     "var": _moment_cases("var"),
     "std": _moment_cases("std"),
 }
+
+
+# ---- activations and batch norm -------------------------------------------------------------------------
+@st.composite
+def leaky_relu_cases(draw: st.DrawFn) -> OpCase:
+    """leaky_relu with slopes below, at and above 0 (and above 1); x keeps 0.05 away from the kink."""
+    slope = draw(st.sampled_from([0.01, 0.2, -0.5, 0.0, 1.5]))
+    x = draw(arrays(shapes(), away_from_zero(0.05, 3.0)))
+    return OpCase(lambda t: ops.leaky_relu(t, slope), (_grad(x),))
+
+
+@st.composite
+def elu_cases(draw: st.DrawFn) -> OpCase:
+    """elu with several alphas; x keeps 0.05 away from 0, where the derivative jumps unless alpha = 1."""
+    alpha = draw(st.sampled_from([1.0, 0.5, 2.0]))
+    x = draw(arrays(shapes(), away_from_zero(0.05, 4.0)))
+    return OpCase(lambda t: ops.elu(t, alpha), (_grad(x),))
+
+
+@st.composite
+def softplus_cases(draw: st.DrawFn) -> OpCase:
+    """softplus with several betas and thresholds, some inside the drawn range; x keeps 0.05 / beta away
+    from the switch to the linear branch at beta * x = threshold."""
+    beta = draw(st.sampled_from([1.0, 0.5, 3.0]))
+    threshold = draw(st.sampled_from([20.0, 1.0, 0.5]))
+    x = draw(arrays(shapes(), floats(-4.0, 4.0)))
+    near = np.abs(beta * x - threshold) < 0.05
+    x = np.where(near, x + 0.1 / beta, x)
+    return OpCase(lambda t: ops.softplus(t, beta, threshold), (_grad(x),))
+
+
+@st.composite
+def batch_norm_cases(draw: st.DrawFn, max_n: int = 3, max_channels: int = 3) -> OpCase:
+    """The training-mode op on (N, C), (N, C, L) and (N, C, H, W), with or without weight and bias.
+
+    Values are a shuffled grid 0.3 apart, so no channel is nearly constant: its tiny variance would make
+    the normalisation (and central differences of it) ill-conditioned.
+    """
+    spatial = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+    n = draw(st.integers(1 if spatial and int(np.prod(spatial)) > 1 else 2, max_n))
+    c = draw(st.integers(1, max_channels))
+    x = draw(distinct_arrays((n, c, *spatial), spacing=0.3))
+    eps = draw(st.sampled_from([1e-5, 0.1]))
+    if draw(st.booleans()):
+        w, b = draw(arrays((c,), floats(-2.0, 2.0))), draw(arrays((c,)))
+        fn = ops.norm.BatchNormFn
+        return OpCase(lambda *ts: fn.apply(*ts, eps=eps), (_grad(x), _grad(w), _grad(b)))
+    return OpCase(lambda t: ops.norm.BatchNormFn.apply(t, eps=eps), (_grad(x),))
+
+
+OP_CASES.update(
+    {
+        "erf": _unary(ops.erf, floats(-3.0, 3.0)),
+        "gelu": _unary(ops.gelu, floats(-4.0, 4.0)),
+        "leaky_relu": leaky_relu_cases,
+        "elu": elu_cases,
+        "softplus": softplus_cases,
+        "batch_norm": batch_norm_cases,
+    }
+)

@@ -79,12 +79,63 @@ def test_conv2d_parameter_shapes_and_repr_follow_pytorch():
     )
 
 
+def test_conv_transpose2d_matches_pytorch_with_its_state_dict():
+    torch = pytest.importorskip("torch")
+    args = {"stride": (2, 1), "padding": (1, 0), "output_padding": (1, 0), "groups": 2, "dilation": (1, 2)}
+    theirs = torch.nn.ConvTranspose2d(4, 6, (3, 2), **args).double()
+    ours = nn.ConvTranspose2d(4, 6, (3, 2), **args, rng=rng())
+    state = {k: v.detach().numpy() for k, v in theirs.state_dict().items()}
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in state.items()}
+    assert list(ours.state_dict()) == list(state) == ["weight", "bias"]
+    ours.load_state_dict(state)
+    x = rng(1).standard_normal((2, 4, 5, 6))
+    tx = torch.tensor(x, requires_grad=True)
+    tout = theirs(tx)
+    mx = Tensor(x, requires_grad=True)
+    mine = ours.to(np.float64)(mx)
+    np.testing.assert_allclose(mine.data, tout.detach().numpy(), rtol=1e-10, atol=1e-12)
+    g = rng(2).standard_normal(mine.shape)
+    mine.backward(g)
+    tout.backward(torch.tensor(g))
+    pairs = [(mx.grad, tx.grad), (ours.weight.grad, theirs.weight.grad), (ours.bias.grad, theirs.bias.grad)]
+    for got, want in pairs:
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-10, atol=1e-12)
+    # and back: torch loads ours
+    theirs.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in ours.state_dict().items()})
+    assert repr(ours) == repr(theirs).replace(", bias=True", "")
+
+
+def test_conv_transpose2d_parameter_shapes_and_repr_follow_pytorch():
+    layer = nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2, bias=False,
+                               rng=rng())
+    assert layer.weight.shape == (4, 3, 3, 3)  # (in_channels, out_channels / groups, KH, KW)
+    assert layer.bias is None
+    assert repr(layer) == (
+        "ConvTranspose2d(4, 6, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), output_padding=(1, 1), "
+        "groups=2, bias=False)"
+    )
+    assert nn.ConvTranspose2d(4, 6, 3, rng=rng()).bias.shape == (6,)
+
+
+def test_conv_transpose2d_layer_upsamples_and_rejects_bad_arguments():
+    up = nn.ConvTranspose2d(3, 2, 4, stride=2, padding=1, rng=rng())
+    assert up(Tensor(np.zeros((1, 3, 5, 5), dtype=np.float32))).shape == (1, 2, 10, 10)
+    with pytest.raises(ValueError, match=r"ConvTranspose2d: output_padding \(2, 2\) must be smaller"):
+        nn.ConvTranspose2d(3, 2, 3, stride=2, output_padding=2)
+    with pytest.raises(ValueError, match=r"ConvTranspose2d: in_channels .* divisible by groups"):
+        nn.ConvTranspose2d(3, 2, 3, groups=2)
+    with pytest.raises(TypeError, match="ConvTranspose2d: kernel_size"):
+        nn.ConvTranspose2d(3, 2, 1.5)
+
+
 @pytest.mark.parametrize(
     ("make", "fan_in"),
     [
         (lambda r: nn.Linear(200, 300, rng=r), 200),
         (lambda r: nn.Conv2d(6, 64, 5, rng=r), 6 * 25),
         (lambda r: nn.Conv2d(6, 60, (3, 2), groups=3, rng=r), 2 * 6),
+        (lambda r: nn.ConvTranspose2d(64, 6, 5, rng=r), 6 * 25),  # fan_in from weight.shape[1:] as PyTorch
+        (lambda r: nn.ConvTranspose2d(60, 6, (3, 2), groups=3, rng=r), 2 * 6),
     ],
 )
 def test_default_init_is_uniform_within_one_over_sqrt_fan_in(make, fan_in):
@@ -132,6 +183,7 @@ def test_layers_reject_bad_arguments_with_clear_errors():
     [
         lambda r: nn.Linear(4, 3, rng=r),
         lambda r: nn.Conv2d(2, 3, 3, padding=1, stride=2, rng=r),
+        lambda r: nn.ConvTranspose2d(2, 4, 3, stride=2, padding=1, output_padding=1, groups=2, rng=r),
         lambda r: nn.Sequential(
             nn.Conv2d(2, 2, 2, rng=r), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8, 3, rng=r)
         ),

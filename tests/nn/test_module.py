@@ -132,14 +132,14 @@ def test_call_runs_forward_inside_the_module_scope():
     assert out.shape == (5, 2)
     # the last op (the second Linear's) ran inside net, net.second and net.second[2], innermost last
     assert out._ctx.scope == (net, net.second, net.second[2])
-    assert mg.tensor._SCOPE == ()  # popped again
+    assert mg.tensor.current_scope() == ()  # popped again
 
 
 def test_scope_is_popped_when_forward_raises():
     net = Net(rng())
     with pytest.raises(ValueError, match="linear"):
         net(Tensor(np.ones((5, 7), dtype=np.float32)))
-    assert mg.tensor._SCOPE == ()
+    assert mg.tensor.current_scope() == ()
 
 
 def test_forward_must_be_overridden():
@@ -278,3 +278,142 @@ def test_sequential_from_ordered_dict_uses_its_names():
     seq = nn.Sequential(OrderedDict([("conv", nn.Conv2d(1, 2, 3, rng=rng())), ("act", nn.ReLU())]))
     assert [n for n, _ in seq.named_parameters()] == ["conv.weight", "conv.bias"]
     assert isinstance(seq[1], nn.ReLU)
+
+
+# ---- buffers -------------------------------------------------------------------------------------------
+class Counter(nn.Module):
+    """A parameter, a persistent float buffer, an int buffer, a non-persistent one and a None one."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(np.ones(2, dtype=np.float32))
+        self.register_buffer("total", np.zeros(2, dtype=np.float32))
+        self.register_buffer("steps", np.zeros((), dtype=np.int64))
+        self.register_buffer("scratch", np.zeros(3, dtype=np.float32), persistent=False)
+        self.register_buffer("unused", None)
+
+    def forward(self, x):
+        if self.training:
+            self.total += x.data.sum(axis=0)
+            self.steps += 1
+        return x * self.weight
+
+
+class Holder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(2, 2, rng=rng())
+        self.count = Counter()
+
+
+def test_buffers_are_state_but_not_parameters():
+    net = Holder()
+    assert [n for n, _ in net.named_parameters()] == ["fc.weight", "fc.bias", "count.weight"]
+    assert [n for n, _ in net.named_buffers()] == ["count.total", "count.steps", "count.scratch"]
+    assert net.count.total is dict(net.named_buffers())["count.total"]
+    assert [b.shape for b in net.buffers()] == [(2,), (), (3,)]
+    # PyTorch's state_dict order: a module's parameters, its persistent buffers, then its children's
+    assert list(net.state_dict()) == ["fc.weight", "fc.bias", "count.weight", "count.total", "count.steps"]
+    assert net.count.unused is None
+    opt = mg.optim.SGD(net.parameters(), lr=0.1)
+    assert sum(len(g["params"]) for g in opt.param_groups) == 3
+
+
+def test_buffers_update_in_training_and_round_trip_through_state_dict():
+    net = Holder()
+    net.count(Tensor(np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)))
+    state = net.state_dict()
+    np.testing.assert_array_equal(state["count.total"], [4.0, 6.0])
+    assert state["count.steps"] == 1
+    assert state["count.steps"].dtype == np.int64
+    state["count.total"][:] = 0  # a copy: the snapshot does not alias the buffer
+    assert net.count.total[0] == 4.0
+    fresh = Holder()
+    total = fresh.count.total
+    fresh.load_state_dict(net.state_dict())
+    assert fresh.count.total is total  # loaded in place, like parameters
+    np.testing.assert_array_equal(fresh.count.total, [4.0, 6.0])
+    assert fresh.count.steps == 1
+    assert fresh.count.steps.dtype == np.int64
+    with pytest.raises(nn.StateDictError, match=r"missing key\(s\): count.steps"):
+        fresh.load_state_dict({k: v for k, v in net.state_dict().items() if k != "count.steps"})
+    with pytest.raises(nn.StateDictError, match=r"size mismatch for count.total"):
+        fresh.load_state_dict({**net.state_dict(), "count.total": np.zeros(3)})
+
+
+def test_eval_stops_buffer_updates_and_train_returns_self():
+    net = Holder()
+    assert net.eval() is net
+    assert not net.count.training
+    net.count(Tensor(np.ones((1, 2), dtype=np.float32)))
+    assert net.count.steps == 0
+    assert net.train() is net
+    assert net.count.training
+    net.count(Tensor(np.ones((1, 2), dtype=np.float32)))
+    assert net.count.steps == 1
+    with pytest.raises(TypeError, match="mode must be a bool"):
+        net.train("no")
+
+
+def test_to_converts_float_buffers_and_keeps_integer_ones():
+    net = Holder()
+    net.to(np.float64)
+    assert net.count.total.dtype == np.float64
+    assert net.count.scratch.dtype == np.float64
+    assert dict(net.named_buffers())["count.total"] is net.count.total  # attribute and registry agree
+    assert net.count.steps.dtype == np.int64
+    net.float()
+    assert net.state_dict()["count.total"].dtype == np.float32
+
+
+def test_assigning_to_a_buffer_name_replaces_the_buffer():
+    c = Counter()
+    c.total = np.full(2, 5.0)
+    assert c.state_dict()["total"][0] == 5.0
+    c.total = None
+    assert "total" not in c.state_dict()
+    with pytest.raises(TypeError, match="buffer 'total' must be a numpy array or None"):
+        c.total = [1.0, 2.0]
+    del c.steps
+    assert "steps" not in c.state_dict()
+    assert "steps" not in dict(c.named_buffers())
+
+
+def test_register_buffer_rejects_bad_names_and_values():
+    c = Counter()
+    with pytest.raises(KeyError, match="already exists"):
+        c.register_buffer("weight", np.zeros(1))
+    with pytest.raises(KeyError, match="already exists"):
+        c.register_buffer("training", np.zeros(1))
+    with pytest.raises(KeyError, match=r"contain no '\.'"):
+        c.register_buffer("a.b", np.zeros(1))
+    with pytest.raises(TypeError, match="must be a string"):
+        c.register_buffer(3, np.zeros(1))
+    with pytest.raises(TypeError, match="must be a numpy array or None"):
+        c.register_buffer("fresh", [1, 2])
+    c.register_buffer("total", np.ones(2))  # re-registering a buffer replaces it
+    assert c.total[0] == 1.0
+
+
+def test_buffer_state_dict_keys_match_pytorch():
+    torch = pytest.importorskip("torch")
+
+    class TorchCounter(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(2))
+            self.register_buffer("total", torch.zeros(2))
+            self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
+            self.register_buffer("scratch", torch.zeros(3), persistent=False)
+            self.register_buffer("unused", None)
+
+    class TorchHolder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(2, 2)
+            self.count = TorchCounter()
+
+    ours, theirs = Holder(), TorchHolder()
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert [n for n, _ in ours.named_buffers()] == [n for n, _ in theirs.named_buffers()]
+    theirs.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in ours.state_dict().items()})

@@ -169,3 +169,93 @@ def test_non_finite_analytic_gradient_fails():
 
 def test_an_unused_input_has_zero_gradient_and_passes():
     assert gradcheck(lambda a, b: a * 2, [_grid((2,)), _grid((3,))]) is True
+
+
+# ---- gradgradcheck -----------------------------------------------------------------------------------------
+class _CubeSavedAsConstant(mg.Function, register=False):
+    """x**3 whose first derivative is right, but whose backward saves a copy of x: under create_graph the
+    copy stays a constant, so the second derivative misses the 6 x term."""
+
+    name = "cube_saved_as_constant"
+    differentiable_backward = True
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x.copy())  # derived, not the input itself
+        return x * x * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return (3 * x * x * grad,)
+
+
+class _Cube(mg.Function, register=False):
+    """x**3, written by the contract: the input itself saved, backward made of Tensor operators."""
+
+    name = "cube"
+    differentiable_backward = True
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return (3 * x * x * grad,)
+
+
+def test_gradgradcheck_passes_a_twice_differentiable_op():
+    from microgradcnn.testing import gradgradcheck
+
+    x = mg.Tensor(np.array([[0.5, -1.2], [2.0, 0.3]]), requires_grad=True)
+    assert gradcheck(_Cube.apply, [x])
+    assert gradgradcheck(_Cube.apply, [x])
+    assert gradgradcheck(_Cube.apply, [x], grad_outputs=np.ones((2, 2)))
+
+
+def test_gradgradcheck_catches_a_backward_that_treats_a_saved_input_as_a_constant():
+    from microgradcnn.testing import gradgradcheck
+
+    x = mg.Tensor(np.array([0.5, -1.2, 2.0]), requires_grad=True)
+    assert gradcheck(_CubeSavedAsConstant.apply, [x])  # first order cannot see it
+    with pytest.raises(GradcheckError, match=r"gradgradcheck: gradient of input 0 \(shape \(3,\)\).* index"):
+        gradgradcheck(_CubeSavedAsConstant.apply, [x])
+
+
+def test_gradgradcheck_names_grad_outputs_when_the_vjp_is_wrong_in_the_seed():
+    from microgradcnn.testing import gradgradcheck
+
+    class Twice(mg.Function, register=False):  # right values, but the seed is cut from the graph
+        name = "twice_detached_seed"
+        differentiable_backward = True
+
+        @staticmethod
+        def forward(ctx, x):
+            return 2 * x
+
+        @staticmethod
+        def backward(ctx, grad):
+            return (2 * (grad.data if isinstance(grad, mg.Tensor) else grad),)
+
+    x = mg.Tensor(np.array([0.5, -1.0]), requires_grad=True)
+    with pytest.raises(GradcheckError, match="grad_outputs"):
+        gradgradcheck(Twice.apply, [x], grad_outputs=np.array([1.0, 1.0]))
+
+
+def test_gradgradcheck_checks_its_arguments():
+    from microgradcnn.testing import gradgradcheck
+
+    x = mg.Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    with pytest.raises(ValueError, match="grad_outputs has shape"):
+        gradgradcheck(_Cube.apply, [x], grad_outputs=np.ones(3))
+    with pytest.raises(ValueError, match="nothing to check"):
+        gradgradcheck(_Cube.apply, [mg.Tensor([1.0])])
+    with pytest.raises(ValueError, match="eps must be positive"):
+        gradgradcheck(_Cube.apply, [x], eps=0.0)
+    x32 = mg.Tensor(np.array([1.0, 2.0], dtype=np.float32), requires_grad=True)
+    assert gradgradcheck(_Cube.apply, [x32])
+    assert x32.grad is None
+    assert x32.dtype == np.float32

@@ -16,6 +16,7 @@ from microgradcnn.testing.strategies import (
     broadcastable_shapes,
     class_targets,
     conv2d_configs,
+    conv_transpose2d_configs,
     default_cases,
     distinct_arrays,
     floats,
@@ -154,6 +155,16 @@ def test_conv2d_configs_always_give_a_non_empty_output_of_the_documented_size(co
     assert x.shape[1] == weight.shape[1] * config["groups"]
     assert oc % config["groups"] == 0
     assert config["bias"] is None or config["bias"].shape == (oc,)
+
+
+@fast
+@given(config=conv_transpose2d_configs())
+def test_conv_transpose2d_configs_are_accepted_with_a_non_empty_output(config):
+    out = F.conv_transpose2d(**config)  # raises for any argument combination PyTorch refuses
+    assert min(out.shape) >= 1
+    names = ("stride", "output_padding", "dilation")
+    stride, extra, dilation = (np.broadcast_to(config[k], 2) for k in names)
+    assert np.all(extra < np.maximum(stride, dilation))
 
 
 @fast
