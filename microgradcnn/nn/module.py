@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import itertools
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from microgradcnn import tensor as _tensor
-from microgradcnn.tensor import Tensor
+from microgradcnn.tensor import Array, Context, Function, Tensor
 
 # Parameters are float32 unless converted with Module.to(np.float64) (float64 is for gradient checks).
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -176,7 +177,73 @@ class Module:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         with _tensor.scope(self):
+            if self._forward_hooks or self._backward_hooks:  # None or {} unless a hook is registered
+                return self._call_with_hooks(args, kwargs)
             return self.forward(*args, **kwargs)
+
+    # ---- hooks ------------------------------------------------------------------------------------------
+    # Class-level None: a module without hooks carries no hook dicts at all, and __call__ tests one falsy
+    # attribute per kind. The dicts are made on the first registration (object.__setattr__: not attributes
+    # that __setattr__ should register).
+    _forward_hooks: dict[int, Callable[..., Any]] | None = None
+    _backward_hooks: dict[int, Callable[..., Any]] | None = None
+
+    def register_forward_hook(self, hook: Callable[[Module, tuple[Any, ...], Any], Any]) -> RemovableHandle:
+        """Call ``hook(module, inputs, output)`` after every ``forward`` of this module; returns a handle.
+
+        ``inputs`` is the tuple of positional arguments (keyword arguments are not passed, as in PyTorch).
+        A hook that returns something other than None replaces the output: later hooks and the caller see the
+        replacement. Hooks run in registration order; ``handle.remove()`` unregisters one, and is safe while
+        the hooks are running (the running call finishes with the hooks it started with).
+        """
+        return self._add_hook("_forward_hooks", hook)
+
+    def register_full_backward_hook(
+        self, hook: Callable[[Module, tuple[Array | None, ...], tuple[Array | None, ...]], Any]
+    ) -> RemovableHandle:
+        """Call ``hook(module, grad_input, grad_output)`` when backward has the gradients w.r.t. the inputs.
+
+        ``grad_output`` holds the gradients w.r.t. the output (a Tensor, or each Tensor of a tuple output),
+        ``grad_input`` those w.r.t. the positional Tensor inputs, arrays of their shapes; None for an input
+        that is not a Tensor or does not require grad. A hook may return a tuple of the same length to replace
+        ``grad_input`` (what flows on to earlier layers); None keeps it. The hook runs once per backward,
+        after the gradients of all inputs that require grad have arrived (with no such input: when the
+        outputs' gradients have). Registration order and removal are as for ``register_forward_hook``.
+
+        The mechanism is PyTorch's: while a backward hook is registered, each call wraps the inputs and the
+        outputs in an identity op (``backward_hook``, drawn in graphs) whose backward reports the gradient.
+        Replacing ``grad_input`` is supported when at most one input requires grad.
+
+        Raises:
+            RuntimeError: (during backward) a hook returned a tuple of the wrong length, or a replacement
+                for a module with several inputs that require grad.
+        """
+        return self._add_hook("_backward_hooks", hook)
+
+    def _add_hook(self, kind: str, hook: Callable[..., Any]) -> RemovableHandle:
+        if not callable(hook):
+            raise TypeError(f"{type(self).__name__}: a hook must be callable, got {type(hook).__name__}")
+        hooks = self.__dict__.get(kind)
+        if hooks is None:
+            hooks = {}
+            object.__setattr__(self, kind, hooks)
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        return handle
+
+    def _call_with_hooks(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """``forward`` with the registered hooks around it (only reached when some hook is registered)."""
+        state = _BackwardHookState(self, args) if self._backward_hooks else None
+        if state is not None:
+            args = state.wrap_inputs(args)
+        output = self.forward(*args, **kwargs)
+        for hook in list((self._forward_hooks or {}).values()):  # a copy: hooks may remove themselves
+            replaced = hook(self, args, output)
+            if replaced is not None:
+                output = replaced
+        if state is not None:
+            output = state.wrap_outputs(output)
+        return output
 
     def train(self, mode: bool = True) -> Module:
         """Set ``training`` on this module and all submodules; returns self.
@@ -392,3 +459,112 @@ def _buffer_array(value: Any, name: str, owner: str) -> np.ndarray | None:
     if isinstance(value, np.generic):
         return np.asarray(value)
     raise TypeError(f"{owner}: buffer {name!r} must be a numpy array or None, got {type(value).__name__}")
+
+
+class RemovableHandle:
+    """What ``register_*_hook`` returns: ``remove()`` unregisters the hook (again: no effect)."""
+
+    _ids = itertools.count()
+
+    def __init__(self, hooks: dict[int, Any]) -> None:
+        self.hooks_dict = hooks
+        self.id = next(RemovableHandle._ids)  # ids grow, so dict order is registration order
+
+    def remove(self) -> None:
+        """Unregister the hook; calls already running finish with it."""
+        self.hooks_dict.pop(self.id, None)
+
+    def __enter__(self) -> RemovableHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+class _BackwardHookFn(Function, register=False):
+    """Identity whose backward hands the gradient to a module's backward-hook state (PyTorch's mechanism)."""
+
+    name = "backward_hook"
+    differentiable_backward = True  # the identity backward is made of nothing: fine for any order
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, state: _BackwardHookState, slot: tuple[str, int]) -> Array:
+        return x
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> tuple[Any]:
+        return (ctx.attrs["state"].arrived(ctx.attrs["slot"], grad),)
+
+
+class _BackwardHookState:
+    """One hooked call's gradients: collects grad_output and grad_input, runs the hooks once both are in."""
+
+    def __init__(self, module: Module, args: tuple[Any, ...]) -> None:
+        self.module = module
+        self.n_inputs = len(args)
+        self.waiting = {i for i, a in enumerate(args) if isinstance(a, Tensor) and a.requires_grad}
+        self.grad_input: list[Any] = [None] * self.n_inputs
+        self.grad_output: list[Any] = []
+        self.outputs_waiting: set[int] = set()
+        self.pending_inputs, self.pending_outputs = set(self.waiting), set[int]()
+
+    def wrap_inputs(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(
+            _BackwardHookFn.apply(a, state=self, slot=("in", i)) if i in self.waiting else a
+            for i, a in enumerate(args)
+        )
+
+    def wrap_outputs(self, output: Any) -> Any:
+        single = isinstance(output, Tensor)
+        outs = (output,) if single else output
+        if not isinstance(outs, tuple):
+            return output  # not a Tensor nor a tuple: nothing to report gradients for
+        self.grad_output = [None] * len(outs)
+        self.outputs_waiting = {i for i, o in enumerate(outs) if isinstance(o, Tensor) and o.requires_grad}
+        wrapped = tuple(
+            _BackwardHookFn.apply(o, state=self, slot=("out", i)) if i in self.outputs_waiting else o
+            for i, o in enumerate(outs)
+        )
+        self.pending_outputs = set(self.outputs_waiting)
+        return wrapped[0] if single else wrapped
+
+    def arrived(self, slot: tuple[str, int], grad: Any) -> Any:
+        """Record one gradient; when the last one is in, run the hooks. Returns the gradient to pass on."""
+        kind, i = slot
+        if kind == "out":
+            self.grad_output[i] = grad
+            self.pending_outputs.discard(i)
+            if not self.waiting and not self.pending_outputs:
+                self._fire()
+                self.pending_outputs = set(self.outputs_waiting)  # ready for another backward
+            return grad
+        self.grad_input[i] = grad
+        self.pending_inputs.discard(i)
+        if self.pending_inputs:
+            return grad
+        replaced = self._fire()
+        self.pending_inputs = set(self.waiting)
+        self.pending_outputs = set(self.outputs_waiting)
+        return grad if replaced is None else replaced[i]
+
+    def _fire(self) -> tuple[Any, ...] | None:
+        module, result = self.module, None
+        grad_input, grad_output = tuple(self.grad_input), tuple(self.grad_output)
+        for hook in list((module._backward_hooks or {}).values()):
+            new = hook(module, grad_input, grad_output)
+            if new is None:
+                continue
+            new = tuple(new)
+            if len(new) != self.n_inputs:
+                raise RuntimeError(
+                    f"{type(module).__name__} backward hook returned {len(new)} gradients for "
+                    f"{self.n_inputs} inputs"
+                )
+            if len(self.waiting) > 1:
+                raise RuntimeError(
+                    f"{type(module).__name__} backward hook: replacing grad_input is supported for modules "
+                    f"with at most one input that requires grad, this one has {len(self.waiting)}"
+                )
+            grad_input = result = new
+        self.grad_input = [None] * self.n_inputs
+        return result

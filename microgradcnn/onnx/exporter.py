@@ -8,11 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from microgradcnn import tensor as _tensor
 from microgradcnn._checks import check_int
 from microgradcnn._files import write_bytes_atomic
 from microgradcnn.onnx.registry import EXPORTERS, OnnxError, require_onnx
-from microgradcnn.tensor import Context, Tensor, toposort
+from microgradcnn.tensor import Context, Tensor, enable_grad, toposort
 
 BATCH = "batch"  # the symbolic name of the first axis of the input and output under dynamic_batch
 
@@ -147,12 +146,10 @@ def _run_in_eval_mode(model: Any, x: Tensor) -> Any:
     modes = [m.training for m in modules]
     for m in modules:
         object.__setattr__(m, "training", False)
-    recording = _tensor._GRAD_ENABLED
-    _tensor._GRAD_ENABLED = True  # record the graph even when export is called inside no_grad
     try:
-        return model(x)
+        with enable_grad():  # record the graph even when export is called inside no_grad
+            return model(x)
     finally:
-        _tensor._GRAD_ENABLED = recording
         for m, mode in zip(modules, modes, strict=True):
             object.__setattr__(m, "training", mode)
 

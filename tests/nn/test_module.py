@@ -417,3 +417,115 @@ def test_buffer_state_dict_keys_match_pytorch():
     assert list(ours.state_dict()) == list(theirs.state_dict())
     assert [n for n, _ in ours.named_buffers()] == [n for n, _ in theirs.named_buffers()]
     theirs.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in ours.state_dict().items()})
+
+
+# ---- hooks ----------------------------------------------------------------------------------------------
+def _linear_pair(torch):
+    """A Linear(3, 2) of ours and torch's with the same weights, float64."""
+    ours = nn.Linear(3, 2, rng=rng(1)).double()
+    theirs = torch.nn.Linear(3, 2).double()
+    with torch.no_grad():
+        theirs.weight.copy_(torch.from_numpy(ours.weight.data))
+        theirs.bias.copy_(torch.from_numpy(ours.bias.data))
+    return ours, theirs
+
+
+def test_forward_hooks_run_in_registration_order_and_may_replace_the_output():
+    model = nn.Linear(3, 2, rng=rng())
+    calls = []
+    model.register_forward_hook(lambda m, inputs, out: calls.append(("a", m, len(inputs), out.shape)))
+    model.register_forward_hook(lambda m, inputs, out: out * 0 + 7)
+    model.register_forward_hook(lambda m, inputs, out: calls.append(("c", float(out.data.max()))))
+    out = model(Tensor(np.ones((5, 3), np.float32)))
+    assert calls == [("a", model, 1, (5, 2)), ("c", 7.0)]  # the third hook saw the replacement
+    np.testing.assert_array_equal(out.data, 7)
+
+
+def test_removed_hooks_stop_running_and_removal_while_running_is_safe():
+    model = nn.ReLU()
+    calls = []
+    handles = []
+
+    def remove_self(m, inputs, out):
+        calls.append("self")
+        handles[0].remove()
+
+    handles.append(model.register_forward_hook(remove_self))
+    handles.append(model.register_forward_hook(lambda m, i, o: calls.append("next")))
+    x = Tensor([1.0, -1.0])
+    model(x)
+    model(x)
+    assert calls == ["self", "next", "next"]  # the running call finished with the hooks it started with
+    handles[1].remove()
+    handles[1].remove()  # again: no effect
+    model(x)
+    assert calls == ["self", "next", "next"]
+    assert not model._forward_hooks
+
+
+def test_a_module_without_hooks_has_no_hook_dicts():
+    model = nn.Linear(2, 2, rng=rng())
+    assert "_forward_hooks" not in vars(model)
+    assert "_backward_hooks" not in vars(model)
+    with pytest.raises(TypeError, match="hook must be callable"):
+        model.register_forward_hook(3)
+
+
+def test_full_backward_hook_matches_pytorch():
+    torch = pytest.importorskip("torch")
+    ours, theirs = _linear_pair(torch)
+    x = rng(2).standard_normal((4, 3))
+    got, want = [], []
+    ours.register_full_backward_hook(lambda m, gi, go: got.append((m, gi, go)))
+    theirs.register_full_backward_hook(lambda m, gi, go: want.append((gi, go)))
+    xo = Tensor(x, requires_grad=True)
+    (ours(xo) ** 2).sum().backward()
+    xt = torch.tensor(x, requires_grad=True)
+    (theirs(xt) ** 2).sum().backward()
+    assert len(got) == len(want) == 1
+    (module, gi, go), (gi_t, go_t) = got[0], want[0]
+    assert module is ours
+    assert len(gi) == len(gi_t) == 1
+    assert len(go) == len(go_t) == 1
+    np.testing.assert_allclose(go[0], go_t[0].numpy(), rtol=1e-12)
+    np.testing.assert_allclose(gi[0], gi_t[0].numpy(), rtol=1e-12)
+    np.testing.assert_allclose(xo.grad, xt.grad.numpy(), rtol=1e-12)
+
+
+def test_full_backward_hook_can_replace_grad_input_like_pytorch():
+    torch = pytest.importorskip("torch")
+    ours, theirs = _linear_pair(torch)
+    x = rng(3).standard_normal((4, 3))
+    ours.register_full_backward_hook(lambda m, gi, go: (gi[0] * 3,))
+    theirs.register_full_backward_hook(lambda m, gi, go: (gi[0] * 3,))
+    xo, xt = Tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    ours(xo).sum().backward()
+    theirs(xt).sum().backward()
+    np.testing.assert_allclose(xo.grad, xt.grad.numpy(), rtol=1e-12)
+    # the parameters' gradients are not affected by the replacement
+    np.testing.assert_allclose(ours.weight.grad, theirs.weight.grad.numpy(), rtol=1e-12)
+
+
+def test_full_backward_hook_without_an_input_that_requires_grad_gets_none():
+    model = nn.Linear(3, 2, rng=rng())
+    got = []
+    handle = model.register_full_backward_hook(lambda m, gi, go: got.append((gi, go[0].shape)))
+    model(Tensor(np.ones((4, 3), np.float32))).sum().backward()
+    assert got == [((None,), (4, 2))]  # as PyTorch: grad_input is (None,) for an input without grad
+    handle.remove()
+    model(Tensor(np.ones((4, 3), np.float32))).sum().backward()
+    assert len(got) == 1
+
+
+def test_full_backward_hook_runs_once_per_backward_and_checks_its_replacement():
+    model = nn.ReLU()
+    got = []
+    model.register_full_backward_hook(lambda m, gi, go: got.append(gi[0].copy()))
+    x = Tensor([1.0, -2.0, 3.0], requires_grad=True)
+    y = model(x)
+    (y.sum() * 2).backward(retain_graph=True)
+    y.sum().backward()
+    assert [g.tolist() for g in got] == [[2.0, 0.0, 2.0], [1.0, 0.0, 1.0]]
+    model.register_full_backward_hook(lambda m, gi, go: (gi[0], gi[0]))
+    with pytest.raises(RuntimeError, match="returned 2 gradients for 1 inputs"):
+        model(x).sum().backward()
