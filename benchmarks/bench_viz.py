@@ -100,15 +100,16 @@ def bench_scope(repeats: int, calls: int) -> None:
         F.relu(a)
 
     class InlineReLU(nn.ReLU):
-        """Module.__call__ with the scope pushed and popped inline instead of through scope()'s generator."""
+        """Module.__call__ with the scope pushed and popped inline instead of through enter_scope()."""
 
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
-            prev = tensor_mod._SCOPE
-            tensor_mod._SCOPE = (*prev, self)
+            mode = tensor_mod._LOCAL.mode  # the thread's engine state, as enter_scope reads it
+            prev = mode.scope
+            mode.scope = (*prev, self)
             try:
                 return self.forward(*args, **kwargs)
             finally:
-                tensor_mod._SCOPE = prev
+                mode.scope = prev
 
     inline_relu = InlineReLU()
 

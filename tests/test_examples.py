@@ -56,7 +56,8 @@ def _predict_digit(result: subprocess.CompletedProcess[str], cwd: Path, out: Pat
 
 def _hessian(result: subprocess.CompletedProcess[str], cwd: Path, out: Path) -> None:
     # the script asserts its own checks (HVP vs central differences, power iteration vs the dense Hessian)
-    assert "Hessian-vector product of the loss over 13610 parameters" in result.stdout
+    assert "batch 8: Hessian-vector product of the loss over 13610 parameters" in result.stdout
+    assert "largest difference from central differences of the gradient" in result.stdout
     assert re.search(r"power iteration (-?[\d.]+), from the dense Hessian (-?[\d.]+)", result.stdout)
     assert "gradient-penalty step 2: penalty" in result.stdout
 

@@ -65,8 +65,9 @@ class Module:
             def forward(self, x):
                 return self.fc2(self.fc1(x).relu())
 
-    ``model(x)`` runs ``forward`` inside ``microgradcnn.tensor.scope(model)``, so every op it records knows
-    which modules it ran in (the graph renderer draws them as clusters). Names are PyTorch's:
+    ``model(x)`` runs ``forward`` inside ``model``'s module scope (``microgradcnn.tensor.enter_scope``, the
+    logic of ``tensor.scope``), so every op it records knows which modules it ran in (the graph renderer
+    draws them as clusters). Names are PyTorch's:
     ``named_parameters()`` gives dotted names (``"fc1.weight"``) that are also the ``state_dict()`` keys.
     State that is not trained (BatchNorm's running statistics) is a *buffer*: an ndarray registered with
     ``register_buffer``, saved in ``state_dict`` (``"bn.running_mean"``) but never a parameter.
@@ -176,10 +177,13 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} has no forward()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        with _tensor.scope(self):
+        mode, previous = _tensor.enter_scope(self)  # the module-scope stack, for graph clusters
+        try:
             if self._forward_hooks or self._backward_hooks:  # None or {} unless a hook is registered
                 return self._call_with_hooks(args, kwargs)
             return self.forward(*args, **kwargs)
+        finally:
+            mode.scope = previous
 
     # ---- hooks ------------------------------------------------------------------------------------------
     # Class-level None: a module without hooks carries no hook dicts at all, and __call__ tests one falsy

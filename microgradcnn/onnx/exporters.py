@@ -1,7 +1,8 @@
 """The ONNX mapping of every built-in op that a model's forward uses: one ``register_exporter`` entry each.
 
-Not mapped: ``cross_entropy`` (a training loss, not part of a served model) and ``getitem`` with arrays,
-``None`` or ``Ellipsis`` in the index.
+Not mapped: ``cross_entropy`` (a training loss, not part of a served model), the ops only backward rules
+record (``scatter``, ``avg_pool2d_backward``, ``conv2d_weight``: gradients, not a model's forward) and
+``getitem`` with arrays, ``None`` or ``Ellipsis`` in the index.
 """
 
 from __future__ import annotations
@@ -42,6 +43,19 @@ def export_conv2d(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
     a = ctx.attrs
     g.node("Conv", inputs, out, kernel_shape=list(ctx.parents[1].shape[2:]), strides=list(a["stride"]),
            pads=_pads(a["padding"]), dilations=list(a["dilation"]), group=a["groups"])
+
+
+@register_exporter("conv_transpose2d")
+def export_conv_transpose2d(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
+    a = ctx.attrs  # the weight is (C_in, C_out/G, KH, KW), ONNX's ConvTranspose layout
+    g.node("ConvTranspose", inputs, out, kernel_shape=list(ctx.parents[1].shape[2:]),
+           strides=list(a["stride"]), pads=_pads(a["padding"]), dilations=list(a["dilation"]),
+           group=a["groups"], output_padding=list(a["output_padding"]))
+
+
+@register_exporter("broadcast_to")
+def export_broadcast_to(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
+    g.node("Expand", [inputs[0], g.constant(list(ctx.attrs["shape"]), "shape")], out)
 
 
 @register_exporter("max_pool2d")

@@ -74,8 +74,8 @@ def check_op(
     positional array input (the parameters after ``ctx`` without a default), all of one shared small shape,
     values spaced apart and away from 0 (``strategies.default_cases``, which takes the overrides). A case is
     an ``OpCase(fn, inputs)``, or just the inputs (a Tensor or a tuple) for the op's ``apply``. Each case
-    goes through ``gradcheck(fn, inputs, eps, atol, rtol)`` (and
-    ``gradgradcheck`` with the same tolerances, as said above).
+    goes through ``gradcheck(fn, inputs, eps, atol, rtol)`` (and ``gradgradcheck`` with the same
+    tolerances, as said above).
 
     The active hypothesis profile's settings apply, with ``max_examples`` on top (None keeps the profile's),
     no deadline (a gradient check is slow by nature) and the first failure raised alone: hypothesis shrinks

@@ -240,7 +240,8 @@ ACTIVATIONS = {
     "gelu_tanh": (lambda t: F.gelu(t, "tanh"), lambda t: TF.gelu(t, approximate="tanh")),
     "leaky_relu": (lambda t: F.leaky_relu(t, 0.2) ** 2, lambda t: TF.leaky_relu(t, 0.2) ** 2),
     "elu": (lambda t: F.elu(t, 0.7), lambda t: TF.elu(t, 0.7)),
-    "softplus": (lambda t: F.softplus(t, 2.0, 3.0), lambda t: TF.softplus(t, 2.0, 3.0)),
+    # threshold 3.05: the switch to the linear branch (x = 1.525) is a kink, kept off the values drawn
+    "softplus": (lambda t: F.softplus(t, 2.0, 3.05), lambda t: TF.softplus(t, 2.0, 3.05)),
 }
 
 
