@@ -193,7 +193,8 @@ def export_getitem(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
 
 
 # ---- the tensor ops (ops/combine.py and the newer elementwise, shape and reduce ops) -----------------------
-# min, minimum, squeeze, unsqueeze and permute record neg, max, maximum, reshape and transpose: mapped above.
+# min, minimum, squeeze, unsqueeze, permute and expand record neg, max, maximum, reshape, transpose and
+# broadcast_to: mapped above.
 _unary("abs", "Abs")
 _unary("sqrt", "Sqrt")
 _unary("maximum", "Max")  # NaN propagates in both
@@ -222,15 +223,6 @@ def export_clip(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
     # "" omits an optional input: no bound on that side
     bounds = ["" if a[k] is None else g.constant(a[k], k, dtype=dtype) for k in ("min", "max")]
     g.node("Clip", [inputs[0], *bounds], out)
-
-
-@register_exporter("expand")
-def export_expand(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
-    """Expand broadcasts both ways, so a kept axis can say 1 and stay dynamic (the batch axis, say)."""
-    shape, src = ctx.attrs["shape"], ctx.parents[0].shape
-    lead = len(shape) - len(src)
-    target = [s if i < lead or src[i - lead] == 1 else 1 for i, s in enumerate(shape)]
-    g.node("Expand", [inputs[0], g.constant(target, "shape")], out)
 
 
 @register_exporter("flip")

@@ -47,7 +47,9 @@ class CatFn(Function):
         (sizes,) = ctx.saved_tensors
         lead = (slice(None),) * ctx.attrs["axis"]
         bounds = np.cumsum((0, *sizes)).tolist()
-        return tuple(grad[(*lead, slice(a, b))] for a, b in itertools.pairwise(bounds))
+        needs = ctx.needs_input_grad
+        return tuple(grad[(*lead, slice(a, b))] if need else None
+                     for need, (a, b) in zip(needs, itertools.pairwise(bounds), strict=True))
 
 
 def cat(tensors: Sequence[Any], axis: int = 0) -> Tensor:
@@ -85,7 +87,7 @@ class StackFn(Function):
     @staticmethod
     def backward(ctx: Context, grad: Any) -> tuple[Any, ...]:
         lead = (slice(None),) * ctx.attrs["axis"]
-        return tuple(grad[(*lead, i)] for i in range(grad.shape[ctx.attrs["axis"]]))
+        return tuple(grad[(*lead, i)] if need else None for i, need in enumerate(ctx.needs_input_grad))
 
 
 def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:
@@ -118,7 +120,9 @@ class WhereFn(Function):
     @staticmethod
     def backward(ctx: Context, grad: Any) -> tuple[Any, Any]:
         cond, zero = ctx.attrs["cond"], np.zeros((), grad.dtype)
-        return WhereFn.call(grad, zero, cond=cond), WhereFn.call(zero, grad, cond=cond)
+        need_a, need_b = ctx.needs_input_grad
+        return (WhereFn.call(grad, zero, cond=cond) if need_a else None,
+                WhereFn.call(zero, grad, cond=cond) if need_b else None)
 
 
 def where(cond: Any, a: Any, b: Any) -> Tensor:
@@ -162,9 +166,10 @@ class MaximumFn(Function):
     def backward(ctx: Context, grad: Any) -> tuple[Any, Any]:
         a, b = ctx.saved_tensors
         tie = np.asarray(a == b)
-        wa = np.where(tie, 0.5, np.where(a < b, 0.0, 1.0)).astype(grad.dtype)
-        wb = np.where(tie, 0.5, np.where(a > b, 0.0, 1.0)).astype(grad.dtype)
-        return grad * wa, grad * wb
+        need_a, need_b = ctx.needs_input_grad
+        wa = np.where(tie, 0.5, np.where(a < b, 0.0, 1.0)).astype(grad.dtype) if need_a else None
+        wb = np.where(tie, 0.5, np.where(a > b, 0.0, 1.0)).astype(grad.dtype) if need_b else None
+        return (None if wa is None else grad * wa), (None if wb is None else grad * wb)
 
 
 def maximum(a: Any, b: Any) -> Tensor:

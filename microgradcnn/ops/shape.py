@@ -8,7 +8,7 @@ import numpy as np
 from numpy.exceptions import AxisError
 
 from microgradcnn._checks import check_int, is_real
-from microgradcnn.ops.reduce import normalize_axes
+from microgradcnn.ops.reduce import BroadcastToFn, normalize_axes
 from microgradcnn.tensor import Array, Context, Function, Tensor
 
 
@@ -264,27 +264,10 @@ def permute(x: Tensor, axes: Any) -> Tensor:
     return TransposeFn.apply(x, axes=perm)
 
 
-class ExpandFn(Function):
-    """x repeated along its size-1 axes (and new leading ones) to ``shape``, as a fresh array. Backward:
-    grad as it is: the engine sums a broadcast gradient down to the input's shape (the op's adjoint)."""
-
-    name = "expand"
-    differentiable_backward = True
-
-    @staticmethod
-    def forward(ctx: Context, x: Array, shape: tuple[int, ...]) -> Array:
-        out = np.empty(shape, dtype=x.dtype)  # writable, unlike a np.broadcast_to view
-        np.copyto(out, x)
-        return out
-
-    @staticmethod
-    def backward(ctx: Context, grad: Any) -> tuple[Any]:
-        return (grad,)
-
-
 def expand(x: Tensor, shape: Any) -> Tensor:
     """``x`` broadcast to ``shape`` (an int or a tuple or list of ints), as ``torch.Tensor.expand``: new axes
-    go in front, a size-1 axis stretches to any size, and -1 keeps an existing axis's size.
+    go in front, a size-1 axis stretches to any size, and -1 keeps an existing axis's size. Records the
+    ``broadcast_to`` op (a fresh array; backward: grad summed over the stretched axes).
 
     Raises:
         TypeError: naming the entry, for a size that is not an int.
@@ -302,7 +285,7 @@ def expand(x: Tensor, shape: Any) -> Tensor:
     target = sizes[:lead] + tuple(o if s == -1 else s for s, o in zip(sizes[lead:], old, strict=True))
     if any(o not in (1, t) for o, t in zip(old, target[lead:], strict=True)):
         raise ValueError(f"expand: cannot expand shape {old} to {sizes}: only size-1 axes can stretch")
-    return ExpandFn.apply(x, shape=target)
+    return BroadcastToFn.apply(x, shape=target)
 
 
 class FlipFn(Function):

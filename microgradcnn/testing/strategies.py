@@ -715,12 +715,13 @@ def permute_cases(draw: st.DrawFn) -> OpCase:
 
 
 # Ops composed from registered ones (no registry entry of their own): their cases, for check_op(name, cases=).
-# minimum is -maximum(-a, -b) and min is -max(-x).
+# minimum is -maximum(-a, -b), min is -max(-x), expand records broadcast_to.
 COMPOSED_CASES: dict[str, Callable[..., st.SearchStrategy[OpCase]]] = {
     "squeeze": squeeze_cases,
     "unsqueeze": unsqueeze_cases,
     "permute": permute_cases,
     "min": _reduction("min", lambda s: distinct_arrays(s)),
+    "expand": expand_cases,
     "minimum": _extremum_cases("minimum"),
 }
 
@@ -767,7 +768,6 @@ OP_CASES: dict[str, Callable[..., st.SearchStrategy[OpCase]]] = {
     "abs": _unary(ops.abs, away_from_zero(0.01, 2.0)),
     "sqrt": _unary(ops.sqrt, floats(0.5, 3.0)),
     "clip": clip_cases,
-    "expand": expand_cases,
     "flip": flip_cases,
     "pad": pad_cases,
     "logsumexp": _reduction("logsumexp", lambda s: arrays(s, floats(-5.0, 5.0))),

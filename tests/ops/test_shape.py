@@ -150,7 +150,7 @@ def test_pad_follows_torchs_order_crops_with_negative_widths_and_cuts_the_gradie
     assert F.pad(mg.Tensor(np.ones((1, 1, 2, 2), np.float32)), (1, 1, 1, 1)).dtype == np.float32
 
 
-@pytest.mark.parametrize("name", ["squeeze", "unsqueeze", "permute"])
+@pytest.mark.parametrize("name", ["squeeze", "unsqueeze", "permute", "expand"])
 def test_composed_shape_ops_pass_the_gradient_check(name):
     from microgradcnn.testing import check_op
     from microgradcnn.testing.strategies import COMPOSED_CASES
