@@ -464,7 +464,7 @@ def test_an_ignored_class_index_in_range_is_ignored_not_an_error():
 def _torch_double(ours, theirs, inputs):
     """Forward, VJP and double backward against PyTorch (the shared helper of the double-backward suite)."""
     pytest.importorskip("torch")
-    from test_torch_double_backward import _double  # tests/ops is on the path (pytest's rootdir-less import)
+    from .test_torch_double_backward import _double  # tests/ops is a package
 
     _double(ours, theirs, inputs)
 
