@@ -14,6 +14,7 @@ import importlib
 from typing import Any
 
 from microgradcnn import _malloc
+from microgradcnn.ops import cat, maximum, minimum, stack, where
 from microgradcnn.tensor import (
     REGISTRY,
     Context,
@@ -40,12 +41,17 @@ __all__ = [
     "Context",
     "Function",
     "Tensor",
+    "cat",
     "detect_anomaly",
     "enable_grad",
     "grad",
     "is_grad_enabled",
+    "maximum",
+    "minimum",
     "no_grad",
+    "stack",
     "unbroadcast",
+    "where",
     *_SUBMODULES,
 ]
 

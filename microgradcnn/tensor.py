@@ -763,6 +763,60 @@ class Tensor:
         """Merge axes ``start_axis`` .. last into one: (N, C, H, W).flatten(1) -> (N, C*H*W)."""
         return ops.flatten(self, start_axis)
 
+    def abs(self) -> Tensor:
+        """Elementwise |x|; the gradient at 0 is 0, as in PyTorch."""
+        return ops.abs(self)
+
+    def sqrt(self) -> Tensor:
+        """Elementwise square root; the gradient at 0 is inf, as in PyTorch."""
+        return ops.sqrt(self)
+
+    def clip(self, min: float | None = None, max: float | None = None) -> Tensor:
+        """Elementwise limit to ``[min, max]`` (either may be None), as ``torch.clamp``; the gradient passes
+        where ``min <= x <= max``, bounds included."""
+        return ops.clip(self, min, max)
+
+    def squeeze(self, axis: int | tuple[int, ...] | None = None) -> Tensor:
+        """Drop size-1 axes: all (None) or those among ``axis``; a named axis of another size stays."""
+        return ops.squeeze(self, axis)
+
+    def unsqueeze(self, axis: int) -> Tensor:
+        """Insert a size-1 axis at ``axis`` (in ``[-ndim - 1, ndim]``)."""
+        return ops.unsqueeze(self, axis)
+
+    def permute(self, *axes: Any) -> Tensor:
+        """Reorder the axes, as ``torch.permute``: ``x.permute(2, 0, 1)``. Takes ints or one tuple."""
+        return ops.permute(self, axes[0] if len(axes) == 1 and isinstance(axes[0], tuple | list) else axes)
+
+    def expand(self, *shape: Any) -> Tensor:
+        """Broadcast to ``shape`` as ``torch.Tensor.expand`` (-1 keeps a size). Takes ints or one tuple."""
+        return ops.expand(self, shape[0] if len(shape) == 1 and isinstance(shape[0], tuple | list) else shape)
+
+    def flip(self, axis: int | tuple[int, ...] | None = None) -> Tensor:
+        """Reverse the order of the elements along ``axis`` (None: every axis)."""
+        return ops.flip(self, axis)
+
+    def logsumexp(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+        """``log(sum(exp(x)))`` over ``axis`` (None: all), without overflow."""
+        return ops.logsumexp(self, axis=axis, keepdims=keepdims)
+
+    def var(self, axis: int | tuple[int, ...] | None = None, ddof: int = 0, keepdims: bool = False) -> Tensor:
+        """Variance over ``axis`` (None: all) with divisor ``n - ddof``, as ``numpy.var``."""
+        return ops.var(self, axis=axis, ddof=ddof, keepdims=keepdims)
+
+    def std(self, axis: int | tuple[int, ...] | None = None, ddof: int = 0, keepdims: bool = False) -> Tensor:
+        """Standard deviation over ``axis`` (None: all) with divisor ``n - ddof``, as ``numpy.std``."""
+        return ops.std(self, axis=axis, ddof=ddof, keepdims=keepdims)
+
+    def min(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+        """Minimum over ``axis`` (None: all), with ``max``'s tie rules (``-max(-x)``)."""
+        return ops.min(self, axis=axis, keepdims=keepdims)
+
+    def argmax(self, axis: int | None = None, keepdims: bool = False) -> Array:
+        """Index of the (first) maximum along ``axis`` (None: of the flattened data), as ``numpy.argmax``.
+        Data, not an op: a plain integer ndarray with no gradient."""
+        return ops.argmax(self, axis=axis, keepdims=keepdims)
+
 
 def _fit_gradient(g: Any, parent: Tensor, op: str, i: int) -> Any:
     """``g``, the gradient an op's backward gave for input ``i``, reduced to ``parent``'s shape and cast to

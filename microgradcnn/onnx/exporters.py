@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from microgradcnn.onnx.exporter import Graph
 from microgradcnn.onnx.registry import OnnxError, register_exporter
 from microgradcnn.tensor import Context
@@ -253,3 +255,84 @@ def export_getitem(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
         g.node("Slice", [x, *consts], out)
         return
     g.node("Squeeze", [g.node("Slice", [x, *consts]), g.constant(squeeze, "axes")], out)
+
+
+# ---- the tensor ops (ops/combine.py and the newer elementwise, shape and reduce ops) -----------------------
+# min, minimum, squeeze, unsqueeze, permute and expand record neg, max, maximum, reshape, transpose and
+# broadcast_to: mapped above.
+_unary("abs", "Abs")
+_unary("sqrt", "Sqrt")
+_unary("maximum", "Max")  # NaN propagates in both
+_reduction("logsumexp", "ReduceLogSumExp")
+
+
+@register_exporter("cat")
+def export_cat(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
+    g.node("Concat", inputs, out, axis=ctx.attrs["axis"])
+
+
+@register_exporter("stack")
+def export_stack(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
+    axes = g.constant([ctx.attrs["axis"]], "axes")
+    g.node("Concat", [g.node("Unsqueeze", [x, axes]) for x in inputs], out, axis=ctx.attrs["axis"])
+
+
+@register_exporter("where")
+def export_where(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
+    g.node("Where", [g.constant(ctx.attrs["cond"], "cond", dtype=np.bool_), *inputs], out)
+
+
+@register_exporter("clip")
+def export_clip(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
+    dtype, a = ctx.parents[0].dtype, ctx.attrs
+    # "" omits an optional input: no bound on that side
+    bounds = ["" if a[k] is None else g.constant(a[k], k, dtype=dtype) for k in ("min", "max")]
+    g.node("Clip", [inputs[0], *bounds], out)
+
+
+@register_exporter("flip")
+def export_flip(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
+    axes = list(ctx.attrs["axes"])
+    if not axes:
+        g.node("Identity", inputs, out)
+        return
+    n = len(axes)
+    consts = [g.constant(v, hint) for v, hint in
+              [([-1] * n, "starts"), ([-_INT64_MAX - 1] * n, "ends"), (axes, "axes"), ([-1] * n, "steps")]]
+    g.node("Slice", [inputs[0], *consts], out)
+
+
+@register_exporter("pad")
+def export_pad(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
+    widths = ctx.attrs["widths"]  # ONNX's pads: every axis's begin, then every end; negative ones crop
+    pads = g.constant([lo for lo, _ in widths] + [hi for _, hi in widths], "pads")
+    value = g.constant(ctx.attrs["value"], "value", dtype=ctx.parents[0].dtype)
+    g.node("Pad", [inputs[0], pads, value], out, mode="constant")
+
+
+def _moment(op_name: str, root: bool) -> None:
+    @register_exporter(op_name)
+    def exporter(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
+        """sum((x - mean)^2) / (n - ddof), two passes as ours; std takes the Sqrt of it."""
+        axes, dtype = ctx.attrs["axis"], ctx.parents[0].dtype
+        n = math.prod(ctx.parents[0].shape[a] for a in axes)
+        dof = g.constant(max(n - ctx.attrs["ddof"], 0), "dof", dtype=dtype)
+        if axes == ():  # a 0-d input: x - x = 0 over one element, divided by the degrees of freedom
+            d = g.node("Sub", [inputs[0], inputs[0]])
+            g.node("Sqrt" if root else "Identity", [g.node("Div", [d, dof])], out)
+            return
+        mean = g.fresh("mean")
+        reduce(g, "ReduceMean", inputs[0], axes, True, mean)
+        d = g.node("Sub", [inputs[0], mean])
+        total = g.fresh("sum_sq")
+        reduce(g, "ReduceSum", g.node("Mul", [d, d]), axes, ctx.attrs["keepdims"], total)
+        if root:
+            g.node("Sqrt", [g.node("Div", [total, dof])], out)
+        else:
+            g.node("Div", [total, dof], out)
+
+    exporter.__qualname__ = f"export_{op_name}"
+
+
+_moment("var", root=False)
+_moment("std", root=True)

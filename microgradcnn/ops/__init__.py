@@ -1,22 +1,62 @@
 """Every built-in op. Importing this package defines them all, which completes ``REGISTRY``."""
 
 from microgradcnn.ops.activation import elu, erf, gelu, leaky_relu, softplus
+from microgradcnn.ops.combine import cat, maximum, minimum, stack, where
 from microgradcnn.ops.conv import conv2d
 from microgradcnn.ops.conv_transpose import conv2d_weight, conv_transpose2d
 from microgradcnn.ops.dropout import dropout
-from microgradcnn.ops.elementwise import add, div, exp, log, mul, neg, pow, relu, sigmoid, sub, tanh
+from microgradcnn.ops.elementwise import (
+    abs,
+    add,
+    clip,
+    div,
+    exp,
+    log,
+    mul,
+    neg,
+    pow,
+    relu,
+    sigmoid,
+    sqrt,
+    sub,
+    tanh,
+)
 from microgradcnn.ops.linalg import linear, matmul
-from microgradcnn.ops.loss import cross_entropy, log_softmax, softmax
+from microgradcnn.ops.loss import (
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    log_softmax,
+    mse_loss,
+    nll_loss,
+    softmax,
+)
 from microgradcnn.ops.norm import batch_norm
 from microgradcnn.ops.pool import avg_pool2d, max_pool2d
-from microgradcnn.ops.reduce import broadcast_to, max, mean, sum
-from microgradcnn.ops.shape import flatten, getitem, reshape, scatter, transpose
+from microgradcnn.ops.reduce import argmax, broadcast_to, logsumexp, max, mean, min, std, sum, var
+from microgradcnn.ops.shape import (
+    expand,
+    flatten,
+    flip,
+    getitem,
+    pad,
+    permute,
+    reshape,
+    scatter,
+    squeeze,
+    transpose,
+    unsqueeze,
+)
 
 __all__ = [
+    "abs",
     "add",
+    "argmax",
     "avg_pool2d",
     "batch_norm",
+    "binary_cross_entropy_with_logits",
     "broadcast_to",
+    "cat",
+    "clip",
     "conv2d",
     "conv2d_weight",
     "conv_transpose2d",
@@ -26,19 +66,29 @@ __all__ = [
     "elu",
     "erf",
     "exp",
+    "expand",
     "flatten",
+    "flip",
     "gelu",
     "getitem",
     "leaky_relu",
     "linear",
     "log",
     "log_softmax",
+    "logsumexp",
     "matmul",
     "max",
     "max_pool2d",
+    "maximum",
     "mean",
+    "min",
+    "minimum",
+    "mse_loss",
     "mul",
     "neg",
+    "nll_loss",
+    "pad",
+    "permute",
     "pow",
     "relu",
     "reshape",
@@ -46,8 +96,15 @@ __all__ = [
     "sigmoid",
     "softmax",
     "softplus",
+    "sqrt",
+    "squeeze",
+    "stack",
+    "std",
     "sub",
     "sum",
     "tanh",
     "transpose",
+    "unsqueeze",
+    "var",
+    "where",
 ]

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from microgradcnn._checks import is_real
 from microgradcnn.tensor import Array, Context, Function, Tensor, lift
 
 
@@ -301,3 +302,92 @@ class SigmoidFn(Function):
 def sigmoid(x: Tensor) -> Tensor:
     """Elementwise logistic function, without overflow for large |x|."""
     return SigmoidFn.apply(x)
+
+
+class AbsFn(Function):
+    """|x|. Backward: grad * sign(x), 0 at x = 0 (PyTorch's choice at the kink) and at NaN."""
+
+    name = "abs"
+    differentiable_backward = True
+
+    @staticmethod
+    def forward(ctx: Context, x: Array) -> Array:
+        ctx.save_for_backward(x)
+        return np.abs(x)
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> tuple[Any]:
+        (x,) = ctx.saved_tensors
+        # sign(x) from comparisons, which give constant bool arrays for arrays and Tensors alike
+        return (grad * np.subtract(x > 0, x < 0, dtype=grad.dtype),)
+
+
+def abs(x: Tensor) -> Tensor:
+    """Elementwise absolute value; its gradient at 0 is 0, as in PyTorch."""
+    return AbsFn.apply(x)
+
+
+class SqrtFn(Function):
+    """sqrt x. Backward: grad / (2 * out), the saved output: inf at x = 0 (NaN for grad 0), as PyTorch."""
+
+    name = "sqrt"
+    differentiable_backward = True
+
+    @staticmethod
+    def forward(ctx: Context, x: Array) -> Array:
+        with np.errstate(invalid="ignore"):  # NaN below 0, as NumPy and PyTorch, without a warning
+            out = np.sqrt(x)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> tuple[Any]:
+        (out,) = ctx.saved_tensors
+        with np.errstate(divide="ignore", invalid="ignore"):  # inf at 0 is the answer, as in PyTorch
+            return (grad / (out * 2),)
+
+
+def sqrt(x: Tensor) -> Tensor:
+    """Elementwise square root (NaN below 0). The gradient at 0 is inf, as in PyTorch."""
+    return SqrtFn.apply(x)
+
+
+class ClipFn(Function):
+    """x limited to [min, max] (either bound may be None). Backward: grad where min <= x <= max, bounds
+    included (PyTorch's ``clamp``), else 0; 0 at NaN and everywhere when min > max."""
+
+    name = "clip"
+    differentiable_backward = True
+
+    @staticmethod
+    def forward(ctx: Context, x: Array, min: float | None, max: float | None) -> Array:
+        ctx.save_for_backward(x)
+        return np.clip(x, min, max)
+
+    @staticmethod
+    def backward(ctx: Context, grad: Any) -> tuple[Any]:
+        (x,) = ctx.saved_tensors
+        low, high = ctx.attrs["min"], ctx.attrs["max"]
+        inside = (x == x) if low is None else (x >= low)  # x == x: False at NaN, as x >= low is
+        if high is not None:
+            inside = inside & (x <= high)
+        return (grad * inside,)
+
+
+def clip(x: Tensor, min: float | None = None, max: float | None = None) -> Tensor:
+    """Elementwise ``x`` limited to ``[min, max]``, as ``torch.clamp`` / ``numpy.clip``; either bound may be
+    None (no limit). Where ``min > max`` every element becomes ``max``, as in both. The gradient is passed
+    where ``min <= x <= max`` (bounds included, as in PyTorch) and is 0 elsewhere.
+
+    Raises:
+        TypeError: for a bound that is not a real number (bools included), naming it.
+        ValueError: when both bounds are None.
+    """
+    for what, bound in (("min", min), ("max", max)):
+        if bound is not None and not is_real(bound):
+            got = f"{bound!r} ({type(bound).__name__})"
+            raise TypeError(f"clip: {what} must be a real number or None, got {got}")
+    if min is None and max is None:
+        raise ValueError("clip: at least one of min and max must not be None")
+    low, high = (None if v is None else float(v) for v in (min, max))
+    return ClipFn.apply(x, min=low, max=high)

@@ -28,6 +28,7 @@ except ModuleNotFoundError as err:  # pragma: no cover - depends on the environm
 
 from microgradcnn import ops
 from microgradcnn._checks import check_int
+from microgradcnn.ops.reduce import normalize_axes
 from microgradcnn.tensor import Tensor
 
 MAX_SIDE = 4
@@ -572,19 +573,216 @@ def _softmax_cases(name: str) -> Callable[..., st.SearchStrategy[OpCase]]:
     return cases
 
 
+def _class_weights(c: int) -> Any:
+    """None or positive per-class weights (C,): a zero divisor for the mean stays impossible."""
+    return st.one_of(st.none(), arrays((c,), floats(0.5, 2.0)))
+
+
+@st.composite
+def _classification(draw: st.DrawFn, max_n: int, max_classes: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Scores (N, C) or spatial (N, C, d1[, d2]) in [-5, 5], class-index targets (N, d1, ...) with some set
+    to the drawn ``ignore_index`` (-100 or a class) but never all, and that ignore_index."""
+    n, c = draw(st.integers(1, max_n)), draw(st.integers(1, max_classes))
+    spatial = draw(st.sampled_from([(), (), (2,), (1, 2)]))
+    scores = draw(arrays((n, c, *spatial), floats(-5.0, 5.0)))
+    target = draw(hnp.arrays(np.int64, (n, *spatial), elements=st.integers(0, c - 1))).reshape(-1)
+    # A class as ignore_index needs a second class for the first target, which is always kept (an all-ignored
+    # mean is NaN, as in PyTorch: no gradient to check).
+    ignore_index = draw(st.sampled_from([-100, -100, *range(c)])) if c > 1 else -100
+    if ignore_index >= 0:
+        target[0] = (ignore_index + 1) % c
+    target[draw(hnp.arrays(np.bool_, target.shape)) & (np.arange(target.size) > 0)] = ignore_index
+    return scores, target.reshape((n, *spatial)), ignore_index
+
+
 @st.composite
 def cross_entropy_cases(draw: st.DrawFn, max_n: int = 4, max_classes: int = 5) -> OpCase:
-    """Logits (N, C) with class-index targets, every reduction, and label smoothing 0 to 1."""
-    n, c = draw(st.integers(1, max_n)), draw(st.integers(1, max_classes))
-    logits = draw(arrays((n, c), floats(-5.0, 5.0)))
-    target = draw(class_targets(n, c))
+    """Logits (N, C) or spatial (N, C, d...) against class indices (some ignored, by -100 or a class) or
+    class probabilities (a Tensor target that requires grad too), with or without class weights, every
+    reduction and label smoothing 0 to 1."""
+    logits, target, ignore_index = draw(_classification(max_n, max_classes))
+    c = logits.shape[1]
+    weight = draw(_class_weights(c))
     reduction = draw(st.sampled_from(["mean", "sum", "none"]))
     eps = draw(st.sampled_from([0.0, 0.1, 0.5, 1.0]))
+    kw = {"weight": weight, "reduction": reduction, "label_smoothing": eps}
+    if draw(st.booleans()):  # class probabilities, differentiated too
+        probs = draw(arrays(logits.shape, floats(0.0, 1.0)))
+        return OpCase(lambda t, q: ops.cross_entropy(t, q, **kw), (_grad(logits), _grad(probs)))
+    return OpCase(lambda t: ops.cross_entropy(t, target, ignore_index=ignore_index, **kw), (_grad(logits),))
+
+
+@st.composite
+def nll_loss_cases(draw: st.DrawFn, max_n: int = 4, max_classes: int = 5) -> OpCase:
+    """Log-probabilities (N, C) or spatial against class indices (some ignored), weights, every reduction."""
+    log_probs, target, ignore_index = draw(_classification(max_n, max_classes))
+    weight = draw(_class_weights(log_probs.shape[1]))
+    reduction = draw(st.sampled_from(["mean", "sum", "none"]))
 
     def fn(t: Tensor) -> Tensor:
-        return ops.cross_entropy(t, target, reduction=reduction, label_smoothing=eps)
+        return ops.nll_loss(t, target, weight=weight, ignore_index=ignore_index, reduction=reduction)
 
-    return OpCase(fn, (_grad(logits),))
+    return OpCase(fn, (_grad(log_probs),))
+
+
+@st.composite
+def mse_loss_cases(draw: st.DrawFn) -> OpCase:
+    """Input and target of one shape (0-d included), both differentiated, every reduction."""
+    shape = draw(shapes())
+    reduction = draw(st.sampled_from(["mean", "sum", "none"]))
+    x, t = draw(arrays(shape)), draw(arrays(shape))
+    return OpCase(lambda a, b: ops.mse_loss(a, b, reduction=reduction), (_grad(x), _grad(t)))
+
+
+@st.composite
+def binary_cross_entropy_with_logits_cases(draw: st.DrawFn) -> OpCase:
+    """Logits in [-5, 5] and targets in [0, 1] of one shape (both differentiated), with or without an
+    element weight (the full shape or the last axis) and a pos_weight (the last axis), every reduction."""
+    shape = draw(shapes(min_dims=1))
+    x, y = draw(arrays(shape, floats(-5.0, 5.0))), draw(arrays(shape, floats(0.0, 1.0)))
+    weight = draw(st.one_of(st.none(), arrays(st.sampled_from([shape, shape[-1:]]), floats(0.5, 2.0))))
+    pos_weight = draw(st.one_of(st.none(), arrays(shape[-1:], floats(0.5, 3.0))))
+    reduction = draw(st.sampled_from(["mean", "sum", "none"]))
+    kw = {"weight": weight, "pos_weight": pos_weight, "reduction": reduction}
+    return OpCase(lambda a, b: ops.binary_cross_entropy_with_logits(a, b, **kw), (_grad(x), _grad(y)))
+
+
+@st.composite
+def cat_cases(draw: st.DrawFn, max_tensors: int = 3) -> OpCase:
+    """1 to ``max_tensors`` tensors of up to 3 axes, equal except along the (possibly negative) axis."""
+    shape = draw(shapes(min_dims=1))
+    axis = draw(st.integers(-len(shape), len(shape) - 1))
+    sizes = draw(st.lists(st.integers(1, MAX_SIDE), min_size=1, max_size=max_tensors))
+    ax = axis % len(shape)
+    parts = [draw(arrays((*shape[:ax], n, *shape[ax + 1 :]))) for n in sizes]
+    return OpCase(lambda *ts: ops.cat(ts, axis=axis), tuple(_grad(a) for a in parts))
+
+
+@st.composite
+def stack_cases(draw: st.DrawFn, max_tensors: int = 3) -> OpCase:
+    """1 to ``max_tensors`` tensors of one shape (0-d included) and a new axis in [-ndim - 1, ndim]."""
+    shape = draw(shapes())
+    axis = draw(st.integers(-len(shape) - 1, len(shape)))
+    parts = draw(st.lists(arrays(shape), min_size=1, max_size=max_tensors))
+    return OpCase(lambda *ts: ops.stack(ts, axis=axis), tuple(_grad(a) for a in parts))
+
+
+@st.composite
+def where_cases(draw: st.DrawFn) -> OpCase:
+    """A boolean condition and two operands, the three broadcasting together (missing and size-1 axes)."""
+    sc, sa, sb = draw(broadcastable_shapes(num_shapes=3))
+    cond = draw(hnp.arrays(np.bool_, sc))
+    return OpCase(lambda a, b: ops.where(cond, a, b), (_grad(draw(arrays(sa))), _grad(draw(arrays(sb)))))
+
+
+def _extremum_cases(name: str) -> Callable[..., st.SearchStrategy[OpCase]]:
+    @st.composite
+    def cases(draw: st.DrawFn) -> OpCase:
+        # a and b drawn as one spaced array: no value of a is within a finite-difference step of one of b
+        sa, sb = draw(broadcastable_shapes())
+        na, nb = int(np.prod(sa)), int(np.prod(sb))
+        values = draw(spaced_arrays((na + nb,)))
+        a, b = values[:na].reshape(sa), values[na:].reshape(sb)
+        return OpCase(getattr(ops, name), (_grad(a), _grad(b)))
+
+    return cases
+
+
+@st.composite
+def clip_cases(draw: st.DrawFn) -> OpCase:
+    """clip with either bound or both (min > max too), x kept 0.05 away from both bounds (the kinks)."""
+    low, high = draw(st.sampled_from([(-0.5, 0.5), (None, 0.3), (-0.2, None), (1.0, -1.0), (0.0, 0.0)]))
+    bounds = [b for b in (low, high) if b is not None]
+    elements = floats().filter(lambda v: all(np.abs(v - b) > 0.05 for b in bounds))
+    x = draw(arrays(shapes(), elements))
+    return OpCase(lambda t: ops.clip(t, low, high), (_grad(x),))
+
+
+@st.composite
+def expand_cases(draw: st.DrawFn) -> OpCase:
+    """A shape with size-1 axes stretched, up to 2 new leading axes, and -1 for some kept sizes."""
+    shape = draw(shapes(max_side=3))
+    shape = tuple(1 if draw(st.booleans()) else s for s in shape)
+    lead = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+    tail = tuple(
+        draw(st.integers(1, 3)) if s == 1 and draw(st.booleans()) else -1 if draw(st.booleans()) else s
+        for s in shape
+    )
+    return OpCase(lambda t: ops.expand(t, (*lead, *tail)), (_grad(draw(arrays(shape))),))
+
+
+@st.composite
+def flip_cases(draw: st.DrawFn) -> OpCase:
+    """A flip along None (every axis), one axis or a tuple of them."""
+    shape = draw(shapes())
+    axis = draw(axes(len(shape)))
+    return OpCase(lambda t: ops.flip(t, axis), (_grad(draw(arrays(shape))),))
+
+
+@st.composite
+def pad_cases(draw: st.DrawFn) -> OpCase:
+    """PyTorch-order pad tuples for the last 1 to ndim axes: widths -2 to 2, crops never beyond an axis."""
+    shape = draw(shapes(min_dims=1))
+    reached = draw(st.integers(1, len(shape)))
+    widths: list[int] = []
+    for s in reversed(shape[-reached:]):  # last axis first, as F.pad reads them
+        lo = draw(st.integers(-min(2, s), 2))
+        hi = draw(st.integers(-min(2, s + min(lo, 0)), 2))
+        widths += [lo, hi]
+    value = draw(st.sampled_from([0.0, 1.5]))
+    return OpCase(lambda t: ops.pad(t, tuple(widths), value=value), (_grad(draw(arrays(shape))),))
+
+
+def _moment_cases(name: str) -> Callable[..., st.SearchStrategy[OpCase]]:
+    @st.composite
+    def cases(draw: st.DrawFn) -> OpCase:
+        # spaced values: no slice is constant, where std has its kink; ddof only below the slice size
+        shape = draw(shapes())
+        axis, keepdims = draw(axes(len(shape))), draw(st.booleans())
+        n = int(np.prod([shape[a] for a in normalize_axes(axis, shape, name)]))
+        ddof = draw(st.integers(0, min(n - 1, 2)))
+        fn = getattr(ops, name)
+        x = draw(spaced_arrays(shape))
+        return OpCase(lambda t: fn(t, axis=axis, ddof=ddof, keepdims=keepdims), (_grad(x),))
+
+    return cases
+
+
+@st.composite
+def squeeze_cases(draw: st.DrawFn) -> OpCase:
+    """squeeze of None, one axis or a tuple, on shapes with size-1 axes (naming other axes too)."""
+    shape = tuple(1 if draw(st.booleans()) else s for s in draw(shapes()))
+    axis = draw(axes(len(shape)))
+    return OpCase(lambda t: ops.squeeze(t, axis), (_grad(draw(arrays(shape))),))
+
+
+@st.composite
+def unsqueeze_cases(draw: st.DrawFn) -> OpCase:
+    """unsqueeze at any axis in [-ndim - 1, ndim]."""
+    shape = draw(shapes())
+    axis = draw(st.integers(-len(shape) - 1, len(shape)))
+    return OpCase(lambda t: ops.unsqueeze(t, axis), (_grad(draw(arrays(shape))),))
+
+
+@st.composite
+def permute_cases(draw: st.DrawFn) -> OpCase:
+    """A permutation of every axis, some given as negative axes."""
+    shape = draw(shapes())
+    perm = draw(st.permutations(range(len(shape))))
+    perm = tuple(a - len(shape) if draw(st.booleans()) else a for a in perm)
+    return OpCase(lambda t: ops.permute(t, perm), (_grad(draw(arrays(shape))),))
+
+
+# Ops composed from registered ones (no registry entry of their own): their cases, for check_op(name, cases=).
+# minimum is -maximum(-a, -b), min is -max(-x), expand records broadcast_to.
+COMPOSED_CASES: dict[str, Callable[..., st.SearchStrategy[OpCase]]] = {
+    "squeeze": squeeze_cases,
+    "unsqueeze": unsqueeze_cases,
+    "permute": permute_cases,
+    "min": _reduction("min", lambda s: distinct_arrays(s)),
+    "expand": expand_cases,
+    "minimum": _extremum_cases("minimum"),
+}
 
 
 # Every registered op name -> a factory returning a strategy of OpCases (check_op calls it with its strategy
@@ -622,6 +820,21 @@ OP_CASES: dict[str, Callable[..., st.SearchStrategy[OpCase]]] = {
     "softmax": _softmax_cases("softmax"),
     "log_softmax": _softmax_cases("log_softmax"),
     "cross_entropy": cross_entropy_cases,
+    "nll_loss": nll_loss_cases,
+    "mse_loss": mse_loss_cases,
+    "binary_cross_entropy_with_logits": binary_cross_entropy_with_logits_cases,
+    "cat": cat_cases,
+    "stack": stack_cases,
+    "where": where_cases,
+    "maximum": _extremum_cases("maximum"),
+    "abs": _unary(ops.abs, away_from_zero(0.01, 2.0)),
+    "sqrt": _unary(ops.sqrt, floats(0.5, 3.0)),
+    "clip": clip_cases,
+    "flip": flip_cases,
+    "pad": pad_cases,
+    "logsumexp": _reduction("logsumexp", lambda s: arrays(s, floats(-5.0, 5.0))),
+    "var": _moment_cases("var"),
+    "std": _moment_cases("std"),
 }
 
 

@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
+from hypothesis import given
 
 import microgradcnn as mg
-from microgradcnn.testing import GradcheckError, check_op, gradcheck
-from microgradcnn.testing.strategies import OP_CASES
+from microgradcnn.testing import GradcheckError, check_op, gradcheck, gradgradcheck
+from microgradcnn.testing.strategies import COMPOSED_CASES, OP_CASES
 
 BUILTIN_OPS = sorted(name for name, fn in mg.REGISTRY.items() if fn.__module__.startswith("microgradcnn."))
 
@@ -67,3 +68,15 @@ def test_gradcheck_accepts_right_backward_and_leaves_inputs_untouched():
     assert gradcheck(lambda t: (t @ t).tanh(), [x]) is True
     np.testing.assert_array_equal(x.data, data)
     assert x.grad is None
+
+
+@pytest.mark.parametrize("name", sorted(COMPOSED_CASES))
+def test_composed_ops_are_twice_differentiable(name):
+    """Ops composed from registered ones (min, minimum, squeeze, ...) have no check_op second-order pass of
+    their own: their second derivatives, through the ops they record, against central differences."""
+
+    @given(case=COMPOSED_CASES[name]())
+    def check(case):
+        gradgradcheck(case.fn, case.inputs)
+
+    check()

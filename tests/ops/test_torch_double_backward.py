@@ -282,3 +282,85 @@ def test_dropout_double_backward_equals_torch_with_the_same_mask():
     mask = (np.random.default_rng(4).random(x.shape) >= 0.3) / 0.7
     _double(lambda t: F.dropout(t, 0.3, rng=np.random.default_rng(4)) ** 3,
             lambda t: (t * torch.tensor(mask)) ** 3, [x])
+
+
+# ---- the tensor ops: cat stack where maximum minimum abs sqrt clip, shape ops, logsumexp var std min
+@given(data=st.data())
+@settings(max_examples=20)
+def test_joins_and_where_double_backward_equal_torch(data):
+    shape = data.draw(shapes(min_dims=1))
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    ax = axis % len(shape)
+    a = data.draw(arrays(shape))
+    b = data.draw(arrays((*shape[:ax], data.draw(st.integers(1, 3)), *shape[ax + 1 :])))
+    _double(lambda p, q: mg.cat([p, q * p.sum()], axis=axis) ** 2,
+            lambda p, q: torch.cat([p, q * p.sum()], dim=axis) ** 2, [a, b])
+    new = data.draw(st.integers(-len(shape) - 1, len(shape)))
+    c = data.draw(arrays(shape))
+    _double(lambda p, q: mg.stack([p, p * q], axis=new) ** 2,
+            lambda p, q: torch.stack([p, p * q], dim=new) ** 2, [a, c])
+    cond = data.draw(arrays(shape, st.booleans(), dtype=np.bool_))
+    _double(lambda p, q: mg.where(cond, p * q, q) ** 2,
+            lambda p, q: torch.where(torch.tensor(cond), p * q, q) ** 2, [a, c])
+
+
+@pytest.mark.parametrize("name", ["maximum", "minimum"])
+@given(data=st.data())
+@settings(max_examples=20)
+def test_maximum_and_minimum_double_backward_equal_torch_with_ties(name, data):
+    shape = data.draw(shapes())
+    a, b = (np.round(data.draw(arrays(shape, floats(-1.5, 1.5)))) for _ in range(2))  # many ties
+    _double(lambda p, q: getattr(mg, name)(p * q, q) ** 2, lambda p, q: getattr(torch, name)(p * q, q) ** 2,
+            [a, b])
+
+
+@given(data=st.data(), bounds=st.sampled_from([(-0.5, 0.5), (None, 0.5), (-0.5, None)]))
+@settings(max_examples=20)
+def test_abs_sqrt_and_clip_double_backward_equal_torch(data, bounds):
+    shape = data.draw(shapes())
+    x = data.draw(arrays(shape, st.sampled_from([-1.0, -0.5, 0.0, 0.5, 1.5, 0.25])))  # kinks and bounds
+    _double(lambda t: t.abs() * t, lambda t: t.abs() * t, [x])
+    _double(lambda t: t.clip(*bounds) ** 3, lambda t: torch.clamp(t, *bounds) ** 3, [x])
+    _double(lambda t: t.sqrt(), torch.sqrt, [data.draw(arrays(shape, floats(0.5, 3.0)))])
+
+
+@given(data=st.data(), value=st.sampled_from([0.0, 1.5]))
+@settings(max_examples=20)
+def test_new_shape_ops_double_backward_equal_torch(data, value):
+    shape = tuple(1 if data.draw(st.booleans()) else s for s in data.draw(shapes(min_dims=1, max_side=3)))
+    x = data.draw(arrays(shape))
+    nd = len(shape)
+    axis = data.draw(axes(nd))
+    dims = tuple(range(nd)) if axis is None else axis
+    _double(lambda t: t.squeeze(axis) ** 2, lambda t: (t.squeeze() if axis is None else t.squeeze(axis)) ** 2,
+            [x])
+    new = data.draw(st.integers(-nd - 1, nd))
+    _double(lambda t: t.unsqueeze(new) ** 2, lambda t: t.unsqueeze(new) ** 2, [x])
+    perm = tuple(data.draw(st.permutations(range(nd))))
+    _double(lambda t: t.permute(*perm) ** 2, lambda t: t.permute(perm) ** 2, [x])
+    _double(lambda t: t.flip(axis) ** 2, lambda t: t.flip(dims) ** 2, [x])
+    size = tuple(3 if s == 1 else -1 for s in shape)
+    _double(lambda t: t.expand(2, *size) ** 2, lambda t: t.expand((2, *size)) ** 2, [x])
+    widths = (data.draw(st.integers(-min(1, shape[-1]), 2)), 1)
+    _double(lambda t: F.pad(t, widths, value=value) ** 2, lambda t: TF.pad(t, widths, value=value) ** 2, [x])
+
+
+@given(data=st.data(), keepdims=st.booleans())
+@settings(max_examples=20)
+def test_new_reductions_double_backward_equal_torch(data, keepdims):
+    shape = data.draw(shapes(min_dims=1))
+    axis = data.draw(axes(len(shape)))
+    dims = tuple(range(len(shape))) if axis is None else axis
+    x = data.draw(arrays(shape))
+    _double(lambda t: t.logsumexp(axis, keepdims=keepdims),
+            lambda t: torch.logsumexp(t, dim=dims, keepdim=keepdims), [x])
+    n = int(np.prod([shape[a] for a in np.atleast_1d(dims)]))
+    ddof = data.draw(st.integers(0, min(2, n - 1)))
+    _double(lambda t: t.var(axis, ddof=ddof, keepdims=keepdims),
+            lambda t: torch.var(t, dim=axis, correction=ddof, keepdim=keepdims), [x])
+    spaced = data.draw(distinct_arrays(shape))  # no constant slice (std's kink at 0) unless n = 1
+    if n > 1:
+        _double(lambda t: t.std(axis, ddof=ddof, keepdims=keepdims),
+                lambda t: torch.std(t, dim=axis, correction=ddof, keepdim=keepdims), [spaced])
+    _double(lambda t: t.min(axis, keepdims=keepdims) ** 2,
+            lambda t: torch.amin(t, dim=dims, keepdim=keepdims) ** 2, [spaced])

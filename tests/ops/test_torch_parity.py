@@ -4,10 +4,18 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import microgradcnn as mg
 from microgradcnn import functional as F
-from microgradcnn.testing.strategies import arrays, class_targets, conv2d_configs, pool2d_configs, shapes
+from microgradcnn.testing.strategies import (
+    arrays,
+    axes,
+    class_targets,
+    conv2d_configs,
+    pool2d_configs,
+    shapes,
+)
 
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional
@@ -94,3 +102,130 @@ def test_cross_entropy_equals_torch(reduction, data, eps, scale):
     kw = {"reduction": reduction, "label_smoothing": eps}
     theirs = lambda t: TF.cross_entropy(t, torch.tensor(target), **kw)  # noqa: E731
     _both(lambda t: F.cross_entropy(t, target, **kw), theirs, [logits])
+
+
+# ---- the tensor ops: cat stack where maximum minimum abs sqrt clip, shape ops, logsumexp var std min argmax
+def _dims(axis, ndim):
+    """Our ``axis`` (None, int or tuple) as torch's ``dim`` for the reductions that need one given."""
+    return tuple(range(ndim)) if axis is None else axis
+
+
+@given(data=st.data(), n=st.integers(1, 3))
+def test_cat_and_stack_equal_torch(data, n):
+    shape = data.draw(shapes(min_dims=1))
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    ax = axis % len(shape)
+    sizes = data.draw(st.lists(st.integers(0, 3), min_size=n, max_size=n))
+    parts = [data.draw(arrays((*shape[:ax], k, *shape[ax + 1 :]))) for k in sizes]
+    _both(lambda *ts: mg.cat(ts, axis=axis), lambda *ts: torch.cat(ts, dim=axis), parts)
+    new = data.draw(st.integers(-len(shape) - 1, len(shape)))
+    same = [data.draw(arrays(shape)) for _ in range(n)]
+    _both(lambda *ts: mg.stack(ts, axis=new), lambda *ts: torch.stack(ts, dim=new), same)
+
+
+@given(data=st.data())
+def test_where_equals_torch(data):
+    sc, sa, sb = data.draw(hnp.mutually_broadcastable_shapes(num_shapes=3, max_dims=3)).input_shapes
+    cond = data.draw(hnp.arrays(np.bool_, sc))
+    theirs = lambda a, b: torch.where(torch.tensor(cond), a, b)  # noqa: E731
+    _both(lambda a, b: mg.where(cond, a, b), theirs, [data.draw(arrays(sa)), data.draw(arrays(sb))])
+
+
+@pytest.mark.parametrize("name", ["maximum", "minimum"])
+@given(data=st.data())
+def test_maximum_and_minimum_equal_torch_with_ties_and_nan(name, data):
+    sa, sb = data.draw(hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=3)).input_shapes
+    a, b = (np.round(data.draw(arrays(s, st.floats(-1.5, 1.5)))) for s in (sa, sb))  # many ties
+    if a.size and data.draw(st.booleans()):
+        a.flat[0] = np.nan
+    _both(getattr(mg, name), getattr(torch, name), [a, b])
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "values"),
+    [
+        (lambda t: t.abs(), torch.abs, st.sampled_from([-1.5, -0.0, 0.0, 2.0])),  # 0: gradient 0
+        (lambda t: t.sqrt(), torch.sqrt, st.sampled_from([0.0, 0.25, 1.0, 3.0])),  # 0: gradient inf
+    ],
+)
+@given(data=st.data())
+def test_abs_and_sqrt_equal_torch_at_zero(ours, theirs, values, data):
+    _both(ours, theirs, [data.draw(arrays(shapes(), values))])
+
+
+@given(data=st.data(), bounds=st.sampled_from([(-0.5, 0.5), (None, 0.5), (-0.5, None), (1.0, -1.0)]))
+def test_clip_equals_torch_at_the_bounds(data, bounds):
+    x = data.draw(arrays(shapes(), st.sampled_from([-1.0, -0.5, 0.0, 0.5, 1.0, 0.25])))  # on the bounds
+    _both(lambda t: t.clip(*bounds), lambda t: torch.clamp(t, *bounds), [x])
+
+
+@given(data=st.data())
+def test_squeeze_unsqueeze_permute_and_flip_equal_torch(data):
+    shape = tuple(1 if data.draw(st.booleans()) else s for s in data.draw(shapes()))
+    x = data.draw(arrays(shape))
+    nd = len(shape)
+    axis = data.draw(axes(nd))
+    _both(lambda t: t.squeeze(axis), lambda t: t.squeeze() if axis is None else t.squeeze(axis), [x])
+    new = data.draw(st.integers(-nd - 1, nd))
+    _both(lambda t: t.unsqueeze(new), lambda t: t.unsqueeze(new), [x])
+    perm = tuple(data.draw(st.permutations(range(nd))))
+    _both(lambda t: t.permute(*perm), lambda t: t.permute(perm), [x])
+    _both(lambda t: t.flip(axis), lambda t: t.flip(_dims(axis, nd)), [x])
+
+
+@given(data=st.data())
+def test_expand_equals_torch(data):
+    shape = tuple(1 if data.draw(st.booleans()) else s for s in data.draw(shapes(max_side=3)))
+    lead = tuple(data.draw(st.lists(st.integers(0, 3), max_size=2)))
+    tail = tuple(data.draw(st.sampled_from([-1, 0, 3])) if s == 1 else data.draw(st.sampled_from([-1, s]))
+                 for s in shape)
+    _both(lambda t: t.expand(*lead, *tail), lambda t: t.expand((*lead, *tail)), [data.draw(arrays(shape))])
+
+
+@given(data=st.data(), value=st.sampled_from([0.0, -2.5]))
+def test_pad_equals_torch_with_negative_widths(data, value):
+    shape = data.draw(shapes(min_dims=1))
+    widths = []
+    for s in reversed(shape[-data.draw(st.integers(1, len(shape))) :]):
+        lo = data.draw(st.integers(-s, 3))
+        widths += [lo, data.draw(st.integers(-(s + min(lo, 0)), 3))]
+    _both(lambda t: F.pad(t, tuple(widths), value=value), lambda t: TF.pad(t, tuple(widths), value=value),
+          [data.draw(arrays(shape))])
+
+
+@given(data=st.data(), keep=st.booleans(), scale=st.sampled_from([1.0, 1e3]))
+def test_logsumexp_equals_torch(data, keep, scale):
+    shape = data.draw(shapes())
+    axis = data.draw(axes(len(shape)))
+    x = data.draw(arrays(shape)) * scale  # up to +-2000: exp alone would overflow
+    theirs = lambda t: torch.logsumexp(t, dim=_dims(axis, len(shape)), keepdim=keep)  # noqa: E731
+    _both(lambda t: t.logsumexp(axis, keepdims=keep), theirs, [x])
+
+
+@pytest.mark.parametrize("name", ["var", "std"])
+@given(data=st.data(), keep=st.booleans(), constant=st.booleans())
+def test_var_and_std_equal_torch(name, data, keep, constant):
+    shape = data.draw(shapes(min_dims=1))
+    axis = data.draw(axes(len(shape)))
+    n = int(np.prod([shape[a] for a in np.atleast_1d(_dims(axis, len(shape)))]))
+    ddof = data.draw(st.integers(0, min(2, n - 1)))
+    # Multiples of 1/8: every mean is exact in both libraries, so a slice of equal values (drawn, or all of
+    # them with `constant`) has std exactly 0 in both, and gradient 0 (PyTorch's rule) rather than noise.
+    x = data.draw(arrays(shape, st.integers(-16, 16).map(lambda k: k / 8)))
+    x = np.full(shape, x.flat[0]) if constant else x
+    theirs = lambda t: getattr(torch, name)(t, dim=axis, correction=ddof, keepdim=keep)  # noqa: E731
+    _both(lambda t: getattr(t, name)(axis, ddof=ddof, keepdims=keep), theirs, [x])
+
+
+@given(data=st.data())
+def test_min_and_argmax_equal_torch_with_ties(data):
+    shape = data.draw(shapes(min_dims=1))
+    x = np.round(data.draw(arrays(shape, st.floats(-1.5, 1.5))))  # many ties
+    _both(lambda t: t.min(), torch.min, [x])
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    keep = data.draw(st.booleans())
+    _both(lambda t: t.min(axis, keepdims=keep), lambda t: torch.min(t, dim=axis, keepdim=keep).values, [x])
+    t = torch.tensor(x)
+    want = torch.argmax(t, axis, keep).numpy()
+    np.testing.assert_array_equal(mg.Tensor(x).argmax(axis, keepdims=keep), want)
+    assert mg.Tensor(x).argmax() == torch.argmax(t).item()
