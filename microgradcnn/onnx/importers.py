@@ -3,9 +3,10 @@
 Covers what ``export`` writes and what ``torch.onnx.export`` writes for the same models: Conv, MaxPool,
 AveragePool, Gemm, MatMul, Add/Sub/Mul/Div/Neg/Pow, Exp/Log, Relu/Tanh/Sigmoid, Flatten, Reshape, Transpose,
 Softmax/LogSoftmax, ReduceSum/ReduceMean/ReduceMax, Slice, Squeeze, Unsqueeze, Shape, Gather, Concat (on
-integer shape data), Constant, Identity and Dropout (inference: the identity); ConvTranspose,
-BatchNormalization (inference), Erf, Gelu, LeakyRelu, Elu, Softplus, Sqrt, Greater and Where (on a
-condition computed from data, as the softplus export writes it).
+integer shape data and float tensors), Constant, Identity and Dropout (inference: the identity);
+ConvTranspose, BatchNormalization (inference), Erf, Gelu, LeakyRelu, Elu, Softplus, Abs, Sqrt, Max and Min
+(elementwise), Clip, Pad (constant mode), Expand, ReduceLogSumExp, Greater and Where (on a boolean
+condition computed in the graph).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def _elementwise(op_type: str, fn: Any) -> None:
 for _type, _fn in [
     ("Add", ops.add), ("Sub", ops.sub), ("Mul", ops.mul), ("Div", ops.div), ("MatMul", ops.matmul),
     ("Neg", ops.neg), ("Exp", ops.exp), ("Log", ops.log), ("Relu", ops.relu), ("Tanh", ops.tanh),
-    ("Sigmoid", ops.sigmoid), ("Erf", ops.erf),
+    ("Sigmoid", ops.sigmoid), ("Erf", ops.erf), ("Abs", ops.abs), ("Sqrt", ops.sqrt),
 ]:
     _elementwise(_type, _fn)
 
@@ -210,7 +211,10 @@ def _reduction(op_type: str, fn: Any) -> None:
     importer.__qualname__ = f"import_{op_type}"
 
 
-for _type, _fn in [("ReduceSum", ops.sum), ("ReduceMean", ops.mean), ("ReduceMax", ops.max)]:
+for _type, _fn in [
+    ("ReduceSum", ops.sum), ("ReduceMean", ops.mean), ("ReduceMax", ops.max),
+    ("ReduceLogSumExp", ops.logsumexp),
+]:
     _reduction(_type, _fn)
 
 
@@ -270,9 +274,9 @@ def import_gather(node: Node, inputs: list[Any]) -> Any:
 
 
 @register_importer("Concat")
-def import_concat(node: Node, inputs: list[Any]) -> np.ndarray:
+def import_concat(node: Node, inputs: list[Any]) -> Any:
     if any(isinstance(v, Tensor) for v in inputs):
-        raise OnnxError("Concat of float tensors is not supported (integer shape data only)")
+        return ops.cat([_tensor(v, node) for v in inputs], axis=int(node.attrs.get("axis", 0)))
     return np.concatenate([np.asarray(v).reshape(-1) if np.ndim(v) == 0 else np.asarray(v) for v in inputs],
                           axis=int(node.attrs.get("axis", 0)))
 
@@ -359,12 +363,6 @@ def import_softplus(node: Node, inputs: list[Any]) -> Tensor:
     return F.softplus(_tensor(inputs[0], node), threshold=float(np.finfo(np.float32).max))
 
 
-@register_importer("Sqrt")
-def import_sqrt(node: Node, inputs: list[Any]) -> Any:
-    x = inputs[0]
-    return ops.pow(x, 0.5) if isinstance(x, Tensor) else np.sqrt(x)
-
-
 def _data(v: Any) -> np.ndarray:
     return np.asarray(v.data if isinstance(v, Tensor) else v)
 
@@ -382,10 +380,84 @@ def import_where(node: Node, inputs: list[Any]) -> Any:
         raise OnnxError("the condition must be boolean")
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):
         return np.where(cond, a, b)
-    where = getattr(ops, "where", None)
-    if where is not None:
-        return where(_data(cond), _tensor(a, node), _tensor(b, node))
-    # a * c + b * (1 - c) with c a constant 0/1 mask: the same values and gradients for finite a and b
-    mask = _data(cond)
-    a, b = _tensor(a, node), _tensor(b, node)
-    return a * mask.astype(a.dtype) + b * (~mask).astype(b.dtype)
+    return ops.where(_data(cond), _tensor(a, node), _tensor(b, node))
+
+
+def _extremum(op_type: str, fn: Any, array_fn: Any) -> None:
+    @register_importer(op_type)
+    def importer(node: Node, inputs: list[Any]) -> Any:
+        """Elementwise over any number of inputs, folded pairwise (ties split the gradient, as PyTorch)."""
+        if not any(isinstance(v, Tensor) for v in inputs):
+            return array_fn.reduce([np.asarray(v) for v in inputs]) if len(inputs) > 1 else inputs[0]
+        out = _tensor(inputs[0], node)
+        for v in inputs[1:]:
+            out = fn(out, _tensor(v, node))
+        return out
+
+    importer.__qualname__ = f"import_{op_type}"
+
+
+_extremum("Max", ops.maximum, np.maximum)
+_extremum("Min", ops.minimum, np.minimum)
+
+
+def _learned(v: Any) -> bool:
+    """A value a gradient must reach: a float initializer the loaded model holds as a Parameter."""
+    return isinstance(v, Tensor) and v.requires_grad
+
+
+@register_importer("Clip")
+def import_clip(node: Node, inputs: list[Any]) -> Tensor:
+    """Bounds from the inputs (opset 11 on; an omitted one is no bound) or, before, the attributes. A
+    bound that is a Parameter of the loaded model gets its gradient: min(max(x, low), high) with Where."""
+    x = _tensor(inputs[0], node)
+    if node.opset < 11:
+        low, high = node.attrs.get("min"), node.attrs.get("max")
+    else:
+        low, high = [*inputs[1:], None, None][:2]
+    if _learned(low) or _learned(high):
+        out = x
+        if low is not None:
+            out = ops.where(x.data < _data(low), _tensor(low, node), out)
+        if high is not None:
+            out = ops.where(out.data > _data(high), _tensor(high, node), out)
+        return out
+    bounds = [None if v is None else float(_data(v).reshape(())) for v in (low, high)]
+    return ops.clip(x, *bounds)
+
+
+@register_importer("Expand")
+def import_expand(node: Node, inputs: list[Any]) -> Any:
+    """Broadcasts both ways: the result has the broadcast of the input's shape and the given one."""
+    x, shape = inputs
+    src = np.shape(x.data if isinstance(x, Tensor) else x)
+    try:
+        target = np.broadcast_shapes(src, tuple(_ints(shape, "the shape")))
+    except ValueError:
+        raise OnnxError(f"shape {_ints(shape, 'the shape')} does not broadcast with input {src}") from None
+    if not isinstance(x, Tensor):
+        return np.broadcast_to(x, target).copy()
+    return x if target == src else ops.broadcast_to(x, target)
+
+
+@register_importer("Pad")
+def import_pad(node: Node, inputs: list[Any]) -> Tensor:
+    """Constant mode: ONNX's pads (every axis's begin, then every end) as PyTorch's last-axis-first pairs."""
+    mode = node.attrs.get("mode", "constant")
+    if mode != "constant":
+        raise OnnxError(f"mode={mode!r} is not supported (constant padding only)")
+    x = _tensor(inputs[0], node)
+    pads = _ints(inputs[1], "the pads") if node.opset >= 11 else list(node.attrs.get("pads", []))
+    value = inputs[2] if node.opset >= 11 and len(inputs) > 2 else node.attrs.get("value", 0.0)
+    axes = _ints(inputs[3], "the axes") if len(inputs) > 3 and inputs[3] is not None else range(x.ndim)
+    axes = [a % x.ndim for a in axes]
+    if len(pads) != 2 * len(axes):
+        raise OnnxError(f"{len(pads)} pads for {len(axes)} axes (want a begin and an end for each)")
+    widths = dict.fromkeys(range(x.ndim), (0, 0))
+    for k, axis in enumerate(axes):
+        widths[axis] = (pads[k], pads[k + len(axes)])
+    torch_pad = [w for axis in reversed(range(x.ndim)) for w in widths[axis]]
+    if _learned(value):  # a Parameter of the loaded model: its gradient is the sum over the padding
+        border = ops.pad(Tensor(np.zeros(x.shape, x.dtype)), torch_pad, value=1.0).data
+        return ops.pad(x, torch_pad) + value.reshape(()) * border
+    return ops.pad(x, torch_pad, value=0.0 if value is None else float(_data(value).reshape(())))

@@ -133,6 +133,24 @@ class Activations(nn.Module):
         return out
 
 
+class TensorOps(nn.Module):
+    """The tensor ops whose ONNX nodes load back (all but ``where``, whose condition is a boolean
+    initializer): (N, 1, 28, 28) -> (N, 6)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(784, 6, rng=np.random.default_rng(7))
+
+    def forward(self, x):
+        h = self.fc(mg.functional.flatten(x))  # (N, 6)
+        a, b = h[:, :3], h[:, 3:]
+        pair = mg.cat([mg.maximum(a, b), mg.minimum(a, b)], axis=1)  # (N, 6)
+        both = mg.stack([pair, (h.abs() + 1.0).sqrt()], axis=1)  # (N, 2, 6)
+        both = mg.functional.pad(both.clip(-1.0, None).flip(2), (1, 0), value=0.5)[:, :, :6]
+        spread = h.var(axis=1, keepdims=True) + h.std(axis=1, keepdims=True, ddof=1)
+        return both.logsumexp(axis=1) + spread.expand(x.shape[0], 6) * 0.1 + h.clip(None, 0.5)
+
+
 class Softsign(mg.Function, register=False):
     """x / (1 + |x|): an op of the user's with no built-in ONNX mapping."""
 

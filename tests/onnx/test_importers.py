@@ -3,7 +3,7 @@ against ONNX Runtime on a hand-made file or through a round trip, and the forms 
 
 import numpy as np
 import pytest
-from onnx_models import Activations, digits, forward, run_ort, save, weight
+from onnx_models import Activations, TensorOps, digits, forward, run_ort, save, weight
 
 import microgradcnn as mg
 from microgradcnn import nn
@@ -20,6 +20,19 @@ def test_the_activations_round_trip_with_their_gradients(tmp_path, opset):
     loaded = mg.onnx.load(mg.onnx.export(model, digits(1), tmp_path / "m.onnx", opset=opset))
     for n in (1, 5):
         np.testing.assert_allclose(forward(loaded, digits(n, n)), forward(model, digits(n, n)), atol=1e-6)
+    assert mg.testing.check_module_gradients(loaded, mg.Tensor(digits(2, dtype=np.float64)))
+
+
+def test_the_tensor_ops_round_trip_with_their_gradients(tmp_path):
+    model = TensorOps()
+    path = mg.onnx.export(model, digits(1), tmp_path / "m.onnx")
+    assert {"Concat", "Max", "Abs", "Sqrt", "Clip", "Pad", "Expand", "ReduceLogSumExp"} <= {
+        n.op_type for n in onnx.load(str(path)).graph.node
+    }
+    loaded = mg.onnx.load(path)
+    for n in (1, 5):
+        np.testing.assert_allclose(forward(loaded, digits(n, n)), forward(model, digits(n, n)), atol=1e-6)
+    # (the clip bounds and the pad value are initializers, so Parameters of the loaded model: checked too)
     assert mg.testing.check_module_gradients(loaded, mg.Tensor(digits(2, dtype=np.float64)))
 
 
@@ -123,4 +136,47 @@ def test_where_needs_a_boolean_condition(tmp_path):
     nodes = [helper.make_node("Where", ["x", "x", "x"], ["y"], name="pick")]
     path = save(tmp_path, nodes, in_shape=("N", 4), out_shape=("N", 4))
     with pytest.raises(OnnxError, match=r"node 'pick' \(Where\): the condition must be boolean"):
+        mg.onnx.load(path)
+
+
+def initializer(name, values):
+    return onnx.numpy_helper.from_array(np.asarray(values, dtype=np.float32), name)
+
+
+def const(name, values):  # an integer input: pads, axes, shapes
+    return onnx.numpy_helper.from_array(np.asarray(values, dtype=np.int64), name)
+
+
+@pytest.mark.parametrize(
+    ("nodes", "inits", "out_shape", "opset"),
+    [
+        ([helper.make_node("Max", ["x", "w"], ["y"])], [initializer("w", [0.0, 1.0, -1.0, 2.0])],
+         ("N", 4), 17),
+        ([helper.make_node("Min", ["x", "w", "v"], ["y"])],
+         [initializer("w", [0.0, 1.0, -1.0, 2.0]), initializer("v", [0.5])], ("N", 4), 17),
+        ([helper.make_node("Clip", ["x", "", "hi"], ["y"])], [initializer("hi", 0.5)], ("N", 4), 17),
+        ([helper.make_node("Clip", ["x", "lo", "hi"], ["y"])],
+         [initializer("lo", -0.5), initializer("hi", 0.5)], ("N", 4), 17),
+        ([helper.make_node("Pad", ["x", "p", "v"], ["y"])], [const("p", [0, 1, 0, 2]), initializer("v", 9.0)],
+         ("N", 7), 17),
+        ([helper.make_node("Pad", ["x", "p", "", "a"], ["y"])], [const("p", [2, -1]), const("a", [-1])],
+         ("N", 5), 18),
+        ([helper.make_node("Concat", ["x", "x"], ["y"], axis=1)], [], ("N", 8), 17),
+        ([helper.make_node("Expand", ["x", "s"], ["y"])], [const("s", [3, 1, 1])], (3, "N", 4), 17),
+        ([helper.make_node("Abs", ["x"], ["y"])], [], ("N", 4), 17),
+    ],
+    ids=["Max", "Min-3", "Clip-high", "Clip", "Pad", "Pad-axes-crop", "Concat", "Expand", "Abs"],
+)
+def test_the_tensor_op_nodes_match_onnxruntime(tmp_path, nodes, inits, out_shape, opset):
+    path = save(tmp_path, nodes, inits, in_shape=("N", 4), out_shape=out_shape, opset=opset)
+    x = np.array([[-2.0, 0.25, 0.75, 3.0], [1.0, -0.5, -1.5, 0.0]], dtype=np.float32)
+    loaded = mg.onnx.load(path)
+    np.testing.assert_allclose(forward(loaded, x), run_ort(path, x), rtol=1e-6)
+    assert mg.testing.check_module_gradients(loaded, mg.Tensor(x.astype(np.float64) + 0.1))
+
+
+def test_a_reflecting_pad_is_refused(tmp_path):
+    nodes = [helper.make_node("Pad", ["x", "p"], ["y"], mode="reflect", name="mirror")]
+    path = save(tmp_path, nodes, [const("p", [0, 1, 0, 1])], in_shape=("N", 4), out_shape=("N", 6))
+    with pytest.raises(OnnxError, match=r"node 'mirror' \(Pad\): mode='reflect' is not supported"):
         mg.onnx.load(path)
