@@ -26,7 +26,7 @@ def test_the_activations_round_trip_with_their_gradients(tmp_path, opset):
 def test_the_tensor_ops_round_trip_with_their_gradients(tmp_path):
     model = TensorOps()
     path = mg.onnx.export(model, digits(1), tmp_path / "m.onnx")
-    assert {"Concat", "Max", "Abs", "Sqrt", "Clip", "Pad", "Expand", "ReduceLogSumExp"} <= {
+    assert {"Concat", "Max", "Abs", "Sqrt", "Clip", "Pad", "Expand", "ReduceLogSumExp", "Where"} <= {
         n.op_type for n in onnx.load(str(path)).graph.node
     }
     loaded = mg.onnx.load(path)
