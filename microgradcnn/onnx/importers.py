@@ -5,8 +5,8 @@ AveragePool, Gemm, MatMul, Add/Sub/Mul/Div/Neg/Pow, Exp/Log, Relu/Tanh/Sigmoid, 
 Softmax/LogSoftmax, ReduceSum/ReduceMean/ReduceMax, Slice, Squeeze, Unsqueeze, Shape, Gather, Concat (on
 integer shape data and float tensors), Constant, Identity and Dropout (inference: the identity);
 ConvTranspose, BatchNormalization (inference), Erf, Gelu, LeakyRelu, Elu, Softplus, Abs, Sqrt, Max and Min
-(elementwise), Clip, Pad (constant mode), Expand, ReduceLogSumExp, Greater and Where (on a boolean
-condition computed in the graph).
+(elementwise), Clip, Pad (constant mode), Expand, ReduceLogSumExp, Greater and Where (a boolean
+condition: a constant of the file or a comparison in the graph).
 """
 
 from __future__ import annotations
