@@ -273,6 +273,15 @@ def test_cli_exports_a_checkpoint(tmp_path, capsys):
     np.testing.assert_allclose(run_ort(out, digits(5, 9)), forward(model, digits(5, 9)), atol=1e-5)
 
 
+def test_cli_exports_a_batchnorm_checkpoint_with_its_running_statistics(tmp_path, capsys):
+    model = BUILDERS["bn"]()  # running statistics drawn away from the init's zeros and ones
+    opt = mg.optim.SGD(model.parameters(), lr=0.1)
+    ckpt = ck.save_checkpoint(tmp_path / "bn.npz", model, opt, config={"model": "bn"})
+    out = tmp_path / "bn.onnx"
+    assert cli.main(["export", str(ckpt), str(out)]) == 0
+    np.testing.assert_allclose(run_ort(out, digits(5, 9)), forward(model, digits(5, 9)), atol=1e-5)
+
+
 def test_cli_exports_a_trained_checkpoint(tmp_path, capsys):
     pytest.importorskip("mlxtend")
     ckpt, out = tmp_path / "seed.npz", tmp_path / "seed.onnx"
