@@ -243,6 +243,12 @@ def test_config_fills_in_defaults_per_model_and_optimizer():
     assert training.TrainConfig(optimizer="adam").lr == training.DEFAULT_LR["adam"]
 
 
+def test_the_bn_model_gets_its_measured_recipe_unless_a_flag_says_otherwise():
+    bn = training.TrainConfig(model="bn")
+    assert (bn.epochs, bn.lr_decay, bn.shift) == (15, 0.85, 2)  # the recipe that reaches >= 98.5 %
+    assert training.TrainConfig(model="bn", shift=0, epochs=2).to_dict()["shift"] == 0
+
+
 def test_config_round_trips_through_a_dict_ignoring_unknown_keys():
     c = config(lr=0.3, seed=4)
     assert training.TrainConfig.from_dict({**c.to_dict(), "future_option": 1}) == c
