@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -48,6 +48,9 @@ from microgradcnn.nn.utils import clip_grad_norm_
 from microgradcnn.optim import OPTIMIZERS, Optimizer, create_optimizer
 from microgradcnn.optim.lr_scheduler import SCHEDULERS, LRScheduler, create_scheduler
 from microgradcnn.tensor import Tensor, no_grad
+
+if TYPE_CHECKING:
+    from microgradcnn.telemetry import Recorder
 
 __all__ = [
     "DEFAULTS",
@@ -484,6 +487,7 @@ def fit(
     download: bool = False,
     progress: bool | None = None,
     log: Callable[[str], None] = print,
+    recorder: Recorder | None = None,
 ) -> TrainResult:
     """Train ``config.model`` on ``config.dataset`` for ``config.epochs`` epochs in total.
 
@@ -498,6 +502,10 @@ def fit(
         data_dir, download: where MNIST / Fashion-MNIST files live, and whether to fetch them.
         progress: show a tqdm bar per epoch (None: only when stderr is a terminal).
         log: where one summary line per epoch goes.
+        recorder: a ``telemetry.Recorder`` to write the run's telemetry to its directory (None: none). It is
+            started after the model is built or resumed (at the checkpoint's step, so a resumed run's
+            records continue without duplicates), called after every optimizer step and every epoch's
+            evaluation, finished at the end, and closed (its hooks removed) on Ctrl-C or divergence.
 
     A checkpoint is written only once an epoch has been trained, and only with finite weights: a run
     stopped (Ctrl-C, divergence) before its first epoch finished leaves a file already at ``out`` as it was.
@@ -548,6 +556,8 @@ def fit(
     if start >= config.epochs:  # the file already holds this state: leave it untouched
         log(f"already trained for {start} epochs (--epochs {config.epochs}); nothing to do")
         return result
+    if recorder is not None:
+        recorder.start(model, test_x, test_y, step=start * len(batches), epoch=start, config=config.to_dict())
     for epoch in range(start, config.epochs):
         boundary = _snapshot(model, optimizer, scheduler, data_rng, history)
         tic = time.perf_counter()
@@ -557,7 +567,7 @@ def fit(
             # would only repeat what the finiteness checks report as one clear TrainingDiverged.
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 train_loss, train_accuracy = _train_epoch(
-                    config, model, optimizer, scheduler, batches, data_rng, epoch, progress
+                    config, model, optimizer, scheduler, batches, data_rng, epoch, progress, recorder
                 )
                 metrics = evaluate(model, test_x, test_y)
             _check_finite(model, metrics.loss, len(batches))
@@ -571,8 +581,12 @@ def fit(
                     "seconds": time.perf_counter() - tic,
                 }
             )
+            if recorder is not None:
+                recorder.on_epoch(epoch + 1, history[-1])
             save(epoch + 1)
         except _NonFinite as bad:
+            if recorder is not None:
+                recorder.close()
             _restore_snapshot(boundary, model, optimizer, scheduler, data_rng, history)
             checkpoint = Path(out) if out is not None and saved[0] is not None else None
             raise TrainingDiverged(
@@ -584,6 +598,8 @@ def fit(
                 saved_epoch=saved[0] if checkpoint is not None else None,
             ) from None
         except KeyboardInterrupt:
+            if recorder is not None:
+                recorder.close()  # the hooks of a step it was recording
             if out is None:
                 raise
             _restore_snapshot(boundary, model, optimizer, scheduler, data_rng, history)
@@ -597,6 +613,8 @@ def fit(
             f"acc {h['train_accuracy']:.2%} | "
             f"test loss {h['test_loss']:.4f} acc {h['test_accuracy']:.2%} | {h['seconds']:.1f} s"
         )
+    if recorder is not None:
+        recorder.finish(model, test_x, test_y)
     return result
 
 
@@ -609,11 +627,13 @@ def _train_epoch(
     rng: np.random.Generator,
     epoch: int,
     progress: bool | None,
+    recorder: Recorder | None = None,
 ) -> tuple[float, float]:
     """One pass over the shuffled training set; returns (mean loss, accuracy) of the training batches.
 
     The learning rate of each batch comes from ``scheduler`` (stepped after every optimizer step), or without
-    one from ``learning_rate``.
+    one from ``learning_rate``. ``recorder.on_step`` gets each step's global number (1-based, over the whole
+    run), loss, batch accuracy and the learning rate the step used.
     """
     from tqdm import tqdm  # lazy: only training needs it
 
@@ -638,6 +658,8 @@ def _train_epoch(
                 raise _NonFinite(f"the training loss became {loss} (learning rate {lr:.3g})", i + 1, loss)
             if scheduler is not None:
                 scheduler.step()  # after optimizer.step(): sets the rate of the next batch
+            if recorder is not None:
+                recorder.on_step(epoch * len(batches) + i + 1, loss, hits / len(y), lr)
             seen, correct, loss_sum = seen + len(y), correct + hits, loss_sum + loss * len(y)
             bar.update()
             if i % 10 == 0:

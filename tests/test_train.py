@@ -608,3 +608,109 @@ def test_resume_refuses_another_schedule_or_optimizer_naming_the_file(
     with pytest.raises(ck.CheckpointError, match=re.escape(message)) as info:
         training.fit(config(**requested), resume=out, data=data, log=lambda s: None)
     assert str(out) in str(info.value)
+
+
+# ---- telemetry ------------------------------------------------------------------------------------------
+class CallLog:
+    """A stand-in recorder writing down fit's calls, to check when and with what fit calls a recorder."""
+
+    def __init__(self):
+        self.calls = []
+
+    def start(self, model, test_x, test_y, *, step, epoch, config):
+        self.calls.append(("start", step, epoch, config["epochs"], len(test_y)))
+
+    def on_step(self, step, loss, accuracy, lr):
+        assert math.isfinite(loss)
+        assert 0 <= accuracy <= 1
+        assert lr > 0
+        self.calls.append(("step", step))
+
+    def on_epoch(self, epoch, metrics):
+        self.calls.append(("epoch", epoch, metrics["epoch"]))
+
+    def finish(self, model, test_x, test_y):
+        self.calls.append(("finish", len(test_y)))
+
+    def close(self):
+        self.calls.append(("close",))
+
+
+def test_fit_calls_the_recorder_at_start_every_step_every_epoch_and_the_end(tmp_path):
+    data = synthetic()  # 6 steps per epoch
+    log = CallLog()
+    training.fit(config(epochs=1), out=tmp_path / "r.npz", data=data, log=lambda s: None, recorder=log)
+    assert log.calls == [
+        ("start", 0, 0, 1, 16),
+        *[("step", s) for s in range(1, 7)],
+        ("epoch", 1, 1),
+        ("finish", 16),
+    ]
+    log = CallLog()
+    training.fit(
+        config(epochs=2),
+        out=tmp_path / "r.npz",
+        resume=tmp_path / "r.npz",
+        data=data,
+        log=lambda s: None,
+        recorder=log,
+    )
+    # the resumed run's steps are counted over the whole run: 7.. after the checkpoint's 6
+    assert log.calls == [
+        ("start", 6, 1, 2, 16),
+        *[("step", s) for s in range(7, 13)],
+        ("epoch", 2, 2),
+        ("finish", 16),
+    ]
+
+
+def test_fit_closes_the_recorder_on_ctrl_c_and_on_divergence(tmp_path, monkeypatch):
+    data = synthetic()
+    fail_on_call(monkeypatch, 9)
+    log = CallLog()
+    with pytest.raises(training.TrainingInterrupted):
+        training.fit(config(), out=tmp_path / "i.npz", data=data, log=lambda s: None, recorder=log)
+    assert log.calls[-3:] == [("step", 7), ("step", 8), ("close",)]  # no finish after an interrupt
+    monkeypatch.undo()
+    log = CallLog()
+    with pytest.raises(training.TrainingDiverged):
+        training.fit(config(lr=1e9), data=data, log=lambda s: None, recorder=log)
+    assert log.calls[-1] == ("close",)
+    assert ("finish", 16) not in log.calls
+
+
+def test_telemetry_of_an_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    from microgradcnn import telemetry
+
+    data = synthetic()  # 6 steps per epoch, recorded every 4: steps 4, 8, 12, 16
+    straight = telemetry.Recorder(tmp_path / "straight", every=4)
+    training.fit(config(epochs=3), data=data, log=lambda s: None, recorder=straight)
+    fail_on_call(monkeypatch, 17)  # in epoch 3 after step 16 was recorded: resume re-runs it
+    with pytest.raises(training.TrainingInterrupted):
+        training.fit(
+            config(epochs=3),
+            out=tmp_path / "c.npz",
+            data=data,
+            log=lambda s: None,
+            recorder=telemetry.Recorder(tmp_path / "broken", every=4),
+        )
+    steps = telemetry.read_records(tmp_path / "broken" / telemetry.STEPS)
+    assert [r["step"] for r in steps] == [4, 8, 12, 16]  # complete up to the last record
+    assert not (tmp_path / "broken" / telemetry.FINAL).exists()
+    monkeypatch.undo()
+    training.fit(
+        config(epochs=3),
+        out=tmp_path / "c.npz",
+        resume=tmp_path / "c.npz",
+        data=data,
+        log=lambda s: None,
+        recorder=telemetry.Recorder(tmp_path / "broken", every=4),
+    )
+    for name in (telemetry.STEPS, telemetry.EPOCHS):
+        a = telemetry.read_records(tmp_path / "straight" / name)
+        b = telemetry.read_records(tmp_path / "broken" / name)
+        assert [r["step"] for r in a] == [r["step"] for r in b]  # no duplicates, nothing missing
+        if name == telemetry.STEPS:
+            assert [r["step"] for r in b] == [4, 8, 12, 16]
+            assert [r["loss"] for r in a] == [r["loss"] for r in b]  # the same training, bit for bit
+    assert (tmp_path / "broken" / telemetry.FINAL).exists()
