@@ -333,8 +333,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if not (run / telemetry.RUN).exists():
         raise FileNotFoundError(
             errno.ENOENT,
-            f"{run} holds no training run (no {telemetry.RUN}); record one with "
-            f"{PROG} train --log-dir {run}",
+            f"{run} holds no training run (no {telemetry.RUN}); record one with {PROG} train --log-dir {run}",
         )
     out = Path(args.out) if args.out is not None else run / "report.html"
     path = report.write_report(run, out)

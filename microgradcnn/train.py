@@ -7,16 +7,17 @@ From Python::
     print(result.history[-1]["test_accuracy"])
 
 Reproducibility: one seed makes two generators (``np.random.SeedSequence(seed).spawn(2)``), one for the
-weights' initialisation and one for shuffling the training set. A checkpoint, written after every epoch,
-holds the weights, the optimizer state, the learning-rate scheduler's state and the shuffling generator's
-state, so resuming from it continues exactly as the uninterrupted run would have (identical weights, bit
-for bit). Without a schedule (``schedule="none"``) the learning rate decays exponentially with the global
-step, whatever the total number of epochs, so it needs no state of its own and a 1-epoch run resumed to 2
-epochs equals a 2-epoch run. The schedules ``"step"``, ``"cosine"`` and ``"onecycle"`` are laid out over
-the run's ``epochs`` (``optim.lr_scheduler.create_scheduler``), so a run with one resumes only for the same
-number of epochs: after an interruption, not to train longer. Ctrl-C (``KeyboardInterrupt``) writes the
-state of the last completed epoch boundary and raises :class:`TrainingInterrupted`; the interrupted epoch
-is re-run from its start on resume.
+weights' initialisation and one for shuffling the training set. A checkpoint, written after every epoch, holds
+the weights, the optimizer state, the learning-rate scheduler's state, the shuffling generator's state and the
+state of every module's own generator (a Dropout layer's masks), so resuming from it continues exactly as the
+uninterrupted run would have (identical weights, bit for bit). Without a schedule (``schedule="none"``) the
+learning rate decays exponentially with the global step, whatever the total number of epochs, so it needs no
+state of its own and a 1-epoch run resumed to 2 epochs equals a 2-epoch run. The schedules ``"step"``,
+``"cosine"`` and ``"onecycle"`` are laid out over the run's ``epochs``
+(``optim.lr_scheduler.create_scheduler``), so a run with one resumes only for the same number of epochs: after
+an interruption, not to train longer. Ctrl-C (``KeyboardInterrupt``) writes the state of the last completed
+epoch boundary and raises :class:`TrainingInterrupted`; the interrupted epoch is re-run from its start on
+resume.
 
 A checkpoint only ever holds a trained, finite state: nothing is written before the first epoch has
 finished (so an existing file at ``out`` survives a run stopped early), and a NaN or inf loss or weight
@@ -41,7 +42,14 @@ from numpy.lib.stride_tricks import sliding_window_view
 from microgradcnn import data as datasets
 from microgradcnn import functional as F
 from microgradcnn._checks import check_int, is_int, is_real
-from microgradcnn.checkpoint import Checkpoint, load_checkpoint, restore_model, save_checkpoint
+from microgradcnn.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    load_module_rng_states,
+    module_rng_states,
+    restore_model,
+    save_checkpoint,
+)
 from microgradcnn.models import MODELS
 from microgradcnn.nn import Module
 from microgradcnn.nn.utils import clip_grad_norm_
@@ -537,7 +545,7 @@ def fit(
     if resume is not None:
         ckpt = resume if isinstance(resume, Checkpoint) else load_checkpoint(resume)
         restore_model(ckpt, model)
-        _restore_training_state(ckpt, config, optimizer, scheduler, data_rng)
+        _restore_training_state(ckpt, config, model, optimizer, scheduler, data_rng)
         start, history = ckpt.epoch, list(ckpt.history)
     result = TrainResult(model, optimizer, config, history, Path(out) if out is not None else None, scheduler)
     # The epoch the file at `out` holds from this run (or from the checkpoint it resumes in place).
@@ -711,12 +719,14 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
 def _restore_training_state(
     ckpt: Checkpoint,
     config: TrainConfig,
+    model: Module,
     optimizer: Optimizer,
     scheduler: LRScheduler | None,
     rng: np.random.Generator,
 ) -> None:
-    """Optimizer and scheduler state and shuffling RNG from ``ckpt``; CheckpointError naming the file if they
-    do not fit (another optimizer or schedule, a schedule for another number of epochs)."""
+    """Optimizer and scheduler state, shuffling RNG and the model's own generators (Dropout) from ``ckpt``;
+    CheckpointError naming the file if they do not fit (another optimizer or schedule, a schedule for
+    another number of epochs, no state for a Dropout layer's generator)."""
     from microgradcnn.checkpoint import CheckpointError
 
     where = os.fspath(ckpt.path) if ckpt.path is not None else "checkpoint"
@@ -747,6 +757,13 @@ def _restore_training_state(
             "writes one per epoch, so the file was edited and cannot be resumed"
         )
     try:
+        load_module_rng_states(model, ckpt.module_rng_states)
+    except ValueError as err:  # a file written before these states were stored has none
+        raise CheckpointError(
+            f"{where}: {err}; without them the resumed run's dropout masks would differ from the "
+            "uninterrupted run's, so it cannot resume bit for bit"
+        ) from None
+    try:
         optimizer.load_state_dict(ckpt.optimizer_state)
         if scheduler is not None:  # after the optimizer: its rates and momentum are the scheduler's to set
             scheduler.load_state_dict(ckpt.scheduler_state)
@@ -764,7 +781,9 @@ def _snapshot(
 ) -> tuple[Any, ...]:
     """Copies of everything an epoch changes, taken at its start (cheap: kilobytes to a megabyte)."""
     schedule = scheduler.state_dict() if scheduler is not None else None
-    return model.state_dict(), optimizer.state_dict(), schedule, rng.bit_generator.state, len(history)
+    generators = module_rng_states(model)  # the Dropout masks the epoch drew are drawn again on resume
+    state = model.state_dict(), optimizer.state_dict(), schedule, rng.bit_generator.state, len(history)
+    return (*state, generators)
 
 
 def _restore_snapshot(
@@ -775,8 +794,9 @@ def _restore_snapshot(
     rng: np.random.Generator,
     history: list[Any],
 ) -> None:
-    weights, optim_state, schedule_state, rng_state, n_history = snap
+    weights, optim_state, schedule_state, rng_state, n_history, generators = snap
     model.load_state_dict(weights)
+    load_module_rng_states(model, generators)
     optimizer.load_state_dict(optim_state)
     if scheduler is not None:
         scheduler.load_state_dict(schedule_state)

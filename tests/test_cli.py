@@ -646,3 +646,15 @@ def test_log_every_without_log_dir_is_a_usage_error(capsys, tmp_path):
     assert "--log-every" in err
     assert "--log-dir" in err
     assert not out.exists()
+
+
+def test_a_bn_run_resumed_equals_an_uninterrupted_one(capsys, tmp_path):
+    # BatchNorm's running statistics are in the weights; the Dropout masks come from the saved generator state
+    straight, part = tmp_path / "straight.npz", tmp_path / "part.npz"
+    flags = ["--model", "bn", *QUICK]
+    assert run(capsys, "train", *flags, "--epochs", "2", "--out", straight)[0] == 0
+    assert run(capsys, "train", *flags, "--epochs", "1", "--out", part)[0] == 0
+    assert run(capsys, "train", "--resume", part, "--epochs", "2")[0] == 0
+    a, b = weights(straight), weights(part)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert ck.load_checkpoint(part).module_rng_states == ck.load_checkpoint(straight).module_rng_states

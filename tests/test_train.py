@@ -714,3 +714,34 @@ def test_telemetry_of_an_interrupted_and_resumed_run_equals_an_uninterrupted_one
             assert [r["step"] for r in b] == [4, 8, 12, 16]
             assert [r["loss"] for r in a] == [r["loss"] for r in b]  # the same training, bit for bit
     assert (tmp_path / "broken" / telemetry.FINAL).exists()
+
+
+# ---- a model with its own generators (Dropout) ----------------------------------------------------------
+@pytest.mark.parametrize("fail_at", [None, 9])  # resumed from a finished epoch, and after a Ctrl-C in epoch 2
+def test_a_dropout_model_resumes_bit_for_bit(tmp_path, monkeypatch, fail_at):
+    data = synthetic()  # 6 steps per epoch
+    straight = training.fit(config(model="bn"), data=data, log=lambda s: None)
+    if fail_at is None:
+        training.fit(config(model="bn", epochs=1), out=tmp_path / "d.npz", data=data, log=lambda s: None)
+    else:
+        fail_on_call(monkeypatch, fail_at)
+        with pytest.raises(training.TrainingInterrupted):
+            training.fit(config(model="bn"), out=tmp_path / "d.npz", data=data, log=lambda s: None)
+        monkeypatch.undo()
+    saved = ck.load_checkpoint(tmp_path / "d.npz")
+    assert list(saved.module_rng_states) == ["12"]  # bn_cnn's Dropout
+    resumed = training.fit(
+        config(model="bn"), out=tmp_path / "d.npz", resume=tmp_path / "d.npz", data=data, log=lambda s: None
+    )
+    assert_same_run(straight, resumed)
+    for name, buffer in straight.model.state_dict().items():  # BatchNorm's running statistics too
+        assert np.array_equal(buffer, resumed.model.state_dict()[name]), name
+
+
+def test_resume_refuses_a_dropout_checkpoint_without_its_generator_state(tmp_path):
+    data = synthetic()
+    training.fit(config(model="bn", epochs=1), out=tmp_path / "d.npz", data=data, log=lambda s: None)
+    old = ck.load_checkpoint(tmp_path / "d.npz")
+    old.module_rng_states = {}  # as a file written before the states were stored
+    with pytest.raises(ck.CheckpointError, match=r"d\.npz: .*missing for module\(s\) 12.*bit for bit"):
+        training.fit(config(model="bn"), resume=old, data=data, log=lambda s: None)
