@@ -400,12 +400,16 @@ class Recorder:
 
         from microgradcnn import functional as F
         from microgradcnn import viz
+        from microgradcnn.checkpoint import load_module_rng_states, module_rng_states
         from microgradcnn.tensor import toposort
 
         if shutil.which("dot") is None or not len(self._digit_x):
             return
         params = [p for _, p in model.named_parameters()]
         saved = [p.grad for p in params]
+        # This training-mode batch must leave no trace: BatchNorm's running statistics and a Dropout layer's
+        # generator are put back, so a recorded run (and its resume) trains exactly as an unrecorded one.
+        state, generators = model.state_dict(), module_rng_states(model)
         try:
             for p in params:
                 p.grad = None
@@ -420,6 +424,8 @@ class Recorder:
         finally:
             for p, g in zip(params, saved, strict=True):
                 p.grad = g
+            model.load_state_dict(state)
+            load_module_rng_states(model, generators)
         write_bytes_atomic(self.dir / "graph.svg", svg)
         write_bytes_atomic(self.dir / "graph_nodes.json", json.dumps(_clean(nodes)).encode())
 

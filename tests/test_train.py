@@ -745,3 +745,29 @@ def test_resume_refuses_a_dropout_checkpoint_without_its_generator_state(tmp_pat
     old.module_rng_states = {}  # as a file written before the states were stored
     with pytest.raises(ck.CheckpointError, match=r"d\.npz: .*missing for module\(s\) 12.*bit for bit"):
         training.fit(config(model="bn"), resume=old, data=data, log=lambda s: None)
+
+
+@pytest.mark.needs("dot")  # the recorder's graph batch, which must leave the model as it was
+def test_recording_a_bn_run_changes_nothing_in_it_and_its_resume_stays_bit_exact(tmp_path, monkeypatch):
+    from microgradcnn import telemetry
+
+    data = synthetic()
+    plain = training.fit(config(model="bn"), data=data, log=lambda s: None)
+    recorded = training.fit(
+        config(model="bn"), data=data, log=lambda s: None, recorder=telemetry.Recorder(tmp_path / "a", 4)
+    )
+    assert_same_run(plain, recorded)
+    for name, buffer in plain.model.state_dict().items():  # running statistics, batches tracked
+        assert np.array_equal(buffer, recorded.model.state_dict()[name]), name
+    fail_on_call(monkeypatch, 9)
+    with pytest.raises(training.TrainingInterrupted):
+        training.fit(
+            config(model="bn"), out=tmp_path / "b.npz", data=data, log=lambda s: None,
+            recorder=telemetry.Recorder(tmp_path / "b", 4),
+        )
+    monkeypatch.undo()
+    resumed = training.fit(
+        config(model="bn"), out=tmp_path / "b.npz", resume=tmp_path / "b.npz", data=data, log=lambda s: None,
+        recorder=telemetry.Recorder(tmp_path / "b", 4),
+    )
+    assert_same_run(plain, resumed)
