@@ -611,6 +611,11 @@ def test_resume_refuses_another_schedule_or_optimizer_naming_the_file(
 
 
 # ---- telemetry ------------------------------------------------------------------------------------------
+def resume_in_place(cfg, path, data, **kwargs):
+    """``fit`` continuing the checkpoint at ``path`` into the same file, quietly."""
+    return training.fit(cfg, out=path, resume=path, data=data, log=lambda s: None, **kwargs)
+
+
 class CallLog:
     """A stand-in recorder writing down fit's calls, to check when and with what fit calls a recorder."""
 
@@ -647,14 +652,7 @@ def test_fit_calls_the_recorder_at_start_every_step_every_epoch_and_the_end(tmp_
         ("finish", 16),
     ]
     log = CallLog()
-    training.fit(
-        config(epochs=2),
-        out=tmp_path / "r.npz",
-        resume=tmp_path / "r.npz",
-        data=data,
-        log=lambda s: None,
-        recorder=log,
-    )
+    resume_in_place(config(epochs=2), tmp_path / "r.npz", data, recorder=log)
     # the resumed run's steps are counted over the whole run: 7.. after the checkpoint's 6
     assert log.calls == [
         ("start", 6, 1, 2, 16),
@@ -698,13 +696,8 @@ def test_telemetry_of_an_interrupted_and_resumed_run_equals_an_uninterrupted_one
     assert [r["step"] for r in steps] == [4, 8, 12, 16]  # complete up to the last record
     assert not (tmp_path / "broken" / telemetry.FINAL).exists()
     monkeypatch.undo()
-    training.fit(
-        config(epochs=3),
-        out=tmp_path / "c.npz",
-        resume=tmp_path / "c.npz",
-        data=data,
-        log=lambda s: None,
-        recorder=telemetry.Recorder(tmp_path / "broken", every=4),
+    resume_in_place(
+        config(epochs=3), tmp_path / "c.npz", data, recorder=telemetry.Recorder(tmp_path / "broken", 4)
     )
     for name in (telemetry.STEPS, telemetry.EPOCHS):
         a = telemetry.read_records(tmp_path / "straight" / name)
@@ -730,9 +723,7 @@ def test_a_dropout_model_resumes_bit_for_bit(tmp_path, monkeypatch, fail_at):
         monkeypatch.undo()
     saved = ck.load_checkpoint(tmp_path / "d.npz")
     assert list(saved.module_rng_states) == ["12"]  # bn_cnn's Dropout
-    resumed = training.fit(
-        config(model="bn"), out=tmp_path / "d.npz", resume=tmp_path / "d.npz", data=data, log=lambda s: None
-    )
+    resumed = resume_in_place(config(model="bn"), tmp_path / "d.npz", data)
     assert_same_run(straight, resumed)
     for name, buffer in straight.model.state_dict().items():  # BatchNorm's running statistics too
         assert np.array_equal(buffer, resumed.model.state_dict()[name]), name
@@ -762,12 +753,14 @@ def test_recording_a_bn_run_changes_nothing_in_it_and_its_resume_stays_bit_exact
     fail_on_call(monkeypatch, 9)
     with pytest.raises(training.TrainingInterrupted):
         training.fit(
-            config(model="bn"), out=tmp_path / "b.npz", data=data, log=lambda s: None,
+            config(model="bn"),
+            out=tmp_path / "b.npz",
+            data=data,
+            log=lambda s: None,
             recorder=telemetry.Recorder(tmp_path / "b", 4),
         )
     monkeypatch.undo()
-    resumed = training.fit(
-        config(model="bn"), out=tmp_path / "b.npz", resume=tmp_path / "b.npz", data=data, log=lambda s: None,
-        recorder=telemetry.Recorder(tmp_path / "b", 4),
+    resumed = resume_in_place(
+        config(model="bn"), tmp_path / "b.npz", data, recorder=telemetry.Recorder(tmp_path / "b", 4)
     )
     assert_same_run(plain, resumed)
