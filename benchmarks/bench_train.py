@@ -488,6 +488,7 @@ def measure_memory(workers: dict[str, Worker], args: argparse.Namespace, log: IO
         for model in args.models
         if _trains_at(model, peak_batch)
         for impl in _impls(model)
+        if impl != "kernels"  # a replay of the library's kernels: its memory is the library's
     ]
     jobs += [
         ("growth", growth_model, impl, args.growth_batch, {"steps": args.growth_steps})
@@ -495,7 +496,7 @@ def measure_memory(workers: dict[str, Worker], args: argparse.Namespace, log: IO
     ]
     for kind, model, impl, batch, extra in jobs:
         worker = workers.get(IMPL_WORKER[impl])
-        if worker is None or impl == "kernels":
+        if worker is None:
             continue
         case = {"impl": impl, "model": model, "mode": "train", "batch": batch}
         out = memory["peak"][model] if kind == "peak" else memory["growth"]
