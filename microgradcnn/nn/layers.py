@@ -259,7 +259,8 @@ class MaxPool2d(_Pool2d):
         stride: int | tuple[int, int] | None = None,
         padding: int | tuple[int, int] = 0,
         dilation: int | tuple[int, int] = 1,
-        ceil_mode: bool = False,
+        *,
+        ceil_mode: bool = False,  # keyword-only: PyTorch's fifth positional argument is return_indices
     ) -> None:
         super().__init__(kernel_size, stride, padding, ceil_mode)
         self.dilation = dilation
