@@ -17,7 +17,7 @@ from microgradcnn.tensor import Array, Context, Function, Tensor
 Pair = tuple[int, int]
 
 
-def _axis_geometry(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool
+def pool_geometry(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool
                    ) -> tuple[int, int]:
     """(output length, padded length) of a pool along one axis, PyTorch's rule.
 
@@ -46,7 +46,7 @@ def _stages(
     Returns (column slices into the padded (N, C, Hp, Wp) input, giving (N, C, Hp, OW) views;
     row slices into that (N, C, Hp, OW) result, giving (N, C, OH, OW) views; the padded size (Hp, Wp)).
     """
-    (oh, hp), (ow, wp) = (_axis_geometry(x_shape[2 + a], kernel[a], stride[a], padding[a], dilation[a],
+    (oh, hp), (ow, wp) = (pool_geometry(x_shape[2 + a], kernel[a], stride[a], padding[a], dilation[a],
                                          ceil_mode) for a in (0, 1))
     by_cols = window_slices((1, kernel[1]), (hp, ow), (1, stride[1]), (1, dilation[1]))
     by_rows = window_slices((kernel[0], 1), (oh, ow), (stride[0], 1), (dilation[0], 1))
@@ -269,7 +269,7 @@ def _avg_scale(x_shape: tuple[int, ...], kernel: Pair, stride: Pair, padding: Pa
     lengths = []
     for a in (0, 1):
         size, k, s, p = x_shape[2 + a], kernel[a], stride[a], padding[a]
-        out, _ = _axis_geometry(size, k, s, p, 1, ceil_mode)
+        out, _ = pool_geometry(size, k, s, p, 1, ceil_mode)
         start = np.arange(out) * s - p
         end = np.minimum(start + k, size + p)
         lengths.append(end - start if count_include_pad else np.minimum(end, size) - np.maximum(start, 0))
@@ -370,7 +370,7 @@ def _pool_args(op: str, x: Tensor, kernel_size: Any, stride: Any, padding: Any, 
     ceil = _flag(ceil_mode, "ceil_mode", op)
     if pad[0] > kernel[0] // 2 or pad[1] > kernel[1] // 2:
         raise ValueError(f"{op}: padding {pad} must be at most half the kernel {kernel} (PyTorch's rule)")
-    outs = [_axis_geometry(shape[2 + a], kernel[a], step[a], pad[a], dil[a], ceil)[0] for a in (0, 1)]
+    outs = [pool_geometry(shape[2 + a], kernel[a], step[a], pad[a], dil[a], ceil)[0] for a in (0, 1)]
     if min(outs) < 1:
         raise ValueError(
             f"{op}: output size {tuple(outs)} is too small: input {shape[2:]} of x {shape} with kernel "

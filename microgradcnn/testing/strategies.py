@@ -477,7 +477,7 @@ def pool2d_configs(
     every (dilated) window holding an input element. With ``distinct`` (the default) all values of x differ
     by at least 0.1, so no window has a tied maximum and a finite-difference step never changes the argmax.
     """
-    from microgradcnn.ops.pool import _axis_geometry
+    from microgradcnn.ops.pool import pool_geometry
 
     n, c = draw(st.integers(1, max_n)), draw(st.integers(1, max_channels))
     ceil_mode = draw(st.booleans())
@@ -489,7 +489,7 @@ def pool2d_configs(
         s = draw(st.integers(1, max_stride)) if stride_drawn else k
         low = max(1, d * (k - 1) + 1 - 2 * p)
         size = draw(st.integers(low, max(low, max_side)))
-        out, _ = _axis_geometry(size, k, s, p, d, ceil_mode)
+        out, _ = pool_geometry(size, k, s, p, d, ceil_mode)
         taps = np.arange(out)[:, None] * s + np.arange(k) * d - p
         if not ((taps >= 0) & (taps < size)).any(axis=1).all():
             d = 1  # a dilated window stepped over the whole input: refused by max_pool2d
