@@ -224,13 +224,8 @@ class _Pool2d(Module):
     """Shared arguments of the pooling layers: kernel_size, stride (default: kernel_size), padding and
     ceil_mode (checked when called)."""
 
-    def __init__(
-        self,
-        kernel_size: int | tuple[int, int],
-        stride: int | tuple[int, int] | None = None,
-        padding: int | tuple[int, int] = 0,
-        ceil_mode: bool = False,
-    ) -> None:
+    def __init__(self, kernel_size: IntPair, stride: IntPair | None, padding: IntPair, ceil_mode: bool
+                 ) -> None:
         super().__init__()
         layer = type(self).__name__
         self.kernel_size = kernel_size
