@@ -12,6 +12,7 @@ from microgradcnn.nn import utils
 from microgradcnn.nn.activation import ELU, GELU, LeakyReLU, Sigmoid, Softplus, Tanh
 from microgradcnn.nn.dropout import Dropout
 from microgradcnn.nn.layers import (
+    AdaptiveAvgPool2d,
     AvgPool2d,
     Conv2d,
     ConvTranspose2d,
@@ -28,6 +29,7 @@ from microgradcnn.nn.norm import BatchNorm1d, BatchNorm2d
 __all__ = [
     "ELU",
     "GELU",
+    "AdaptiveAvgPool2d",
     "AvgPool2d",
     "BatchNorm1d",
     "BatchNorm2d",

@@ -1,5 +1,5 @@
-"""Layers: Linear Conv2d ConvTranspose2d MaxPool2d AvgPool2d Flatten ReLU CrossEntropyLoss, and the
-Sequential container."""
+"""Layers: Linear Conv2d ConvTranspose2d MaxPool2d AvgPool2d AdaptiveAvgPool2d Flatten ReLU CrossEntropyLoss,
+and the Sequential container."""
 
 from __future__ import annotations
 
@@ -221,19 +221,17 @@ class ConvTranspose2d(_ConvNd):
 
 
 class _Pool2d(Module):
-    """Shared arguments of the pooling layers: kernel_size, stride (default: kernel_size), padding."""
+    """Shared arguments of the pooling layers: kernel_size, stride (default: kernel_size), padding and
+    ceil_mode (checked when called)."""
 
-    def __init__(
-        self,
-        kernel_size: int | tuple[int, int],
-        stride: int | tuple[int, int] | None = None,
-        padding: int | tuple[int, int] = 0,
-    ) -> None:
+    def __init__(self, kernel_size: IntPair, stride: IntPair | None, padding: IntPair, ceil_mode: bool
+                 ) -> None:
         super().__init__()
         layer = type(self).__name__
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
         self.padding = padding
+        self.ceil_mode = ceil_mode
         int_pair(kernel_size, "kernel_size", layer, 1)  # validate now, keep the int-or-pair the user gave
         int_pair(self.stride, "stride", layer, 1)
         int_pair(padding, "padding", layer, 0)
@@ -243,30 +241,78 @@ class _Pool2d(Module):
 
 
 class MaxPool2d(_Pool2d):
-    """Maximum over each window, as ``torch.nn.MaxPool2d`` (no dilation or ceil_mode).
+    """Maximum over each window, as ``torch.nn.MaxPool2d`` (PyTorch's arguments and repr).
 
-    Shapes: (N, C, H, W) -> (N, C, OH, OW), OH = (H + 2 * padding - kernel) // stride + 1.
-    The gradient goes to the window's maximum (see ``microgradcnn.functional.max_pool2d``).
+    Shapes: (N, C, H, W) -> (N, C, OH, OW), OH = (H + 2*padding - dilation*(kernel-1) - 1) // stride + 1,
+    rounded up with ``ceil_mode``. The gradient goes to the window's first maximum (see
+    ``microgradcnn.functional.max_pool2d``).
     """
+
+    def __init__(
+        self,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] | None = None,
+        padding: int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        *,
+        ceil_mode: bool = False,  # keyword-only: PyTorch's fifth positional argument is return_indices
+    ) -> None:
+        super().__init__(kernel_size, stride, padding, ceil_mode)
+        self.dilation = dilation
+        int_pair(dilation, "dilation", type(self).__name__, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         """Shapes: (N, C, H, W) -> (N, C, OH, OW)."""
-        return F.max_pool2d(x, self.kernel_size, stride=self.stride, padding=self.padding)
+        return F.max_pool2d(x, self.kernel_size, stride=self.stride, padding=self.padding,
+                            dilation=self.dilation, ceil_mode=self.ceil_mode)
 
     def extra_repr(self) -> str:
-        # PyTorch's repr, whose dilation and ceil_mode are always these values here
-        return super().extra_repr() + ", dilation=1, ceil_mode=False"
+        return super().extra_repr() + f", dilation={self.dilation}, ceil_mode={self.ceil_mode}"
 
 
 class AvgPool2d(_Pool2d):
-    """Mean over each window, as ``torch.nn.AvgPool2d`` (zero padding counted in the mean).
+    """Mean over each window, as ``torch.nn.AvgPool2d`` (PyTorch's arguments and repr).
 
-    Shapes: (N, C, H, W) -> (N, C, OH, OW), OH = (H + 2 * padding - kernel) // stride + 1.
+    Shapes: (N, C, H, W) -> (N, C, OH, OW), OH = (H + 2 * padding - kernel) // stride + 1, rounded up with
+    ``ceil_mode``. ``count_include_pad`` (default True) counts the padding zeros in each window's divisor
+    (see ``microgradcnn.functional.avg_pool2d``).
     """
+
+    def __init__(
+        self,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] | None = None,
+        padding: int | tuple[int, int] = 0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+    ) -> None:
+        super().__init__(kernel_size, stride, padding, ceil_mode)
+        self.count_include_pad = count_include_pad
 
     def forward(self, x: Tensor) -> Tensor:
         """Shapes: (N, C, H, W) -> (N, C, OH, OW)."""
-        return F.avg_pool2d(x, self.kernel_size, stride=self.stride, padding=self.padding)
+        return F.avg_pool2d(x, self.kernel_size, stride=self.stride, padding=self.padding,
+                            ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad)
+
+
+class AdaptiveAvgPool2d(Module):
+    """Average pooling to a fixed output size, as ``torch.nn.AdaptiveAvgPool2d``.
+
+    Shapes: (N, C, H, W) -> (N, C, OH, OW) for ``output_size`` an int or an (OH, OW) pair (None keeps that
+    input size); output size 1 is global average pooling. Windows and errors (raised when called) as
+    ``microgradcnn.functional.adaptive_avg_pool2d``.
+    """
+
+    def __init__(self, output_size: int | tuple[int | None, int | None] | None) -> None:
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Shapes: (N, C, H, W) -> (N, C, OH, OW)."""
+        return F.adaptive_avg_pool2d(x, self.output_size)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
 
 
 class Flatten(Module):

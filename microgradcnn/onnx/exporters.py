@@ -14,6 +14,7 @@ import numpy as np
 
 from microgradcnn.onnx.exporter import Graph
 from microgradcnn.onnx.registry import OnnxError, register_exporter
+from microgradcnn.ops.pool import pool_geometry
 from microgradcnn.tensor import Context
 
 _INT64_MAX = 2**63 - 1
@@ -59,18 +60,34 @@ def export_broadcast_to(g: Graph, ctx: Context, inputs: list[str], out: str) -> 
     g.node("Expand", [inputs[0], g.constant(list(ctx.attrs["shape"]), "shape")], out)
 
 
+def _ceil_mode(ctx: Context) -> int:
+    """ONNX's ceil_mode for a pool: 1 only where it adds a window to the floor-mode output.
+
+    PyTorch's ceil_mode drops a last window that would start in the right padding, which then leaves exactly
+    the floor-mode windows; ONNX's ceil formula (as onnx's shape inference and older runtimes read it) keeps
+    that window. Writing 0 there gives the same windows, sizes and divisors in both readings.
+    """
+    a = ctx.attrs
+    if not a["ceil_mode"]:
+        return 0
+    dilation = a.get("dilation", (1, 1))
+    sizes = [[pool_geometry(ctx.parents[0].shape[2 + i], a["kernel_size"][i], a["stride"][i], a["padding"][i],
+                            dilation[i], ceil)[0] for i in (0, 1)] for ceil in (False, True)]
+    return int(sizes[0] != sizes[1])
+
+
 @register_exporter("max_pool2d")
 def export_max_pool2d(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
     a = ctx.attrs
     g.node("MaxPool", inputs, out, kernel_shape=list(a["kernel_size"]), strides=list(a["stride"]),
-           pads=_pads(a["padding"]))
+           pads=_pads(a["padding"]), dilations=list(a["dilation"]), ceil_mode=_ceil_mode(ctx))
 
 
 @register_exporter("avg_pool2d")
 def export_avg_pool2d(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
-    a = ctx.attrs
+    a = ctx.attrs  # ONNX's divisor is PyTorch's (ours): a ceil_mode window's overhang never counts
     g.node("AveragePool", inputs, out, kernel_shape=list(a["kernel_size"]), strides=list(a["stride"]),
-           pads=_pads(a["padding"]), count_include_pad=1)  # the padding zeros count, as ours and PyTorch's
+           pads=_pads(a["padding"]), ceil_mode=_ceil_mode(ctx), count_include_pad=int(a["count_include_pad"]))
 
 
 @register_exporter("linear")

@@ -75,13 +75,10 @@ def _padding(node: Node) -> tuple[int, int]:
     return (pads[0], pads[1])
 
 
-def _pool_window(node: Node) -> dict[str, tuple[int, ...]]:
-    if node.attrs.get("ceil_mode", 0):
-        raise OnnxError("ceil_mode=1 is not supported")
-    if any(d != 1 for d in node.attrs.get("dilations", [1, 1])):
-        raise OnnxError(f"dilations {node.attrs['dilations']} are not supported in pooling")
+def _pool_window(node: Node) -> dict[str, Any]:
     kernel = _pair_attr(node, "kernel_shape", 1)
-    return {"kernel_size": kernel, "stride": _pair_attr(node, "strides", 1), "padding": _padding(node)}
+    return {"kernel_size": kernel, "stride": _pair_attr(node, "strides", 1), "padding": _padding(node),
+            "ceil_mode": bool(node.attrs.get("ceil_mode", 0))}
 
 
 @register_importer("Conv")
@@ -96,15 +93,16 @@ def import_conv(node: Node, inputs: list[Any]) -> Tensor:
 def import_max_pool(node: Node, inputs: list[Any]) -> Tensor:
     if len(node.outputs) > 1 and node.outputs[1]:
         raise OnnxError("the Indices output is not supported")
-    return F.max_pool2d(_tensor(inputs[0], node), **_pool_window(node))
+    dilation = _pair_attr(node, "dilations", 1)
+    return F.max_pool2d(_tensor(inputs[0], node), **_pool_window(node), dilation=dilation)
 
 
 @register_importer("AveragePool")
 def import_average_pool(node: Node, inputs: list[Any]) -> Tensor:
-    window = _pool_window(node)
-    if window["padding"] != (0, 0) and not node.attrs.get("count_include_pad", 0):
-        raise OnnxError("count_include_pad=0 with padding is not supported (the padding zeros always count)")
-    return F.avg_pool2d(_tensor(inputs[0], node), **window)
+    if any(d != 1 for d in node.attrs.get("dilations", [1, 1])):
+        raise OnnxError(f"dilations {node.attrs['dilations']} are not supported in AveragePool")
+    include = bool(node.attrs.get("count_include_pad", 0))  # ONNX's default 0: only input elements count
+    return F.avg_pool2d(_tensor(inputs[0], node), **_pool_window(node), count_include_pad=include)
 
 
 @register_importer("Gemm")

@@ -31,7 +31,7 @@ from microgradcnn.ops.loss import (
     softmax,
 )
 from microgradcnn.ops.norm import batch_norm
-from microgradcnn.ops.pool import avg_pool2d, max_pool2d
+from microgradcnn.ops.pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from microgradcnn.ops.reduce import argmax, broadcast_to, logsumexp, max, mean, min, std, sum, var
 from microgradcnn.ops.shape import (
     expand,
@@ -49,6 +49,7 @@ from microgradcnn.ops.shape import (
 
 __all__ = [
     "abs",
+    "adaptive_avg_pool2d",
     "add",
     "argmax",
     "avg_pool2d",

@@ -465,27 +465,48 @@ def pool2d_configs(
     max_kernel: int = 4,
     max_stride: int = 3,
     max_padding: int = 2,
+    max_dilation: int = 2,
     distinct: bool = True,
     dtype: Any = np.float64,
 ) -> dict[str, Any]:
-    """max_pool2d / avg_pool2d problems: a dict of x (N, C, H, W), kernel_size, stride (or None), padding.
+    """max_pool2d / avg_pool2d problems: a dict of x (N, C, H, W), kernel_size, stride (or None), padding,
+    dilation (for max_pool2d only), ceil_mode and count_include_pad (for avg_pool2d only).
 
     Padding is at most half the kernel (PyTorch's rule), windows may overlap (stride < kernel) or skip input
-    (stride > kernel), and the output is non-empty. With ``distinct`` (the default) all values of x differ
+    (stride > kernel), ceil_mode windows may hang past the padded input, and the output is non-empty with
+    every (dilated) window holding an input element. With ``distinct`` (the default) all values of x differ
     by at least 0.1, so no window has a tied maximum and a finite-difference step never changes the argmax.
     """
+    from microgradcnn.ops.pool import pool_geometry
+
     n, c = draw(st.integers(1, max_n)), draw(st.integers(1, max_channels))
-    kh, kw = draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel))
-    ph, pw = draw(st.integers(0, min(max_padding, kh // 2))), draw(st.integers(0, min(max_padding, kw // 2)))
-    low_h, low_w = max(1, kh - 2 * ph), max(1, kw - 2 * pw)
-    h, w = draw(st.integers(low_h, max(low_h, max_side))), draw(st.integers(low_w, max(low_w, max_side)))
+    ceil_mode = draw(st.booleans())
+    stride_drawn = draw(st.booleans())
+    sides = []
+    for _ in range(2):
+        k, d = draw(st.integers(1, max_kernel)), draw(st.integers(1, max_dilation))
+        p = draw(st.integers(0, min(max_padding, k // 2)))
+        s = draw(st.integers(1, max_stride)) if stride_drawn else k
+        low = max(1, d * (k - 1) + 1 - 2 * p)
+        size = draw(st.integers(low, max(low, max_side)))
+        out, _ = pool_geometry(size, k, s, p, d, ceil_mode)
+        taps = np.arange(out)[:, None] * s + np.arange(k) * d - p
+        if not ((taps >= 0) & (taps < size)).any(axis=1).all():
+            d = 1  # a dilated window stepped over the whole input: refused by max_pool2d
+        sides.append((size, k, s, p, d))
+    (h, kh, sh, ph, dh), (w, kw, sw, pw, dw) = sides
     shape = (n, c, h, w)
     x = draw(distinct_arrays(shape)).astype(dtype) if distinct else draw(arrays(shape, dtype=dtype))
-    stride = None
-    if draw(st.booleans()):
-        stride = _int_or_pair(draw, draw(st.integers(1, max_stride)), draw(st.integers(1, max_stride)))
-    kernel_size, padding = _int_or_pair(draw, kh, kw), _int_or_pair(draw, ph, pw)
-    return {"x": x, "kernel_size": kernel_size, "stride": stride, "padding": padding}
+    stride = _int_or_pair(draw, sh, sw) if stride_drawn else None
+    return {"x": x, "kernel_size": _int_or_pair(draw, kh, kw), "stride": stride,
+            "padding": _int_or_pair(draw, ph, pw), "dilation": _int_or_pair(draw, dh, dw),
+            "ceil_mode": ceil_mode, "count_include_pad": draw(st.booleans())}
+
+
+def pool2d_args(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of ``name`` ("max_pool2d" or "avg_pool2d") in a ``pool2d_configs`` dict."""
+    extra = ("dilation",) if name == "max_pool2d" else ("count_include_pad",)
+    return {k: cfg[k] for k in ("kernel_size", "stride", "padding", "ceil_mode", *extra)}
 
 
 def _conv2d_case(cfg: dict[str, Any]) -> OpCase:
@@ -530,7 +551,7 @@ def _pool2d_cases(name: str, distinct: bool) -> Callable[..., st.SearchStrategy[
     def cases(**overrides: Any) -> st.SearchStrategy[OpCase]:
         def case(cfg: dict[str, Any]) -> OpCase:
             fn = getattr(ops, name)
-            args = {k: cfg[k] for k in ("kernel_size", "stride", "padding")}
+            args = pool2d_args(name, cfg)
             return OpCase(lambda t: fn(t, **args), (_grad(cfg["x"]),))
 
         return pool2d_configs(**{"distinct": distinct, **overrides}).map(case)
@@ -544,8 +565,11 @@ def avg_pool2d_backward_cases(**overrides: Any) -> st.SearchStrategy[OpCase]:
 
     def case(cfg: dict[str, Any]) -> OpCase:
         x = Tensor(cfg["x"])
-        attrs = _pool_args("avg_pool2d", x, cfg["kernel_size"], cfg["stride"], cfg["padding"])
-        grad = ops.avg_pool2d(x, **attrs).data + 0.5  # any values of the output's shape
+        args = pool2d_args("avg_pool2d", cfg)
+        geometry = (args[k] for k in ("kernel_size", "stride", "padding", "ceil_mode"))
+        attrs = _pool_args("avg_pool2d", x, *geometry)
+        attrs["count_include_pad"] = args["count_include_pad"]
+        grad = ops.avg_pool2d(x, **args).data + 0.5  # any values of the output's shape
         return OpCase(lambda g: AvgPool2dBackwardFn.apply(g, x_shape=x.shape, **attrs), (_grad(grad),))
 
     return pool2d_configs(**{"distinct": False, **overrides}).map(case)

@@ -210,6 +210,52 @@ def test_pooling_layers_default_stride_to_kernel_size():
     assert repr(nn.AvgPool2d(2, stride=1, padding=1)) == "AvgPool2d(kernel_size=2, stride=1, padding=1)"
 
 
+def test_pooling_layers_take_pytorchs_arguments_and_reprs():
+    x = Tensor(np.random.default_rng(0).standard_normal((2, 3, 7, 6)))
+    mx = nn.MaxPool2d(3, stride=2, padding=1, dilation=2, ceil_mode=True)
+    assert repr(mx) == "MaxPool2d(kernel_size=3, stride=2, padding=1, dilation=2, ceil_mode=True)"
+    np.testing.assert_array_equal(mx(x).data, F.max_pool2d(x, 3, 2, 1, 2, True).data)
+    av = nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False)
+    assert repr(av) == "AvgPool2d(kernel_size=3, stride=2, padding=1)"  # PyTorch's repr leaves the flags out
+    np.testing.assert_array_equal(av(x).data, F.avg_pool2d(x, 3, 2, 1, True, False).data)
+    # PyTorch's fifth positional argument of MaxPool2d is return_indices: ours is keyword-only, not ceil_mode
+    with pytest.raises(TypeError):
+        nn.MaxPool2d(2, 2, 0, 1, True)
+    with pytest.raises(ValueError, match="MaxPool2d: dilation must be at least 1"):
+        nn.MaxPool2d(2, dilation=0)
+
+
+@pytest.mark.parametrize("output_size", [1, 2, (3, None), (None, 4)])
+def test_adaptive_avg_pool2d_layer(output_size):
+    x = Tensor(np.random.default_rng(1).standard_normal((2, 3, 5, 6)))
+    layer = nn.AdaptiveAvgPool2d(output_size)
+    assert repr(layer) == f"AdaptiveAvgPool2d(output_size={output_size})"
+    np.testing.assert_array_equal(layer(x).data, F.adaptive_avg_pool2d(x, output_size).data)
+    assert list(layer.parameters()) == []
+
+
+def test_pool_layers_equal_torch_modules():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(2).standard_normal((2, 3, 7, 6))
+    pairs = [
+        (nn.MaxPool2d(3, 2, 1, 2, ceil_mode=True), torch.nn.MaxPool2d(3, 2, 1, 2, ceil_mode=True)),
+        (nn.MaxPool2d((2, 3), ceil_mode=True), torch.nn.MaxPool2d((2, 3), ceil_mode=True)),
+        (nn.AvgPool2d(3, 2, 1, True, False), torch.nn.AvgPool2d(3, 2, 1, True, False)),
+        (nn.AvgPool2d(2, padding=1, ceil_mode=True), torch.nn.AvgPool2d(2, padding=1, ceil_mode=True)),
+        (nn.AdaptiveAvgPool2d((4, None)), torch.nn.AdaptiveAvgPool2d((4, None))),
+        (nn.AdaptiveAvgPool2d(1), torch.nn.AdaptiveAvgPool2d(1)),
+    ]
+    for ours, theirs in pairs:
+        assert repr(ours) == repr(theirs)
+        t, tx = Tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+        out, tout = ours(t), theirs(tx)
+        grad = np.random.default_rng(3).standard_normal(out.shape)
+        out.backward(grad)
+        tout.backward(torch.tensor(grad))
+        np.testing.assert_allclose(out.data, tout.detach().numpy(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(t.grad, tx.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
 def test_flatten_merges_the_given_dims():
     x = Tensor(np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5))
     assert nn.Flatten()(x).shape == (2, 60)

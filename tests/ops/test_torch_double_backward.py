@@ -20,6 +20,7 @@ from microgradcnn.testing.strategies import (
     conv2d_configs,
     distinct_arrays,
     floats,
+    pool2d_args,
     pool2d_configs,
     shapes,
 )
@@ -204,9 +205,10 @@ def test_conv2d_double_backward_equals_torch(cfg):
 @given(cfg=pool2d_configs(distinct=False, max_side=7), ties=st.booleans())
 @settings(max_examples=25)
 def test_pools_double_backward_equal_torch_with_ties_and_padding(name, cfg, ties):
+    # every argument drawn: dilation, ceil_mode windows hanging past the padding, count_include_pad
     x = np.round(cfg["x"]) if ties else cfg["x"]  # rounded values in [-2, 2]: windows full of ties
-    args = (cfg["kernel_size"], cfg["stride"], cfg["padding"])
-    _double(lambda t: getattr(F, name)(t, *args) ** 2, lambda t: getattr(TF, name)(t, *args) ** 2, [x])
+    args = pool2d_args(name, cfg)
+    _double(lambda t: getattr(F, name)(t, **args) ** 2, lambda t: getattr(TF, name)(t, **args) ** 2, [x])
 
 
 def test_a_gradient_penalty_step_on_a_conv_layer_equals_torch():
@@ -364,3 +366,10 @@ def test_new_reductions_double_backward_equal_torch(data, keepdims):
                 lambda t: torch.std(t, dim=axis, correction=ddof, keepdim=keepdims), [spaced])
     _double(lambda t: t.min(axis, keepdims=keepdims) ** 2,
             lambda t: torch.amin(t, dim=dims, keepdim=keepdims) ** 2, [spaced])
+
+
+@pytest.mark.parametrize("output_size", [1, 2, (3, None), (2, 4), (5, 3)])
+def test_adaptive_avg_pool2d_double_backward_equals_torch(output_size):
+    x = np.random.default_rng(7).standard_normal((2, 3, 5, 4))  # 5 and 4 rows/cols: windows overlap or grow
+    _double(lambda t: F.adaptive_avg_pool2d(t, output_size) ** 2,
+            lambda t: TF.adaptive_avg_pool2d(t, output_size) ** 2, [x])
