@@ -12,6 +12,7 @@ import numpy as np
 
 from microgradcnn import functional as F
 from microgradcnn import ops
+from microgradcnn._checks import check_int
 from microgradcnn.nn.module import Module, Parameter
 from microgradcnn.ops.conv_transpose import check_output_padding
 from microgradcnn.ops.window import IntPair, int_pair
@@ -19,9 +20,8 @@ from microgradcnn.tensor import Tensor
 
 
 def _positive(value: Any, what: str, layer: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{layer}: {what} must be a positive int, got {value!r}")
-    return int(value)
+    """``value`` as an int >= 1 by the one int rule (TypeError for a non-int, ValueError below 1)."""
+    return check_int(value, what, layer, minimum=1)
 
 
 def _init_weight_and_bias(

@@ -172,6 +172,10 @@ def test_layers_reject_bad_arguments_with_clear_errors():
         nn.Conv2d(0, 2, 3)
     with pytest.raises(ValueError, match="out_features"):
         nn.Linear(3, -1)
+    with pytest.raises(TypeError, match=r"Linear: in_features must be an int, got 3\.0"):
+        nn.Linear(3.0, 2)
+    with pytest.raises(TypeError, match="Conv2d: groups must be an int"):
+        nn.Conv2d(2, 2, 3, groups=True)
     with pytest.raises(TypeError, match="rng"):
         nn.Linear(3, 2, rng=np.random.RandomState(0))
     with pytest.raises(ValueError, match="stride"):
