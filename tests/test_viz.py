@@ -579,3 +579,13 @@ def test_write_confusion_matrix_draws_a_png_shaded_by_row_share(tmp_path):
     with pytest.raises(ValueError, match=r"square \(K, K\) matrix"):
         write_confusion_matrix(np.zeros((2, 3)), tmp_path / "bad.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cm"]
+
+
+@pytest.mark.needs("dot")
+def test_a_graph_displays_inline_in_jupyter_as_svg():
+    x = mg.Tensor(np.ones(3), requires_grad=True)
+    bundle = draw_graph((x * 2).sum())._repr_mimebundle_()
+    assert list(bundle) == ["image/svg+xml"]  # what Jupyter shows: Graphviz's own SVG, rendered offline
+    svg = ET.fromstring(bundle["image/svg+xml"])
+    assert svg.tag == "{http://www.w3.org/2000/svg}svg"
+    assert "sum" in bundle["image/svg+xml"]
