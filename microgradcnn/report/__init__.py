@@ -540,8 +540,8 @@ def curves(run_dir: str | os.PathLike[str]) -> Curves:
 
 class FeatureMaps:
     """One layer's feature maps of a batch: ``maps`` (N, C, H, W) floats, shown inline by Jupyter as a PNG
-    grid (``_repr_png_``, ``_repr_html_``): one row per image, one column per channel, each map stretched
-    to its own min..max as in the report.
+    grid (``_repr_png_``, ``_repr_html_``, both enlarged ``zoom`` times): one row per image, one column per
+    channel, each map stretched to its own min..max as in the report.
     """
 
     def __init__(self, layer: str, maps: np.ndarray, zoom: int = 3) -> None:
@@ -550,7 +550,9 @@ class FeatureMaps:
         """The picture: uint8 (N * (H + 1) + 1, C * (W + 1) + 1), 1-pixel white gaps."""
 
     def _repr_png_(self) -> bytes:
-        ok, png = cv2.imencode(".png", self.grid)
+        # enlarged by ``zoom`` with square pixels: a front end showing the PNG as it is still shows the maps
+        big = np.repeat(np.repeat(self.grid, self.zoom, axis=0), self.zoom, axis=1)
+        ok, png = cv2.imencode(".png", big)
         if not ok:
             raise ValueError(f"report.feature_maps: cannot encode a {self.grid.shape} grid as PNG")
         return png.tobytes()
