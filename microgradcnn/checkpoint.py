@@ -7,7 +7,9 @@ A checkpoint is a NumPy ``.npz`` (a zip of ``.npy`` arrays) holding
 * ``meta`` -- a uint8 array of UTF-8 JSON: format and version, epoch, the training config, metrics
   history, the data RNG state, the optimizer type and hyperparameters, and the learning-rate scheduler's
   type and ``state_dict()`` (``null`` for a run without one, and absent from files written before
-  schedulers were stored: both load as "no scheduler").
+  schedulers were stored: both load as "no scheduler"), and the ``bit_generator.state`` of every module's
+  own generator (``module_rng_states``: a Dropout layer's ``rng``, keyed by the module's name), so that a
+  resumed run draws the masks the uninterrupted run would have.
 
 It is read with ``np.load(..., allow_pickle=False)``: loading a checkpoint from a stranger never runs code,
 and a file that needs unpickling (an object array) is refused with :class:`CheckpointError`.
@@ -39,6 +41,8 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "load_checkpoint",
+    "load_module_rng_states",
+    "module_rng_states",
     "restore_model",
     "save_checkpoint",
     "write_atomic",
@@ -65,7 +69,9 @@ class Checkpoint:
     ``microgradcnn.models.MODELS`` entry when known); ``history`` one metrics dict per finished epoch;
     ``rng_state`` the ``bit_generator.state`` of the data-shuffling generator at the end of ``epoch``;
     ``scheduler_state`` an ``LRScheduler.state_dict()`` and ``scheduler_type`` its class name (both None
-    for a run without a scheduler).
+    for a run without a scheduler); ``module_rng_states`` the ``bit_generator.state`` of each module's
+    generator, by module name (``module_rng_states(model)``; empty for a model without one, and in files
+    written before they were stored).
     """
 
     model_state: dict[str, np.ndarray]
@@ -78,6 +84,48 @@ class Checkpoint:
     path: Path | None = None
     scheduler_state: dict[str, Any] | None = None
     scheduler_type: str | None = None
+    module_rng_states: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _generators(model: Module) -> dict[str, np.random.Generator]:
+    return {
+        name: m.rng
+        for name, m in model.named_modules()
+        if isinstance(getattr(m, "rng", None), np.random.Generator)
+    }
+
+
+def module_rng_states(model: Module) -> dict[str, dict[str, Any]]:
+    """The ``bit_generator.state`` of every module of ``model`` that draws from its own generator ``rng``
+    (``nn.Dropout``), keyed by the module's name in ``named_modules``; JSON-ready, and copies.
+
+    Such a generator is not in ``state_dict`` (PyTorch keeps no RNG there either), but it decides the
+    masks of every later step, so a bit-exact resume (``train.fit``) saves and restores it.
+    """
+    return {name: rng.bit_generator.state for name, rng in _generators(model).items()}
+
+
+def load_module_rng_states(model: Module, states: Mapping[str, Mapping[str, Any]]) -> None:
+    """Set the generators of ``model``'s modules to ``states`` (from ``module_rng_states``).
+
+    Raises:
+        ValueError: naming the modules, if ``states`` lacks a generator of the model or holds one the model
+            does not have; or a state does not fit its generator (another bit generator type).
+    """
+    generators = _generators(model)
+    missing, unexpected = sorted(set(generators) - set(states)), sorted(set(states) - set(generators))
+    if missing or unexpected:
+        raise ValueError(
+            "the generator states do not fit the model: missing for module(s) "
+            f"{', '.join(missing) or 'none'}; unexpected for {', '.join(unexpected) or 'none'}"
+        )
+    for name, rng in generators.items():
+        try:
+            rng.bit_generator.state = dict(states[name])
+        except (TypeError, ValueError, KeyError) as err:
+            raise ValueError(
+                f"the generator state of module {name!r} does not fit its generator: {err}"
+            ) from None
 
 
 def save_checkpoint(
@@ -95,8 +143,8 @@ def save_checkpoint(
 
     ``path`` is used as given: no ``.npz`` suffix is added. ``config``, ``history`` and ``rng_state`` must be
     JSON-serialisable (``rng_state`` is ``generator.bit_generator.state``). ``scheduler``'s ``state_dict()``
-    (plain numbers, strings and lists) goes into the JSON metadata with its class name. Returns ``path`` as
-    a ``Path``.
+    (plain numbers, strings and lists) goes into the JSON metadata with its class name, and so do the states
+    of the model's own generators (``module_rng_states(model)``). Returns ``path`` as a ``Path``.
 
     Raises:
         TypeError: if the metadata is not JSON-serialisable.
@@ -125,6 +173,7 @@ def save_checkpoint(
         "scheduler": None
         if scheduler is None
         else {"type": type(scheduler).__name__, "state": scheduler.state_dict()},
+        "module_rng_states": module_rng_states(model),
     }
     try:
         text = json.dumps(meta, allow_nan=True, default=_json_default)
@@ -281,6 +330,13 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     else:
         optimizer_type = None
     scheduler_type, scheduler_state = _scheduler_meta(meta.get("scheduler"), where)
+    generator_states = meta.get("module_rng_states") or {}
+    if not isinstance(generator_states, dict) or not all(
+        isinstance(v, dict) for v in generator_states.values()
+    ):
+        raise CheckpointError(
+            f"{where}: malformed module_rng_states metadata (want a dict of generator states)"
+        )
     try:
         return Checkpoint(
             model_state=model_state,
@@ -293,6 +349,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             path=p,
             scheduler_state=scheduler_state,
             scheduler_type=scheduler_type,
+            module_rng_states=generator_states,
         )
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{where}: malformed checkpoint metadata ({err})") from None

@@ -1,4 +1,5 @@
-"""The ``microgradcnn`` command line: train, evaluate, predict, graph (also ``python -m microgradcnn``).
+"""The ``microgradcnn`` command line: train, evaluate, predict, graph, export, report (also
+``python -m microgradcnn``).
 
 ``main(argv)`` returns the exit code instead of exiting, so tests call it in-process: 0 success, 1 a runtime
 error (bad checkpoint, missing file or dataset, diverged training, ...), 2 a usage error, 130 interrupted by
@@ -11,6 +12,7 @@ interrupt while the command starts up is one line too.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -102,6 +104,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 0
     # Everything that could stop the run at its end is checked before it starts.
     training.check_writable(out)
+    recorder = _recorder(args)
     if out.exists() and not args.force and not (resume is not None and out.samefile(args.resume)):
         what = "a fresh run" if resume is None else f"continuing {args.resume}"
         keep = f"continue its own run with --resume {out}, " if resume is None else ""
@@ -123,10 +126,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     where = f"resuming from {args.resume} at epoch {resume.epoch}; " if resume is not None else ""
     print(f"{where}checkpoint (after every epoch): {out}")
+    if recorder is not None:
+        print(f"telemetry (every {recorder.every} steps, and every epoch): {recorder.dir}")
     tic = time.perf_counter()
     try:
         result = training.fit(
-            config, out=out, resume=resume, data=(train_x, train_y, test_x, test_y), progress=args.progress
+            config,
+            out=out,
+            resume=resume,
+            data=(train_x, train_y, test_x, test_y),
+            progress=args.progress,
+            recorder=recorder,
         )
     except training.TrainingInterrupted as stop:
         if stop.checkpoint is None:
@@ -153,7 +163,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"(loss {last['test_loss']:.4f}); checkpoint saved to {out}"
         )
     print(f"next: {PROG} evaluate {out}  |  {PROG} predict {out} IMAGE.png")
+    if recorder is not None:
+        print(f"telemetry in {args.log_dir}; see it with: {PROG} report {args.log_dir} --out report.html")
     return 0
+
+
+def _recorder(args: argparse.Namespace) -> Any:
+    """The ``telemetry.Recorder`` of ``--log-dir`` / ``--log-every``, or None without ``--log-dir``."""
+    if args.log_dir is None:
+        if args.log_every is not None:
+            raise UsageError("--log-every sets the interval of --log-dir's records; pass --log-dir RUN too")
+        return None
+    from microgradcnn import telemetry
+
+    run = Path(args.log_dir)
+    if run.exists() and not run.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"--log-dir {run} is a file, not a directory")
+    every = telemetry.DEFAULT_EVERY if args.log_every is None else args.log_every
+    return telemetry.Recorder(run, every)
 
 
 def _check_train_flags(args: argparse.Namespace, settings: dict[str, Any]) -> None:
@@ -294,6 +321,26 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- report ---------------------------------------------------------------------------------------------
+def _cmd_report(args: argparse.Namespace) -> int:
+    from microgradcnn import report, telemetry
+
+    run = Path(args.run)
+    if not run.exists():
+        raise FileNotFoundError(errno.ENOENT, f"no run directory at {run}")
+    if not run.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"{run} is a file, not a run directory")
+    if not (run / telemetry.RUN).exists():
+        raise FileNotFoundError(
+            errno.ENOENT,
+            f"{run} holds no training run (no {telemetry.RUN}); record one with {PROG} train --log-dir {run}",
+        )
+    out = Path(args.out) if args.out is not None else run / "report.html"
+    path = report.write_report(run, out)
+    print(f"wrote the report of {run} to {path} ({path.stat().st_size / 1e3:.0f} kB, self-contained)")
+    return 0
+
+
 # ---- parser ---------------------------------------------------------------------------------------------
 def _int_at_least(low: int) -> Any:
     """An argparse type: an int >= ``low``."""
@@ -338,7 +385,7 @@ def _decay(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argparse parser of the ``microgradcnn`` command and its four subcommands."""
+    """The argparse parser of the ``microgradcnn`` command and its subcommands."""
     from microgradcnn.data import DATASETS
     from microgradcnn.models import MODELS
     from microgradcnn.optim import OPTIMIZERS
@@ -377,7 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs",
         type=_positive_int,
         default=None,
-        help="total number of epochs, counting those of a resumed checkpoint (default 8; 12 for cnn2)",
+        help="total number of epochs, counting those of a resumed checkpoint (default 8; 12 for cnn2, 15 "
+        "for bn)",
     )
     t.add_argument("--batch-size", type=_positive_int, default=None, help="default 32")
     t.add_argument(
@@ -407,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="GAMMA",
         help="without --schedule: multiply the learning rate by GAMMA per epoch, smoothly per step "
-        "(default 0.7, 0.8 for cnn2; 1 = constant)",
+        "(default 0.7; 0.8 for cnn2, 0.85 for bn; 1 = constant)",
     )
     t.add_argument(
         "--schedule",
@@ -430,7 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative_int,
         default=None,
         metavar="PIXELS",
-        help="augment: move each training image by up to PIXELS in x and y (default 2 for cnn2, else 0)",
+        help="augment: move each training image by up to PIXELS in x and y (default 2 for cnn2 and bn, "
+        "else 0)",
     )
     t.add_argument(
         "--seed", type=_non_negative_int, default=None, help="seed of init and shuffling (default 0)"
@@ -459,6 +508,20 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="show a progress bar (default: only on a terminal)",
+    )
+    t.add_argument(
+        "--log-dir",
+        metavar="RUN",
+        default=None,
+        help="record telemetry (losses, per-layer statistics, filters, feature maps) into the directory RUN "
+        f"for '{PROG} report'; with --resume the records continue",
+    )
+    t.add_argument(
+        "--log-every",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help=f"record the per-layer statistics of every N-th step (default {_default_every()})",
     )
     t.set_defaults(handler=_cmd_train)
 
@@ -512,7 +575,25 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--opset", type=_int_at_least(13), default=None, help="ONNX opset (default 17)")
     x.add_argument("--static-batch", action="store_true", help="fix the batch size at 1 (default: any)")
     x.set_defaults(handler=_cmd_export)
+
+    r = sub.add_parser(
+        "report",
+        help="write the HTML report of a run recorded with train --log-dir",
+        description="Write one self-contained HTML page (graph, curves, filters, confusion matrix) of a run "
+        "directory; a run still in progress shows what it has so far.",
+    )
+    r.add_argument("run", metavar="RUN", help="the run directory given to train --log-dir")
+    r.add_argument(
+        "--out", metavar="FILE", default=None, help="the HTML file to write (default RUN/report.html)"
+    )
+    r.set_defaults(handler=_cmd_report)
     return parser
+
+
+def _default_every() -> int:
+    from microgradcnn.telemetry import DEFAULT_EVERY
+
+    return DEFAULT_EVERY
 
 
 def _silence_stdout() -> None:

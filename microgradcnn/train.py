@@ -7,16 +7,17 @@ From Python::
     print(result.history[-1]["test_accuracy"])
 
 Reproducibility: one seed makes two generators (``np.random.SeedSequence(seed).spawn(2)``), one for the
-weights' initialisation and one for shuffling the training set. A checkpoint, written after every epoch,
-holds the weights, the optimizer state, the learning-rate scheduler's state and the shuffling generator's
-state, so resuming from it continues exactly as the uninterrupted run would have (identical weights, bit
-for bit). Without a schedule (``schedule="none"``) the learning rate decays exponentially with the global
-step, whatever the total number of epochs, so it needs no state of its own and a 1-epoch run resumed to 2
-epochs equals a 2-epoch run. The schedules ``"step"``, ``"cosine"`` and ``"onecycle"`` are laid out over
-the run's ``epochs`` (``optim.lr_scheduler.create_scheduler``), so a run with one resumes only for the same
-number of epochs: after an interruption, not to train longer. Ctrl-C (``KeyboardInterrupt``) writes the
-state of the last completed epoch boundary and raises :class:`TrainingInterrupted`; the interrupted epoch
-is re-run from its start on resume.
+weights' initialisation and one for shuffling the training set. A checkpoint, written after every epoch, holds
+the weights, the optimizer state, the learning-rate scheduler's state, the shuffling generator's state and the
+state of every module's own generator (a Dropout layer's masks), so resuming from it continues exactly as the
+uninterrupted run would have (identical weights, bit for bit). Without a schedule (``schedule="none"``) the
+learning rate decays exponentially with the global step, whatever the total number of epochs, so it needs no
+state of its own and a 1-epoch run resumed to 2 epochs equals a 2-epoch run. The schedules ``"step"``,
+``"cosine"`` and ``"onecycle"`` are laid out over the run's ``epochs``
+(``optim.lr_scheduler.create_scheduler``), so a run with one resumes only for the same number of epochs: after
+an interruption, not to train longer. Ctrl-C (``KeyboardInterrupt``) writes the state of the last completed
+epoch boundary and raises :class:`TrainingInterrupted`; the interrupted epoch is re-run from its start on
+resume.
 
 A checkpoint only ever holds a trained, finite state: nothing is written before the first epoch has
 finished (so an existing file at ``out`` survives a run stopped early), and a NaN or inf loss or weight
@@ -33,7 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -41,13 +42,23 @@ from numpy.lib.stride_tricks import sliding_window_view
 from microgradcnn import data as datasets
 from microgradcnn import functional as F
 from microgradcnn._checks import check_int, is_int, is_real
-from microgradcnn.checkpoint import Checkpoint, load_checkpoint, restore_model, save_checkpoint
+from microgradcnn.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    load_module_rng_states,
+    module_rng_states,
+    restore_model,
+    save_checkpoint,
+)
 from microgradcnn.models import MODELS
 from microgradcnn.nn import Module
 from microgradcnn.nn.utils import clip_grad_norm_
 from microgradcnn.optim import OPTIMIZERS, Optimizer, create_optimizer
 from microgradcnn.optim.lr_scheduler import SCHEDULERS, LRScheduler, create_scheduler
 from microgradcnn.tensor import Tensor, no_grad
+
+if TYPE_CHECKING:
+    from microgradcnn.telemetry import Recorder
 
 __all__ = [
     "DEFAULTS",
@@ -78,8 +89,12 @@ SCHEDULES = ("none", *SCHEDULERS)
 """``TrainConfig.schedule`` values: ``"none"`` (``lr_decay`` per epoch) or a ``create_scheduler`` name."""
 DEFAULTS: dict[str, Any] = {"epochs": 8, "lr_decay": 0.7, "shift": 0}
 """Values of the ``TrainConfig`` fields left None, unless ``MODEL_DEFAULTS`` has one for the model."""
-MODEL_DEFAULTS: dict[str, dict[str, Any]] = {"cnn2": {"epochs": 12, "lr_decay": 0.8, "shift": 2}}
-"""Per-model overrides of ``DEFAULTS``: the stronger model trains longer, with shifted images."""
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cnn2": {"epochs": 12, "lr_decay": 0.8, "shift": 2},
+    "bn": {"epochs": 15, "lr_decay": 0.85, "shift": 2},
+}
+"""Per-model overrides of ``DEFAULTS``: the stronger models train longer, with shifted images (``bn``'s
+recipe is the one measured at >= 98.5 % on mnist5k, docs/layers.md)."""
 DEFAULT_LR = {"sgd": 0.05, "adam": 2e-3, "adamw": 2e-3, "rmsprop": 1e-3}
 """Learning rate used when ``TrainConfig.lr`` is None, per optimizer (a key of ``optim.OPTIMIZERS``)."""
 DEFAULT_WEIGHT_DECAY = {"adamw": 1e-2}
@@ -480,6 +495,7 @@ def fit(
     download: bool = False,
     progress: bool | None = None,
     log: Callable[[str], None] = print,
+    recorder: Recorder | None = None,
 ) -> TrainResult:
     """Train ``config.model`` on ``config.dataset`` for ``config.epochs`` epochs in total.
 
@@ -494,6 +510,10 @@ def fit(
         data_dir, download: where MNIST / Fashion-MNIST files live, and whether to fetch them.
         progress: show a tqdm bar per epoch (None: only when stderr is a terminal).
         log: where one summary line per epoch goes.
+        recorder: a ``telemetry.Recorder`` to write the run's telemetry to its directory (None: none). It is
+            started after the model is built or resumed (at the checkpoint's step, so a resumed run's
+            records continue without duplicates), called after every optimizer step and every epoch's
+            evaluation, finished at the end, and closed (its hooks removed) on Ctrl-C or divergence.
 
     A checkpoint is written only once an epoch has been trained, and only with finite weights: a run
     stopped (Ctrl-C, divergence) before its first epoch finished leaves a file already at ``out`` as it was.
@@ -525,7 +545,7 @@ def fit(
     if resume is not None:
         ckpt = resume if isinstance(resume, Checkpoint) else load_checkpoint(resume)
         restore_model(ckpt, model)
-        _restore_training_state(ckpt, config, optimizer, scheduler, data_rng)
+        _restore_training_state(ckpt, config, model, optimizer, scheduler, data_rng)
         start, history = ckpt.epoch, list(ckpt.history)
     result = TrainResult(model, optimizer, config, history, Path(out) if out is not None else None, scheduler)
     # The epoch the file at `out` holds from this run (or from the checkpoint it resumes in place).
@@ -544,6 +564,8 @@ def fit(
     if start >= config.epochs:  # the file already holds this state: leave it untouched
         log(f"already trained for {start} epochs (--epochs {config.epochs}); nothing to do")
         return result
+    if recorder is not None:
+        recorder.start(model, test_x, test_y, step=start * len(batches), epoch=start, config=config.to_dict())
     for epoch in range(start, config.epochs):
         boundary = _snapshot(model, optimizer, scheduler, data_rng, history)
         tic = time.perf_counter()
@@ -553,7 +575,7 @@ def fit(
             # would only repeat what the finiteness checks report as one clear TrainingDiverged.
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 train_loss, train_accuracy = _train_epoch(
-                    config, model, optimizer, scheduler, batches, data_rng, epoch, progress
+                    config, model, optimizer, scheduler, batches, data_rng, epoch, progress, recorder
                 )
                 metrics = evaluate(model, test_x, test_y)
             _check_finite(model, metrics.loss, len(batches))
@@ -567,8 +589,12 @@ def fit(
                     "seconds": time.perf_counter() - tic,
                 }
             )
+            if recorder is not None:
+                recorder.on_epoch(epoch + 1, history[-1])
             save(epoch + 1)
         except _NonFinite as bad:
+            if recorder is not None:
+                recorder.close()
             _restore_snapshot(boundary, model, optimizer, scheduler, data_rng, history)
             checkpoint = Path(out) if out is not None and saved[0] is not None else None
             raise TrainingDiverged(
@@ -580,6 +606,8 @@ def fit(
                 saved_epoch=saved[0] if checkpoint is not None else None,
             ) from None
         except KeyboardInterrupt:
+            if recorder is not None:
+                recorder.close()  # the hooks of a step it was recording
             if out is None:
                 raise
             _restore_snapshot(boundary, model, optimizer, scheduler, data_rng, history)
@@ -593,6 +621,8 @@ def fit(
             f"acc {h['train_accuracy']:.2%} | "
             f"test loss {h['test_loss']:.4f} acc {h['test_accuracy']:.2%} | {h['seconds']:.1f} s"
         )
+    if recorder is not None:
+        recorder.finish(model, test_x, test_y)
     return result
 
 
@@ -605,11 +635,13 @@ def _train_epoch(
     rng: np.random.Generator,
     epoch: int,
     progress: bool | None,
+    recorder: Recorder | None = None,
 ) -> tuple[float, float]:
     """One pass over the shuffled training set; returns (mean loss, accuracy) of the training batches.
 
     The learning rate of each batch comes from ``scheduler`` (stepped after every optimizer step), or without
-    one from ``learning_rate``.
+    one from ``learning_rate``. ``recorder.on_step`` gets each step's global number (1-based, over the whole
+    run), loss, batch accuracy and the learning rate the step used.
     """
     from tqdm import tqdm  # lazy: only training needs it
 
@@ -634,6 +666,8 @@ def _train_epoch(
                 raise _NonFinite(f"the training loss became {loss} (learning rate {lr:.3g})", i + 1, loss)
             if scheduler is not None:
                 scheduler.step()  # after optimizer.step(): sets the rate of the next batch
+            if recorder is not None:
+                recorder.on_step(epoch * len(batches) + i + 1, loss, hits / len(y), lr)
             seen, correct, loss_sum = seen + len(y), correct + hits, loss_sum + loss * len(y)
             bar.update()
             if i % 10 == 0:
@@ -685,12 +719,14 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
 def _restore_training_state(
     ckpt: Checkpoint,
     config: TrainConfig,
+    model: Module,
     optimizer: Optimizer,
     scheduler: LRScheduler | None,
     rng: np.random.Generator,
 ) -> None:
-    """Optimizer and scheduler state and shuffling RNG from ``ckpt``; CheckpointError naming the file if they
-    do not fit (another optimizer or schedule, a schedule for another number of epochs)."""
+    """Optimizer and scheduler state, shuffling RNG and the model's own generators (Dropout) from ``ckpt``;
+    CheckpointError naming the file if they do not fit (another optimizer or schedule, a schedule for
+    another number of epochs, no state for a Dropout layer's generator)."""
     from microgradcnn.checkpoint import CheckpointError
 
     where = os.fspath(ckpt.path) if ckpt.path is not None else "checkpoint"
@@ -721,6 +757,13 @@ def _restore_training_state(
             "writes one per epoch, so the file was edited and cannot be resumed"
         )
     try:
+        load_module_rng_states(model, ckpt.module_rng_states)
+    except ValueError as err:  # a file written before these states were stored has none
+        raise CheckpointError(
+            f"{where}: {err}; without them the resumed run's dropout masks would differ from the "
+            "uninterrupted run's, so it cannot resume bit for bit"
+        ) from None
+    try:
         optimizer.load_state_dict(ckpt.optimizer_state)
         if scheduler is not None:  # after the optimizer: its rates and momentum are the scheduler's to set
             scheduler.load_state_dict(ckpt.scheduler_state)
@@ -738,7 +781,9 @@ def _snapshot(
 ) -> tuple[Any, ...]:
     """Copies of everything an epoch changes, taken at its start (cheap: kilobytes to a megabyte)."""
     schedule = scheduler.state_dict() if scheduler is not None else None
-    return model.state_dict(), optimizer.state_dict(), schedule, rng.bit_generator.state, len(history)
+    generators = module_rng_states(model)  # the Dropout masks the epoch drew are drawn again on resume
+    state = model.state_dict(), optimizer.state_dict(), schedule, rng.bit_generator.state, len(history)
+    return (*state, generators)
 
 
 def _restore_snapshot(
@@ -749,8 +794,9 @@ def _restore_snapshot(
     rng: np.random.Generator,
     history: list[Any],
 ) -> None:
-    weights, optim_state, schedule_state, rng_state, n_history = snap
+    weights, optim_state, schedule_state, rng_state, n_history, generators = snap
     model.load_state_dict(weights)
+    load_module_rng_states(model, generators)
     optimizer.load_state_dict(optim_state)
     if scheduler is not None:
         scheduler.load_state_dict(schedule_state)

@@ -431,6 +431,7 @@ class _Drawer:
             name = self.module_names.get(id(module))
             kind = _esc(type(module).__name__)
             title = f"<B>{_esc(name)}</B> · {kind}" if name else f"<B>{kind}</B>"
+            title += "".join(_buffer_lines(module))
             fill = _CLUSTER_FILLS[min(len(key) - 1, len(_CLUSTER_FILLS) - 1)]
             body.append(f"{indent}subgraph cluster_{n_clusters} {{\n")
             attrs = {"label": f"<{title}>", "fillcolor": fill, **_CLUSTER}
@@ -509,6 +510,23 @@ def _names(params: Any) -> tuple[dict[int, str], dict[int, str]]:
 
 
 _DTYPE_NAMES: dict[Any, str] = {}
+
+
+def _buffer_lines(module: Any) -> list[str]:
+    """Label lines for a module's own buffers (BatchNorm's running statistics): name, shape, dtype, mean.
+
+    Buffers are state without a gradient that no op of the graph reads as a parameter, so they are listed
+    in the module's cluster title rather than drawn as nodes.
+    """
+    named = getattr(module, "named_buffers", None)
+    if named is None:
+        return []
+    lines = []
+    for name, buf in named(recurse=False):
+        value = f" mean {_number(np.mean(buf))}" if np.size(buf) > 1 else f" = {_number(buf)}"
+        text = f"{name} {_shape(np.shape(buf))} {_dtype_name(buf.dtype)}{value}"
+        lines.append(f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="9">{_esc(text)}</FONT>')
+    return lines
 
 
 def _dtype_name(dtype: Any) -> str:

@@ -320,3 +320,35 @@ def test_malformed_scheduler_metadata_is_refused_naming_the_file(tmp_path, entry
     with pytest.raises(ck.CheckpointError, match="malformed scheduler metadata") as info:
         ck.load_checkpoint(path)
     assert str(path) in str(info.value)
+
+
+def test_module_generator_states_round_trip_and_must_fit_the_model(tmp_path):
+    from microgradcnn.models import bn_cnn
+
+    model = bn_cnn(rng=np.random.default_rng(0))
+    model[12].rng.random(5)  # a state other than the spawned one
+    ck.save_checkpoint(tmp_path / "g.npz", model)
+    saved = ck.load_checkpoint(tmp_path / "g.npz")
+    assert saved.module_rng_states == ck.module_rng_states(model)
+    other = bn_cnn(rng=np.random.default_rng(1))
+    ck.load_module_rng_states(other, saved.module_rng_states)
+    assert np.array_equal(other[12].rng.random(4), model[12].rng.random(4))  # the same masks from here on
+    assert ck.module_rng_states(seed_cnn(rng=np.random.default_rng(0))) == {}
+    with pytest.raises(ValueError, match=r"missing for module\(s\) 12; unexpected for none"):
+        ck.load_module_rng_states(other, {})
+    with pytest.raises(ValueError, match=r"missing for module\(s\) none; unexpected for 3"):
+        ck.load_module_rng_states(seed_cnn(), {"3": {}})
+    with pytest.raises(ValueError, match="module '12' does not fit its generator"):
+        ck.load_module_rng_states(other, {"12": {"bit_generator": "MT19937"}})
+
+
+def test_malformed_generator_metadata_is_refused_naming_the_file(tmp_path):
+    path = tmp_path / "m.npz"
+    ck.save_checkpoint(path, seed_cnn(rng=np.random.default_rng(0)))
+    arrays = dict(np.load(path))
+    meta = json.loads(arrays["meta"].tobytes())
+    meta["module_rng_states"] = ["not", "a", "dict"]
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+    with pytest.raises(ck.CheckpointError, match=r"m\.npz: malformed module_rng_states"):
+        ck.load_checkpoint(path)

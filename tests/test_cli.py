@@ -589,3 +589,72 @@ def test_train_help_describes_the_training_controls(capsys):
     assert "--clip-grad-norm X" in flat
     assert "stepped after every batch" in flat
     assert "decoupled for adamw (default 0.01)" in flat
+
+
+# ---- telemetry and report -------------------------------------------------------------------------------
+def test_log_dir_records_a_run_that_continues_after_ctrl_c_and_report_draws_it(capsys, tmp_path, monkeypatch):
+    from microgradcnn import telemetry
+
+    run_dir, ckpt = tmp_path / "run", tmp_path / "c.npz"
+    flags = ["--log-dir", run_dir, "--log-every", "3"]  # 10 steps per epoch: steps 3, 6, 9, 12, ...
+    fail_on_call(monkeypatch, 17)  # in epoch 2, after step 15 was recorded
+    code, _, err = run(capsys, "train", *QUICK, "--epochs", "2", "--out", ckpt, *flags)
+    assert code == 130
+    assert "interrupted during epoch 2" in err
+    assert [r["step"] for r in telemetry.read_records(run_dir / telemetry.STEPS)] == [3, 6, 9, 12, 15]
+    assert [r["epoch"] for r in telemetry.read_records(run_dir / telemetry.EPOCHS)] == [1]
+    monkeypatch.undo()
+    code, stdout, _ = run(capsys, "train", "--resume", ckpt, "--epochs", "2", *flags)
+    assert code == 0
+    assert f"report {run_dir}" in stdout
+    steps = telemetry.read_records(run_dir / telemetry.STEPS)
+    assert [r["step"] for r in steps] == [3, 6, 9, 12, 15, 18]  # step 15 once: no duplicates
+    assert {"0", "3"} <= set(steps[0]["layers"])  # per-layer statistics of the seed CNN's conv and linear
+    assert [r["epoch"] for r in telemetry.read_records(run_dir / telemetry.EPOCHS)] == [1, 2]
+    assert (run_dir / telemetry.FINAL).exists()
+
+    page = tmp_path / "report.html"
+    code, stdout, _ = run(capsys, "report", run_dir, "--out", page)
+    assert code == 0
+    assert str(page) in stdout
+    html = page.read_text()
+    for chart in ("loss", "accuracy", "lr", "gradflow", "update"):
+        assert f'data-chart="{chart}"' in html
+    if shutil.which("dot"):  # the recorder draws the graph when Graphviz is there
+        assert "<div id='graph'><svg" in html
+    assert run(capsys, "report", run_dir)[0] == 0  # default: RUN/report.html
+    assert (run_dir / "report.html").is_file()
+
+
+def test_report_names_the_directory_that_holds_no_run(capsys, tmp_path):
+    code, _, err = run(capsys, "report", tmp_path / "missing")
+    assert code == 1
+    assert f"no run directory at {tmp_path / 'missing'}" in err
+    code, _, err = run(capsys, "report", tmp_path)
+    assert code == 1
+    assert f"{tmp_path} holds no training run (no run.json)" in err
+    (tmp_path / "file").write_text("x")
+    code, _, err = run(capsys, "report", tmp_path / "file")
+    assert code == 1
+    assert "is a file, not a run directory" in err
+
+
+def test_log_every_without_log_dir_is_a_usage_error(capsys, tmp_path):
+    out = tmp_path / "x.npz"
+    code, _, err = run(capsys, "train", *QUICK, "--epochs", "1", "--out", out, "--log-every", "5")
+    assert code == 2
+    assert "--log-every" in err
+    assert "--log-dir" in err
+    assert not out.exists()
+
+
+def test_a_bn_run_resumed_equals_an_uninterrupted_one(capsys, tmp_path):
+    # BatchNorm's running statistics are in the weights; the Dropout masks come from the saved generator state
+    straight, part = tmp_path / "straight.npz", tmp_path / "part.npz"
+    flags = ["--model", "bn", *QUICK]
+    assert run(capsys, "train", *flags, "--epochs", "2", "--out", straight)[0] == 0
+    assert run(capsys, "train", *flags, "--epochs", "1", "--out", part)[0] == 0
+    assert run(capsys, "train", "--resume", part, "--epochs", "2")[0] == 0
+    a, b = weights(straight), weights(part)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert ck.load_checkpoint(part).module_rng_states == ck.load_checkpoint(straight).module_rng_states

@@ -243,6 +243,12 @@ def test_config_fills_in_defaults_per_model_and_optimizer():
     assert training.TrainConfig(optimizer="adam").lr == training.DEFAULT_LR["adam"]
 
 
+def test_the_bn_model_gets_its_measured_recipe_unless_a_flag_says_otherwise():
+    bn = training.TrainConfig(model="bn")
+    assert (bn.epochs, bn.lr_decay, bn.shift) == (15, 0.85, 2)  # the recipe that reaches >= 98.5 %
+    assert training.TrainConfig(model="bn", shift=0, epochs=2).to_dict()["shift"] == 0
+
+
 def test_config_round_trips_through_a_dict_ignoring_unknown_keys():
     c = config(lr=0.3, seed=4)
     assert training.TrainConfig.from_dict({**c.to_dict(), "future_option": 1}) == c
@@ -602,3 +608,159 @@ def test_resume_refuses_another_schedule_or_optimizer_naming_the_file(
     with pytest.raises(ck.CheckpointError, match=re.escape(message)) as info:
         training.fit(config(**requested), resume=out, data=data, log=lambda s: None)
     assert str(out) in str(info.value)
+
+
+# ---- telemetry ------------------------------------------------------------------------------------------
+def resume_in_place(cfg, path, data, **kwargs):
+    """``fit`` continuing the checkpoint at ``path`` into the same file, quietly."""
+    return training.fit(cfg, out=path, resume=path, data=data, log=lambda s: None, **kwargs)
+
+
+class CallLog:
+    """A stand-in recorder writing down fit's calls, to check when and with what fit calls a recorder."""
+
+    def __init__(self):
+        self.calls = []
+
+    def start(self, model, test_x, test_y, *, step, epoch, config):
+        self.calls.append(("start", step, epoch, config["epochs"], len(test_y)))
+
+    def on_step(self, step, loss, accuracy, lr):
+        assert math.isfinite(loss)
+        assert 0 <= accuracy <= 1
+        assert lr > 0
+        self.calls.append(("step", step))
+
+    def on_epoch(self, epoch, metrics):
+        self.calls.append(("epoch", epoch, metrics["epoch"]))
+
+    def finish(self, model, test_x, test_y):
+        self.calls.append(("finish", len(test_y)))
+
+    def close(self):
+        self.calls.append(("close",))
+
+
+def test_fit_calls_the_recorder_at_start_every_step_every_epoch_and_the_end(tmp_path):
+    data = synthetic()  # 6 steps per epoch
+    log = CallLog()
+    training.fit(config(epochs=1), out=tmp_path / "r.npz", data=data, log=lambda s: None, recorder=log)
+    assert log.calls == [
+        ("start", 0, 0, 1, 16),
+        *[("step", s) for s in range(1, 7)],
+        ("epoch", 1, 1),
+        ("finish", 16),
+    ]
+    log = CallLog()
+    resume_in_place(config(epochs=2), tmp_path / "r.npz", data, recorder=log)
+    # the resumed run's steps are counted over the whole run: 7.. after the checkpoint's 6
+    assert log.calls == [
+        ("start", 6, 1, 2, 16),
+        *[("step", s) for s in range(7, 13)],
+        ("epoch", 2, 2),
+        ("finish", 16),
+    ]
+
+
+def test_fit_closes_the_recorder_on_ctrl_c_and_on_divergence(tmp_path, monkeypatch):
+    data = synthetic()
+    fail_on_call(monkeypatch, 9)
+    log = CallLog()
+    with pytest.raises(training.TrainingInterrupted):
+        training.fit(config(), out=tmp_path / "i.npz", data=data, log=lambda s: None, recorder=log)
+    assert log.calls[-3:] == [("step", 7), ("step", 8), ("close",)]  # no finish after an interrupt
+    monkeypatch.undo()
+    log = CallLog()
+    with pytest.raises(training.TrainingDiverged):
+        training.fit(config(lr=1e9), data=data, log=lambda s: None, recorder=log)
+    assert log.calls[-1] == ("close",)
+    assert ("finish", 16) not in log.calls
+
+
+def test_telemetry_of_an_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    from microgradcnn import telemetry
+
+    data = synthetic()  # 6 steps per epoch, recorded every 4: steps 4, 8, 12, 16
+    straight = telemetry.Recorder(tmp_path / "straight", every=4)
+    training.fit(config(epochs=3), data=data, log=lambda s: None, recorder=straight)
+    fail_on_call(monkeypatch, 17)  # in epoch 3 after step 16 was recorded: resume re-runs it
+    with pytest.raises(training.TrainingInterrupted):
+        training.fit(
+            config(epochs=3),
+            out=tmp_path / "c.npz",
+            data=data,
+            log=lambda s: None,
+            recorder=telemetry.Recorder(tmp_path / "broken", every=4),
+        )
+    steps = telemetry.read_records(tmp_path / "broken" / telemetry.STEPS)
+    assert [r["step"] for r in steps] == [4, 8, 12, 16]  # complete up to the last record
+    assert not (tmp_path / "broken" / telemetry.FINAL).exists()
+    monkeypatch.undo()
+    resume_in_place(
+        config(epochs=3), tmp_path / "c.npz", data, recorder=telemetry.Recorder(tmp_path / "broken", 4)
+    )
+    for name in (telemetry.STEPS, telemetry.EPOCHS):
+        a = telemetry.read_records(tmp_path / "straight" / name)
+        b = telemetry.read_records(tmp_path / "broken" / name)
+        assert [r["step"] for r in a] == [r["step"] for r in b]  # no duplicates, nothing missing
+        if name == telemetry.STEPS:
+            assert [r["step"] for r in b] == [4, 8, 12, 16]
+            assert [r["loss"] for r in a] == [r["loss"] for r in b]  # the same training, bit for bit
+    assert (tmp_path / "broken" / telemetry.FINAL).exists()
+
+
+# ---- a model with its own generators (Dropout) ----------------------------------------------------------
+@pytest.mark.parametrize("fail_at", [None, 9])  # resumed from a finished epoch, and after a Ctrl-C in epoch 2
+def test_a_dropout_model_resumes_bit_for_bit(tmp_path, monkeypatch, fail_at):
+    data = synthetic()  # 6 steps per epoch
+    straight = training.fit(config(model="bn"), data=data, log=lambda s: None)
+    if fail_at is None:
+        training.fit(config(model="bn", epochs=1), out=tmp_path / "d.npz", data=data, log=lambda s: None)
+    else:
+        fail_on_call(monkeypatch, fail_at)
+        with pytest.raises(training.TrainingInterrupted):
+            training.fit(config(model="bn"), out=tmp_path / "d.npz", data=data, log=lambda s: None)
+        monkeypatch.undo()
+    saved = ck.load_checkpoint(tmp_path / "d.npz")
+    assert list(saved.module_rng_states) == ["12"]  # bn_cnn's Dropout
+    resumed = resume_in_place(config(model="bn"), tmp_path / "d.npz", data)
+    assert_same_run(straight, resumed)
+    for name, buffer in straight.model.state_dict().items():  # BatchNorm's running statistics too
+        assert np.array_equal(buffer, resumed.model.state_dict()[name]), name
+
+
+def test_resume_refuses_a_dropout_checkpoint_without_its_generator_state(tmp_path):
+    data = synthetic()
+    training.fit(config(model="bn", epochs=1), out=tmp_path / "d.npz", data=data, log=lambda s: None)
+    old = ck.load_checkpoint(tmp_path / "d.npz")
+    old.module_rng_states = {}  # as a file written before the states were stored
+    with pytest.raises(ck.CheckpointError, match=r"d\.npz: .*missing for module\(s\) 12.*bit for bit"):
+        training.fit(config(model="bn"), resume=old, data=data, log=lambda s: None)
+
+
+@pytest.mark.needs("dot")  # the recorder's graph batch, which must leave the model as it was
+def test_recording_a_bn_run_changes_nothing_in_it_and_its_resume_stays_bit_exact(tmp_path, monkeypatch):
+    from microgradcnn import telemetry
+
+    data = synthetic()
+    plain = training.fit(config(model="bn"), data=data, log=lambda s: None)
+    recorded = training.fit(
+        config(model="bn"), data=data, log=lambda s: None, recorder=telemetry.Recorder(tmp_path / "a", 4)
+    )
+    assert_same_run(plain, recorded)
+    for name, buffer in plain.model.state_dict().items():  # running statistics, batches tracked
+        assert np.array_equal(buffer, recorded.model.state_dict()[name]), name
+    fail_on_call(monkeypatch, 9)
+    with pytest.raises(training.TrainingInterrupted):
+        training.fit(
+            config(model="bn"),
+            out=tmp_path / "b.npz",
+            data=data,
+            log=lambda s: None,
+            recorder=telemetry.Recorder(tmp_path / "b", 4),
+        )
+    monkeypatch.undo()
+    resumed = resume_in_place(
+        config(model="bn"), tmp_path / "b.npz", data, recorder=telemetry.Recorder(tmp_path / "b", 4)
+    )
+    assert_same_run(plain, resumed)

@@ -581,6 +581,23 @@ def test_write_confusion_matrix_draws_a_png_shaded_by_row_share(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cm"]
 
 
+def test_a_batchnorm_cluster_lists_its_buffers():
+    from microgradcnn.models import bn_cnn
+    from microgradcnn.train import random_batch_loss
+
+    model = bn_cnn(rng=np.random.default_rng(0))
+    _, loss = random_batch_loss(model, 4)
+    source = draw_graph(loss, params=model).source
+    titles = [line for line in source.splitlines() if "label=<<B>" in line]
+    bn2d = next(t for t in titles if "<B>5</B> · BatchNorm2d" in t)  # the second conv block's BatchNorm
+    mean = float(model[5].running_mean.mean())
+    assert f"running_mean (32,) float32 mean {mean:.4g}" in bn2d
+    assert "running_var (32,) float32" in bn2d
+    assert "num_batches_tracked scalar int64 = 1" in bn2d  # one training batch went through it
+    assert "running_mean (128,)" in next(t for t in titles if "BatchNorm1d" in t)
+    assert not any("running" in t for t in titles if "Conv2d" in t or "Dropout" in t)  # no buffers there
+
+
 @pytest.mark.needs("dot")
 def test_a_graph_displays_inline_in_jupyter_as_svg():
     x = mg.Tensor(np.ones(3), requires_grad=True)
