@@ -35,15 +35,76 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_VERBOSE", "GOTO_NUM_THREADS")
 ALLOCATOR_VARS = ("GLIBC_TUNABLES", "LD_PRELOAD")
 
-# The benchmarked models' input shapes (C, H, W), shared by every worker so all frameworks see the same data:
-# the seed CNN on MNIST-shaped images, and the larger CNN (16 -> 32 channels, padding 1) on CIFAR-shaped ones.
-INPUT_SHAPES = {"seed": (1, 28, 28), "large": (3, 32, 32)}
 NUM_CLASSES = 10
 LEARNING_RATE = 0.01  # plain SGD, no momentum, in every framework
 
 Step = Callable[[], object]
 Case = dict[str, Any]  # {"impl": str, "model": str, "mode": "train" | "infer", "batch": int}
 StepFactory = Callable[[Case], Step]
+
+
+# ---- models ----------------------------------------------------------------------------------------------
+def _library_model(name: str) -> Callable[[Any], Any]:
+    """A builder of ``microgradcnn.models.MODELS[name]``: the library's own model, made as a user makes it."""
+
+    def build(rng: Any) -> Any:
+        from microgradcnn import models
+
+        return models.MODELS[name](rng=rng)
+
+    return build
+
+
+def _cifar_cnn(rng: Any) -> Any:
+    """The CIFAR-shaped CNN, the benchmark's own: (N, 3, 32, 32) -> Conv2d(3, 16, 3, padding=1), ReLU,
+    MaxPool2d(2) -> Conv2d(16, 32, 3, padding=1), ReLU, MaxPool2d(2) -> (N, 32, 8, 8) -> Linear(2048, 10)."""
+    from microgradcnn import nn
+
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1, rng=rng),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1, rng=rng),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 8 * 8, 10, rng=rng),
+    )
+
+
+# The benchmarked models (``bench_train.py --model``): name -> (input shape (C, H, W), builder taking a NumPy
+# Generator and returning the microgradcnn model). Every worker builds from this one table: the library worker
+# times the model itself, the PyTorch worker converts it layer for layer and loads its state_dict
+# (``torch_reference.torch_twin``), so both compute the same function from the same weights. Builders import
+# microgradcnn only when called: importing this module loads neither NumPy nor PyTorch.
+BENCH_MODELS: dict[str, tuple[tuple[int, int, int], Callable[[Any], Any]]] = {
+    "seed": ((1, 28, 28), _library_model("seed")),
+    "cnn2": ((1, 28, 28), _library_model("cnn2")),
+    "cifar": ((3, 32, 32), _cifar_cnn),
+    "lenet5": ((1, 28, 28), _library_model("lenet5")),
+    "bn": ((1, 28, 28), _library_model("bn")),
+}
+INPUT_SHAPES = {name: shape for name, (shape, _) in BENCH_MODELS.items()}
+
+
+def build_model(name: str, rng: Any) -> Any:
+    """The microgradcnn model ``name`` of ``BENCH_MODELS``, its weights drawn from ``rng``."""
+    if name not in BENCH_MODELS:
+        raise ValueError(f"benchmarks: unknown model {name!r}; choose from {', '.join(BENCH_MODELS)}")
+    return BENCH_MODELS[name][1](rng)
+
+
+def model_list(text: str) -> list[str]:
+    """Parse ``--model``: "all", or model names separated by commas, into a list of names (argparse type)."""
+    if text.strip() == "all":
+        return list(BENCH_MODELS)
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in BENCH_MODELS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"--model wants 'all' or names from {', '.join(BENCH_MODELS)} separated by commas, got {text!r}"
+        )
+    return list(dict.fromkeys(names))  # each once, in the order given
 
 
 # ---- threads ---------------------------------------------------------------------------------------------

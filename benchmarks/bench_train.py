@@ -1,8 +1,13 @@
 """Training and inference images/s of microgradcnn beside PyTorch, hand-written NumPy and tutorial loops.
 
-    python benchmarks/bench_train.py                 # the full run: about 5 minutes on 2 cores
+    python benchmarks/bench_train.py                 # the seed CNN: about 5 minutes on 2 cores
+    python benchmarks/bench_train.py --model all     # every model: seed, cnn2, cifar, lenet5, bn
     python benchmarks/bench_train.py --quick         # a smoke test: tiny repeats, figures mean nothing
     python benchmarks/bench_train.py --profile 1,16  # cProfile of microgradcnn's training step instead
+
+``--model`` picks the models, by name separated by commas or ``all`` (``_timing.BENCH_MODELS``: the library's
+``seed``, ``cnn2``, ``lenet5`` and ``bn``, and the benchmark's CIFAR-shaped ``cifar``); each runs at every
+``--batch-sizes``.
 
 Every implementation runs in its own worker process, started with OMP/OPENBLAS/MKL_NUM_THREADS = ``--threads``
 (default 2) and otherwise the caller's environment (no GLIBC_TUNABLES or MALLOC_* is added):
@@ -43,11 +48,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from _timing import (
-    INPUT_SHAPES,
+    BENCH_MODELS,
     LEARNING_RATE,
     add_common_args,
+    build_model,
     finish_common_args,
     machine_info,
+    model_list,
     serve,
     summarize,
     summarize_differences,
@@ -58,10 +65,21 @@ from _timing import (
 HERE = Path(__file__).resolve().parent
 DEFAULT_JSON = HERE / "results" / "bench_train.json"
 
-# The project's speed targets (seed CNN, float32, medians of the same run).
-TRAIN_VS_TORCH = {1: 1.5, 16: 1.5, 64: 1.0, 256: 1.0}  # batch -> minimum ratio of images/s
-INFER_VS_TORCH = 1.0
-VS_TUTORIAL = 100.0  # training at batch 1
+# The project's speed targets (float32, medians of the same run): model -> (training step: batch -> minimum
+# ratio of images/s to PyTorch's, inference: the minimum at every batch). A batch not listed wants 1.0;
+# lenet5 has no target.
+VS_TORCH: dict[str, tuple[dict[int, float], float]] = {
+    "seed": ({1: 1.5, 16: 1.5, 64: 1.0, 256: 1.0}, 1.0),
+    "cnn2": ({1: 1.0, 16: 1.25, 64: 1.25, 256: 1.25}, 1.5),
+    "cifar": ({1: 1.0, 16: 1.25, 64: 1.25, 256: 1.25}, 1.5),
+    "bn": ({}, 1.0),
+}
+PEAK_VS_TORCH = 1.0  # peak RSS of a training step at the largest batch, ratio to PyTorch's: at most
+VS_TUTORIAL = 100.0  # seed CNN, training at batch 1
+# BatchNorm1d cannot normalise a single sample in training (PyTorch's rule too): bn trains from batch 2.
+MIN_TRAIN_BATCH = {"bn": 2}
+# The models numpy_reference.py writes out by hand (tests/test_benchmarks.py checks this is its table).
+HAND_WRITTEN = ("seed", "cifar")
 OVERHEAD_US_PER_OP = 25.0
 # The overhead against the library's own kernels is a difference of ~2 % at batch 256, smaller than the
 # machine's drift between repeats, so it is also timed in short alternating blocks (see _timing.time_paired).
@@ -86,37 +104,16 @@ def _torch_free() -> None:
         raise AssertionError("bench_train: torch was imported into the microgradcnn worker process")
 
 
-def _mg_model(model: str, rng: Any) -> Any:
-    """The benchmarked CNN as microgradcnn builds it (the same layers as torch_reference.build_model)."""
-    from microgradcnn import models, nn
-
-    if model == "seed":
-        return models.seed_cnn(rng=rng)
-    if model == "large":
-        c = INPUT_SHAPES["large"][0]
-        return nn.Sequential(
-            nn.Conv2d(c, 16, 3, padding=1, rng=rng),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1, rng=rng),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Flatten(),
-            nn.Linear(32 * 8 * 8, 10, rng=rng),
-        )
-    raise ValueError(f"bench_train: unknown model {model!r}")
-
-
 def _mg_setup(model: str, batch: int) -> tuple[Any, Any, Any, Any]:
-    """(model, optimizer, x Tensor, labels) for one case, on the same data every worker uses."""
+    """(model in train mode, optimizer, x Tensor, labels) for one case, on the same data every worker uses."""
     import numpy as np
     from numpy_reference import make_batch
 
     import microgradcnn as mg
     from microgradcnn.optim import SGD
 
-    net = _mg_model(model, np.random.default_rng(0))
-    x, y = make_batch(batch, INPUT_SHAPES[model])
+    net = build_model(model, np.random.default_rng(0)).train()
+    x, y = make_batch(batch, BENCH_MODELS[model][0])
     return net, SGD(net.parameters(), lr=LEARNING_RATE), mg.Tensor(x), y
 
 
@@ -200,6 +197,7 @@ def mg_build_step(case: dict[str, Any]) -> Callable[[], object]:
     if mode == "train":
         return _mg_train_step(net, opt, x, y)
     if mode == "infer":
+        net.eval()  # BatchNorm on its running statistics, no Dropout, as PyTorch's side
 
         def infer() -> object:
             with mg.no_grad():
@@ -359,18 +357,32 @@ def start_workers(args: argparse.Namespace, notes: list[str]) -> dict[str, Worke
 def plan_cases(
     args: argparse.Namespace, workers: dict[str, Worker]
 ) -> list[tuple[dict[str, Any], list[str]]]:
-    """(case, implementations to interleave) in the order they run."""
-    have = [impl for impl in ("microgradcnn", "kernels", "numpy", "torch") if IMPL_WORKER[impl] in workers]
-    infer_impls = [impl for impl in have if impl != "kernels"]
+    """(case, implementations to interleave) in the order they run: every ``--model`` at every batch size.
+
+    The hand-written NumPy step exists for the ``HAND_WRITTEN`` models only, the tutorial loops for the seed
+    CNN at batch 1 only; the kernels' replay is a training step.
+    """
     plan: list[tuple[dict[str, Any], list[str]]] = []
-    for batch in args.batch_sizes:
-        extra = ["tutorial"] if batch == 1 and not args.no_tutorial else []
-        plan.append(({"model": "seed", "mode": "train", "batch": batch}, have + extra))
-        plan.append(({"model": "seed", "mode": "infer", "batch": batch}, infer_impls))
-    if not args.no_large:
-        plan.append(({"model": "large", "mode": "train", "batch": args.large_batch}, have))
-        plan.append(({"model": "large", "mode": "infer", "batch": args.large_batch}, infer_impls))
+    for model in args.models:
+        have = [impl for impl in _impls(model) if IMPL_WORKER[impl] in workers]
+        for batch in args.batch_sizes:
+            extra = ["tutorial"] if model == "seed" and batch == 1 and not args.no_tutorial else []
+            if _trains_at(model, batch):
+                plan.append(({"model": model, "mode": "train", "batch": batch}, have + extra))
+            infer = [impl for impl in have if impl != "kernels"]
+            plan.append(({"model": model, "mode": "infer", "batch": batch}, infer))
     return plan
+
+
+def _trains_at(model: str, batch: int) -> bool:
+    """Whether ``model`` has a training step at ``batch`` (see ``MIN_TRAIN_BATCH``)."""
+    return batch >= MIN_TRAIN_BATCH.get(model, 1)
+
+
+def _impls(model: str) -> list[str]:
+    """The implementations of ``model`` besides the tutorial loops (which only the seed CNN has)."""
+    impls = ("microgradcnn", "kernels", "numpy", "torch")
+    return [impl for impl in impls if impl != "numpy" or model in HAND_WRITTEN]
 
 
 def _short_error(err: Exception) -> str:
@@ -411,14 +423,14 @@ def run_case(
                 results[impl]["paired_vs_kernels"] = paired
             med = results[impl]["images_per_s"]["median"]
             print(
-                f"  {case['model']:5} {case['mode']:5} batch {case['batch']:3}  {IMPL_LABEL[impl]:22} "
+                f"  {case['model']:6} {case['mode']:5} batch {case['batch']:3}  {IMPL_LABEL[impl]:22} "
                 f"{med:10,.0f} images/s",
                 file=log,
                 flush=True,
             )
         else:
             print(
-                f"  {case['model']:5} {case['mode']:5} batch {case['batch']:3}  {IMPL_LABEL[impl]:22} "
+                f"  {case['model']:6} {case['mode']:5} batch {case['batch']:3}  {IMPL_LABEL[impl]:22} "
                 f"FAILED: {results[impl]['error']}",
                 file=log,
                 flush=True,
@@ -459,32 +471,42 @@ def _time_library_against_kernels(
 
 
 def measure_memory(workers: dict[str, Worker], args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
-    """Peak memory of one seed-CNN training step at the largest batch, and growth over ``--growth-steps``."""
+    """Peak memory of one training step of every model at the largest batch (``peak``: model -> impl ->
+    figures), and the first model's memory growth over ``--growth-steps`` steps (``growth``: impl -> figures).
+    """
     peak_batch = 256 if 256 in args.batch_sizes else max(args.batch_sizes)
+    growth_model = args.models[0]
     memory: dict[str, Any] = {
         "peak_batch": peak_batch,
         "growth_batch": args.growth_batch,
-        "peak": {},
+        "growth_model": growth_model,
+        "peak": {model: {} for model in args.models},
         "growth": {},
     }
-    for impl in ("microgradcnn", "numpy", "torch"):
+    jobs = [
+        ("peak", model, impl, peak_batch, {})
+        for model in args.models
+        if _trains_at(model, peak_batch)
+        for impl in _impls(model)
+        if impl != "kernels"  # a replay of the library's kernels: its memory is the library's
+    ]
+    jobs += [
+        ("growth", growth_model, impl, args.growth_batch, {"steps": args.growth_steps})
+        for impl in ("microgradcnn", "torch")
+    ]
+    for kind, model, impl, batch, extra in jobs:
         worker = workers.get(IMPL_WORKER[impl])
         if worker is None:
             continue
-        traced = impl != "torch"  # tracemalloc sees NumPy's buffers, not PyTorch's
-        for kind, batch, extra in (
-            ("peak", peak_batch, {}),
-            ("growth", args.growth_batch, {"steps": args.growth_steps}),
-        ):
-            if kind == "growth" and impl == "numpy":
-                continue
-            case = {"impl": impl, "model": "seed", "mode": "train", "batch": batch}
-            try:
-                memory[kind][impl] = worker.call(op=kind, case=case, tracemalloc=traced, **extra)
-            except (CaseError, WorkerError) as err:
-                memory[kind][impl] = {"error": _short_error(err)}
-            worker.drop(case)
-            print(f"  memory {kind:6} {IMPL_LABEL[impl]:22} {memory[kind][impl]}", file=log, flush=True)
+        case = {"impl": impl, "model": model, "mode": "train", "batch": batch}
+        out = memory["peak"][model] if kind == "peak" else memory["growth"]
+        try:
+            # tracemalloc sees NumPy's buffers, not PyTorch's
+            out[impl] = worker.call(op=kind, case=case, tracemalloc=impl != "torch", **extra)
+        except (CaseError, WorkerError) as err:
+            out[impl] = {"error": _short_error(err)}
+        worker.drop(case)
+        print(f"  memory {kind:6} {model:6} {IMPL_LABEL[impl]:22} {out[impl]}", file=log, flush=True)
     return memory
 
 
@@ -503,12 +525,9 @@ def derive(
         return row_of(model, mode, batch, impl).get("images_per_s", {}).get("median")
 
     overhead = []
-    for model, batches in (
-        ("seed", args.batch_sizes),
-        ("large", [] if args.no_large else [args.large_batch]),
-    ):
+    for model in args.models:
         n_ops = graph_ops.get(model, {}).get("ops")
-        for batch in batches:
+        for batch in (b for b in args.batch_sizes if _trains_at(model, b)):
             lib, ref, ker = (
                 med(model, "train", batch, impl) for impl in ("microgradcnn", "numpy", "kernels")
             )
@@ -546,16 +565,21 @@ def derive(
             }
         )
 
-    for batch in args.batch_sizes:
-        lib, torch = med("seed", "train", batch, "microgradcnn"), med("seed", "train", batch, "torch")
-        threshold = TRAIN_VS_TORCH.get(batch, 1.0)
-        target(f"train vs PyTorch, batch {batch}", lib / torch if lib and torch else None, threshold)
-    for batch in args.batch_sizes:
-        lib, torch = med("seed", "infer", batch, "microgradcnn"), med("seed", "infer", batch, "torch")
-        target(f"inference vs PyTorch, batch {batch}", lib / torch if lib and torch else None, INFER_VS_TORCH)
-    if 1 in args.batch_sizes and not args.no_tutorial:
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a and b else None
+
+    for model in (m for m in args.models if m in VS_TORCH):
+        train, infer = VS_TORCH[model]
+        for mode in ("train", "infer"):
+            for batch in (b for b in args.batch_sizes if mode == "infer" or _trains_at(model, b)):
+                target(
+                    f"{model} {mode} vs PyTorch, batch {batch}",
+                    ratio(med(model, mode, batch, "microgradcnn"), med(model, mode, batch, "torch")),
+                    train.get(batch, 1.0) if mode == "train" else infer,
+                )
+    if "seed" in args.models and 1 in args.batch_sizes and not args.no_tutorial:
         lib, tut = med("seed", "train", 1, "microgradcnn"), med("seed", "train", 1, "tutorial")
-        target("train vs tutorial loops, batch 1", lib / tut if lib and tut else None, VS_TUTORIAL)
+        target("seed train vs tutorial loops, batch 1", ratio(lib, tut), VS_TUTORIAL)
     # Two readings of "the same NumPy kernels called directly": the library's own kernels replayed without the
     # engine (pure engine cost), and the hand-written reference (engine cost plus any kernel the library does
     # worse than hand-written code). Negative: the other implementation was the slower one.
@@ -563,14 +587,22 @@ def derive(
         for row in overhead:
             if row["model"] == "seed":
                 target(
-                    f"graph overhead µs/op vs {label}, batch {row['batch']}",
+                    f"seed graph overhead µs/op vs {label}, batch {row['batch']}",
                     row.get(f"overhead_vs_{other}_us_per_op"),
                     OVERHEAD_US_PER_OP,
                     higher_is_better=False,
                 )
+    for model, peaks in memory.get("peak", {}).items():
+        lib, torch = (peaks.get(impl, {}).get("rss_peak_mib") for impl in ("microgradcnn", "torch"))
+        target(
+            f"{model} peak memory vs PyTorch, train batch {memory['peak_batch']} (RSS ratio)",
+            lib / torch if lib is not None and torch else None,
+            PEAK_VS_TORCH,
+            higher_is_better=False,
+        )
     growth = memory.get("growth", {}).get("microgradcnn", {}).get("tracemalloc_growth_mib")
     target(
-        f"memory growth over {args.growth_steps} steps (traced MiB)",
+        f"{memory.get('growth_model')} memory growth over {args.growth_steps} steps (traced MiB)",
         growth,
         GROWTH_TRACED_MIB,
         higher_is_better=False,
@@ -598,6 +630,8 @@ def _table_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     for row in report["results"]:
         grouped.setdefault((row["model"], row["mode"], row["batch"]), {})[row["impl"]] = row
     ov = {(r["model"], r["batch"]): r for r in report["overhead"]}
+    mem = report["memory"]
+    wants = {t["target"]: t["threshold"] for t in report["targets"]}
     rows = []
     for (model, mode, batch), impls in grouped.items():
         mg, torch = impls.get("microgradcnn"), impls.get("torch")
@@ -605,12 +639,21 @@ def _table_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
         if mg and torch and "images_per_s" in mg and "images_per_s" in torch:
             ratio = mg["images_per_s"]["median"] / torch["images_per_s"]["median"]
         o = ov.get((model, batch), {}) if mode == "train" else {}
+        peak = ""
+        if mode == "train" and batch == mem.get("peak_batch"):
+            peaks = mem.get("peak", {}).get(model, {})
+            peak = " / ".join(
+                _fmt(peaks.get(impl, {}).get("rss_peak_mib"), ".1f") for impl in ("microgradcnn", "torch")
+            )
+        want = wants.get(f"{model} {mode} vs PyTorch, batch {batch}")
         rows.append(
             {
                 "model": model,
                 "mode": mode,
                 "batch": batch,
                 "ratio": ratio,
+                "want": "" if want is None else f">= {want}",
+                "peak": peak,
                 **{impl: _fmt_rate(impls.get(impl)) for impl in IMPL_LABEL},
                 "has_tutorial": "tutorial" in impls,
                 "overhead": f"{_fmt(o.get('overhead_vs_kernels_us_per_op'), '.1f')} / "
@@ -637,17 +680,24 @@ def render_table(report: dict[str, Any]) -> str:
         "",
     ]
     head = (
-        f"{'model':6}{'mode':6}{'batch':>6}  {'microgradcnn':>24}{'PyTorch':>24}{'ratio':>7}"
-        f"{'its kernels, no graph':>24}{'NumPy by hand':>24}  overhead µs/op vs kernels / vs NumPy"
+        f"{'model':7}{'mode':6}{'batch':>6}  {'microgradcnn':>24}{'PyTorch':>24}{'ratio':>7}{'want':>8}"
+        f"{'its kernels, no graph':>24}{'NumPy by hand':>24}{'peak MiB':>14}"
+        "  overhead µs/op vs kernels / vs NumPy"
     )
     lines += [head, "-" * len(head)]
     for r in _table_rows(report):
         lines.append(
-            f"{r['model']:6}{r['mode']:6}{r['batch']:>6}  {r['microgradcnn']:>24}{r['torch']:>24}"
-            f"{_fmt(r['ratio']):>7}{r['kernels']:>24}{r['numpy']:>24}  {r['overhead']}"
+            f"{r['model']:7}{r['mode']:6}{r['batch']:>6}  {r['microgradcnn']:>24}{r['torch']:>24}"
+            f"{_fmt(r['ratio']):>7}{r['want']:>8}{r['kernels']:>24}{r['numpy']:>24}{r['peak']:>14}"
+            f"  {r['overhead']}"
         )
         if r["has_tutorial"]:
-            lines.append(f"{'':18}  tutorial-style loops: {r['tutorial']} images/s")
+            lines.append(f"{'':19}  tutorial-style loops: {r['tutorial']} images/s")
+    lines.append("")
+    lines.append(
+        "ratio = microgradcnn / PyTorch images/s, want = its target; peak MiB = RSS high-water of one "
+        "training step, microgradcnn / PyTorch"
+    )
     lines.append("")
     lines.append(
         "graph overhead = (library step - the other's step) / graph ops per step; against its kernels, "
@@ -663,30 +713,32 @@ def render_table(report: dict[str, Any]) -> str:
                 f"from the medians above {_fmt(r.get('overhead_vs_kernels_unpaired_us_per_op'), '.1f')})"
             )
         lines.append(
-            f"  {r['model']:5} batch {r['batch']:3}: library {_fmt(r.get('lib_step_us'), '.0f')} µs/step; "
+            f"  {r['model']:6} batch {r['batch']:3}: library {_fmt(r.get('lib_step_us'), '.0f')} µs/step; "
             f"vs hand-written NumPy {_fmt(r.get('overhead_vs_numpy_us_per_op'), '.1f')} µs/op, "
             f"vs its own kernels {_fmt(r.get('overhead_vs_kernels_us_per_op'), '.1f')} µs/op{paired}"
         )
     mem = report["memory"]
     lines += [
         "",
-        f"memory, seed CNN training step at batch {mem.get('peak_batch')} (RSS high-water above the "
+        f"memory, one training step at batch {mem.get('peak_batch')} (RSS high-water above the "
         "RSS before it; tracemalloc peak; page faults per step):",
     ]
-    for impl, m in mem.get("peak", {}).items():
-        lines.append(
-            f"  {IMPL_LABEL[impl]:22} RSS +{_fmt(m.get('rss_peak_mib'))} MiB, traced "
-            f"{_fmt(m.get('tracemalloc_peak_mib'))} MiB, {m.get('minor_faults', '-')} page faults"
-        )
+    for model, peaks in mem.get("peak", {}).items():
+        for impl, m in peaks.items():
+            lines.append(
+                f"  {model:6} {IMPL_LABEL[impl]:22} RSS +{_fmt(m.get('rss_peak_mib'))} MiB, traced "
+                f"{_fmt(m.get('tracemalloc_peak_mib'))} MiB, {m.get('minor_faults', '-')} page faults"
+            )
     lines.append(
-        f"memory growth over {meta['growth_steps']} training steps at batch {mem.get('growth_batch')}:"
+        f"memory growth, {mem.get('growth_model')}, over {meta['growth_steps']} training steps at batch "
+        f"{mem.get('growth_batch')}:"
     )
     for impl, m in mem.get("growth", {}).items():
         lines.append(
             f"  {IMPL_LABEL[impl]:22} RSS {_fmt(m.get('rss_growth_mib'), '+.3f')} MiB, traced "
             f"{_fmt(m.get('tracemalloc_growth_mib'), '+.4f')} MiB"
         )
-    lines += ["", "targets (issue #7):"]
+    lines += ["", "targets:"]
     for t in report["targets"]:
         verdict = {True: "PASS", False: "FAIL", None: "n/a"}[t["pass"]]
         lines.append(
@@ -707,18 +759,20 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"({meta['busy_or_quiet']}). Images/s, median [min-max] of {meta['repeats']} interleaved repeats of "
         f">= {meta['min_time']} s.",
         "",
-        "| model | mode | batch | microgradcnn | PyTorch | ratio | its kernels, no graph "
-        "| hand-written NumPy | overhead µs/op vs kernels / vs NumPy |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | mode | batch | microgradcnn | PyTorch | ratio | want | its kernels, no graph "
+        "| hand-written NumPy | peak MiB, ours / PyTorch's | overhead µs/op vs kernels / vs NumPy |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in _table_rows(report):
         out.append(
             f"| {r['model']} | {r['mode']} | {r['batch']} | {r['microgradcnn']} | {r['torch']} "
-            f"| {_fmt(r['ratio'])} | {r['kernels']} | {r['numpy']} | {r['overhead']} |"
+            f"| {_fmt(r['ratio'])} | {r['want']} | {r['kernels']} | {r['numpy']} | {r['peak']} "
+            f"| {r['overhead']} |"
         )
         if r["has_tutorial"]:
             out.append(
-                f"| {r['model']} | {r['mode']} | {r['batch']} | tutorial loops: {r['tutorial']} | | | | | |"
+                f"| {r['model']} | {r['mode']} | {r['batch']} | tutorial loops: {r['tutorial']} "
+                "| | | | | | | |"
             )
     out += ["", "| target | value | want | result |", "|---|---:|---:|---|"]
     for t in report["targets"]:
@@ -759,9 +813,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if "mg" not in workers:
             raise SystemExit("bench_train: the microgradcnn worker did not start (see the error above)")
         graph_ops: dict[str, Any] = {}
-        for model in ("seed",) + (() if args.no_large else ("large",)):
+        for model in args.models:
             try:
-                graph_ops[model] = workers["mg"].call(op="graph_ops", model=model, batch=1)
+                batch = MIN_TRAIN_BATCH.get(model, 1)
+                graph_ops[model] = workers["mg"].call(op="graph_ops", model=model, batch=batch)
             except CaseError as err:
                 graph_ops[model] = {"error": _short_error(err)}
         results = []
@@ -858,9 +913,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     parser.add_argument("--no-tutorial", action="store_true", help="skip the tutorial-loop implementation")
-    parser.add_argument("--no-large", action="store_true", help="skip the larger CNN")
     parser.add_argument(
-        "--large-batch", type=int, default=64, help="batch size of the larger CNN (default 64)"
+        "--model",
+        dest="models",
+        type=model_list,
+        default=["seed"],
+        metavar="NAMES",
+        help=f"models to time, separated by commas, or 'all' ({', '.join(BENCH_MODELS)}; default seed)",
     )
     parser.add_argument("--growth-steps", type=int, default=1000, help="steps of the memory-growth check")
     parser.add_argument(
@@ -879,7 +938,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--top", type=int, default=25, help="rows of --profile output (default 25)")
     parser.add_argument(
-        "--profile-model", choices=("seed", "large"), default="seed", help="model to --profile"
+        "--profile-model", choices=tuple(BENCH_MODELS), default="seed", help="model to --profile"
     )
     parser.add_argument(
         "--markdown", action="store_true", help="also print the tables as Markdown (for docs)"

@@ -1,7 +1,7 @@
 """The engine's cost per graph op in CPU instructions: the library's training step minus its own kernels.
 
     python benchmarks/count_instructions.py                    # seed CNN, batch 1 and 256, 20 steps each
-    python benchmarks/count_instructions.py --batch-sizes 1,16,64,256 --steps 10 --model large
+    python benchmarks/count_instructions.py --batch-sizes 1,16,64,256 --steps 10 --model cifar
 
 Clock time on a shared 2-core machine drifts by more than the engine costs at large batches, so
 ``bench_train.py``'s overhead figure (library step minus its kernels replayed without the engine) cannot
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--batch-sizes", type=batch_list, default=[1, 256], help="default 1,256")
     parser.add_argument("--steps", type=int, default=20, help="counted steps per run (default 20)")
-    parser.add_argument("--model", choices=("seed", "large"), default="seed")
+    parser.add_argument("--model", choices=("seed", "cifar"), default="seed")
     parser.add_argument("--json", type=Path, help="also write the figures here (atomically)")
     args = parser.parse_args(args_in)
     if args.steps < 1:

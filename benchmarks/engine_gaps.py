@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--batch-sizes", type=batch_list, default=[1, 256], help="default 1,256")
     parser.add_argument("--rounds", type=int, default=400, help="timed steps of each (default 400)")
-    parser.add_argument("--model", choices=("seed", "large"), default="seed")
+    parser.add_argument("--model", choices=("seed", "cifar"), default="seed")
     parser.add_argument("--threads", type=int, default=2, help="BLAS/OpenMP threads (default 2)")
     parser.add_argument("--json", type=Path, help="also write the figures here (atomically)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)

@@ -264,7 +264,7 @@ def large_loss_and_grads(p: Params, x: Array, target: Array) -> tuple[float, Gra
 
 MODELS: dict[str, tuple[Callable[..., Params], Callable[[Params, Array], Array], Callable[..., Any]]] = {
     "seed": (init_seed, seed_logits, seed_loss_and_grads),
-    "large": (init_large, large_logits, large_loss_and_grads),
+    "cifar": (init_large, large_logits, large_loss_and_grads),
 }
 
 
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     cases = standalone_cases("numpy", ("seed",), ("train", "infer"), args.batch_sizes)
     if not args.no_large:
-        cases += standalone_cases("numpy", ("large",), ("train", "infer"), [64])
+        cases += standalone_cases("numpy", ("cifar",), ("train", "infer"), [64])
     if not args.no_tutorial:
         cases += standalone_cases("tutorial", ("seed",), ("train",), [1])
     print(json.dumps(run_standalone(build_step, cases, args.repeats, args.min_time, args.warmup), indent=1))

@@ -79,7 +79,7 @@ def test_numpy_reference_large_cnn_matches_library_loss_and_grads():
     params = ref.init_large(rng, in_channels=3, dtype=np.float64)
     x = rng.uniform(-0.5, 0.5, size=(2, 3, 32, 32))
     y = np.array([1, 7])
-    net = bench_train._mg_model("large", np.random.default_rng(0)).double()
+    net = _timing.build_model("cifar", np.random.default_rng(0)).double()
     for p, value in zip(net.parameters(), params.values(), strict=True):
         p.data[...] = value
     loss, grads = ref.large_loss_and_grads(params, x, y)
@@ -158,7 +158,67 @@ def test_tutorial_loops_reject_a_model_that_is_not_the_seed_cnn():
         TutorialCNN.from_torch_layout(np.zeros((8, 3, 3, 3)), np.zeros(8), np.zeros((10, 1352)), np.zeros(10))
 
 
-@pytest.mark.parametrize("model", ["seed", "large"])
+def test_the_hand_written_models_are_the_numpy_references_table():
+    assert set(bench_train.HAND_WRITTEN) == set(ref.MODELS) <= set(_timing.BENCH_MODELS)
+
+
+def _dropout_off(net):
+    """Dropout's masks come from each framework's own generator: switch them off, keep the rest in train."""
+    for layer in net.modules():
+        if type(layer).__name__ == "Dropout":
+            layer.eval()
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
+@pytest.mark.parametrize("model", list(_timing.BENCH_MODELS))
+def test_torch_reference_computes_the_library_models_loss_grads_and_running_statistics(model):
+    import torch
+    import torch_reference
+
+    net = _timing.build_model(model, np.random.default_rng(2)).double().train()
+    twin = torch_reference.torch_twin(net, torch).train()
+    assert [type(t).__name__ for t in twin] == [type(m).__name__ for m in net.children()]
+    assert twin[0].weight.dtype == torch.float64  # the library's float64 state_dict, loaded as it is
+    _dropout_off(net)
+    _dropout_off(twin)
+    rng = np.random.default_rng(7)
+    x = rng.uniform(-0.5, 0.5, size=(4, *_timing.INPUT_SHAPES[model]))
+    y = np.array([3, 0, 9, 3])
+    lib_loss, lib_grads = _library_grads(net, x, y)
+    loss = torch.nn.functional.cross_entropy(twin(torch.from_numpy(x)), torch.from_numpy(y))
+    loss.backward()
+    assert loss.item() == pytest.approx(lib_loss, rel=1e-10)
+    for (name, p), lib in zip(twin.named_parameters(), lib_grads, strict=True):
+        np.testing.assert_allclose(p.grad.numpy(), lib, rtol=1e-8, atol=1e-12, err_msg=name)
+    # BatchNorm's running statistics moved alike in the training forward, so eval mode agrees too
+    for name, buffer in twin.named_buffers():
+        np.testing.assert_allclose(buffer.numpy(), net.state_dict()[name], rtol=1e-10, err_msg=name)
+    net.eval()
+    twin.eval()
+    with mg.no_grad(), torch.no_grad():
+        np.testing.assert_allclose(
+            twin(torch.from_numpy(x)).numpy(), net(mg.Tensor(x)).data, rtol=1e-9, atol=1e-12
+        )
+
+
+def test_torch_twin_names_a_layer_it_cannot_map():
+    torch = pytest.importorskip("torch")
+    import torch_reference
+
+    with pytest.raises(ValueError, match=r"torch_reference: no PyTorch twin for layer 1 \(GELU\)"):
+        torch_reference.torch_twin(mg.nn.Sequential(mg.nn.Flatten(), mg.nn.GELU()), torch)
+
+
+def test_model_list_takes_all_or_known_names():
+    assert _timing.model_list("all") == list(_timing.BENCH_MODELS)
+    assert _timing.model_list("bn, seed,bn") == ["bn", "seed"]
+    for bad in ("", "seed,resnet"):
+        with pytest.raises(Exception, match="--model wants 'all' or names from seed, cnn2"):
+            _timing.model_list(bad)
+    assert bench_train.parse_args([]).models == ["seed"]
+
+
+@pytest.mark.parametrize("model", list(_timing.BENCH_MODELS))
 def test_kernel_replay_step_updates_parameters_as_the_library_step_does(model):
     net_a, opt, x, y = bench_train._mg_setup(model, 2)
     net_b = bench_train._mg_setup(model, 2)[0]
@@ -390,14 +450,15 @@ def _run(script: str, *args: str, timeout: float = 240) -> subprocess.CompletedP
     )
 
 
-def test_bench_train_quick_run_writes_valid_json(tmp_path):
+def test_bench_train_quick_run_of_every_model_writes_valid_json(tmp_path):
     out = tmp_path / "bench.json"
     proc = _run(
         "bench_train.py",
         "--quick",
+        "--model",
+        "all",
         "--batch-sizes",
         "1,2",
-        "--no-large",
         "--growth-steps",
         "5",
         "--threads",
@@ -407,16 +468,24 @@ def test_bench_train_quick_run_writes_valid_json(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert "targets (issue #7)" in proc.stdout
+    assert "targets:" in proc.stdout
     rows = {(r["model"], r["mode"], r["batch"], r["impl"]): r for r in report["results"]}
-    expected_impls = {"microgradcnn", "kernels", "numpy", "tutorial"} | ({"torch"} if HAVE_TORCH else set())
-    assert {key[3] for key in rows} == expected_impls
+    torch_impl = {"torch"} if HAVE_TORCH else set()
+    for model in _timing.BENCH_MODELS:
+        impls = {"microgradcnn", "kernels"} | torch_impl | ({"numpy"} if model in ref.MODELS else set())
+        assert {key[3] for key in rows if key[:3] == (model, "train", 2)} == impls
+        assert {key[3] for key in rows if key[:3] == (model, "infer", 2)} == impls - {"kernels"}
+        assert set(report["memory"]["peak"][model]) == impls - {"kernels"}
+        assert report["graph_ops"][model]["names"][-1] == "cross_entropy"
     for key, row in rows.items():
         assert "error" not in row, (key, row.get("traceback"))
         assert row["images_per_s"]["median"] > 0
         assert len(row["images_per_s"]["values"]) == 2
     assert ("seed", "train", 1, "tutorial") in rows
     assert ("seed", "train", 2, "tutorial") not in rows
+    assert ("cnn2", "train", 1, "tutorial") not in rows
+    assert not any(key[:3] == ("bn", "train", 1) for key in rows)  # BatchNorm1d needs 2+ samples to train
+    assert ("bn", "infer", 1, "microgradcnn") in rows
     workers = report["meta"]["workers"]
     assert workers["mg"]["torch_imported"] is False
     assert workers["numpy"]["torch_imported"] is False
@@ -429,10 +498,18 @@ def test_bench_train_quick_run_writes_valid_json(tmp_path):
         assert low <= high
         assert "overhead_vs_kernels_unpaired_us_per_op" in row
     verdicts = {t["target"]: t["pass"] for t in report["targets"]}
-    assert verdicts["train vs tutorial loops, batch 1"] in (True, False)
+    assert verdicts["seed train vs tutorial loops, batch 1"] in (True, False)
     if HAVE_TORCH:
         assert workers["torch"]["torch_imported"] is True
-        assert verdicts["train vs PyTorch, batch 1"] in (True, False)
+        for model in ("seed", "cnn2", "cifar", "bn"):  # lenet5 has no speed target
+            assert verdicts[f"{model} train vs PyTorch, batch 2"] in (True, False)
+            assert verdicts[f"{model} infer vs PyTorch, batch 1"] in (True, False)
+            assert verdicts[f"{model} peak memory vs PyTorch, train batch 2 (RSS ratio)"] in (True, False)
+        assert "bn train vs PyTorch, batch 1" not in verdicts
+        assert not any(name.startswith("lenet5 train") for name in verdicts)
+        threshold = {t["target"]: t["threshold"] for t in report["targets"]}
+        assert threshold["cnn2 train vs PyTorch, batch 1"] == 1.0
+        assert threshold["cnn2 infer vs PyTorch, batch 1"] == 1.5
 
 
 def test_numpy_reference_standalone_prints_json():

@@ -1,7 +1,8 @@
 """The ONNX mapping of every built-in op that a model's forward uses: one ``register_exporter`` entry each.
 
-Not mapped: ``cross_entropy`` (a training loss, not part of a served model), the ops only backward rules
-record (``scatter``, ``avg_pool2d_backward``, ``conv2d_weight``: gradients, not a model's forward) and
+Not mapped: the training losses ``cross_entropy``, ``nll_loss``, ``mse_loss`` and
+``binary_cross_entropy_with_logits`` (not part of a served model), the ops only backward rules record
+(``scatter``, ``avg_pool2d_backward``, ``conv2d_weight``: gradients, not a model's forward) and
 ``getitem`` with arrays, ``None`` or ``Ellipsis`` in the index.
 """
 
@@ -29,7 +30,7 @@ def _unary(op_name: str, op_type: str) -> None:
 for _name, _type in [
     ("add", "Add"), ("sub", "Sub"), ("mul", "Mul"), ("div", "Div"), ("matmul", "MatMul"),
     ("neg", "Neg"), ("exp", "Exp"), ("log", "Log"), ("relu", "Relu"), ("tanh", "Tanh"),
-    ("sigmoid", "Sigmoid"),
+    ("sigmoid", "Sigmoid"), ("erf", "Erf"),
 ]:
     _unary(_name, _type)  # one node of the same inputs: ONNX broadcasts as NumPy does
 
@@ -155,6 +156,70 @@ def export_reshape(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
         if len(shape) > 1 and -1 not in shape:  # let the runtime work out one axis, never the batch
             shape[-1] = -1
     g.node("Reshape", [inputs[0], g.constant(shape, "shape")], out)
+
+
+# ---- activations and batch statistics (ops/activation.py, ops/norm.py) -------------------------------------
+_SQRT1_2 = 1.0 / math.sqrt(2.0)
+
+
+@register_exporter("leaky_relu")
+def export_leaky_relu(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
+    g.node("LeakyRelu", inputs, out, alpha=float(ctx.attrs["negative_slope"]))
+
+
+@register_exporter("elu")
+def export_elu(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
+    g.node("Elu", inputs, out, alpha=float(ctx.attrs["alpha"]))
+
+
+@register_exporter("gelu")
+def export_gelu(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
+    """The exact (erf) gelu: one Gelu node from opset 20, before it x * (erf(x / sqrt 2) + 1) / 2."""
+    if g.opset >= 20:
+        g.node("Gelu", inputs, out)
+        return
+    dtype = ctx.parents[0].dtype
+    erf = g.node("Erf", [g.node("Mul", [inputs[0], g.constant(_SQRT1_2, "inv_sqrt2", dtype=dtype)])])
+    cdf = g.node("Mul", [g.node("Add", [erf, g.constant(1.0, "one", dtype=dtype)]),
+                         g.constant(0.5, "half", dtype=dtype)])
+    g.node("Mul", [inputs[0], cdf], out)
+
+
+@register_exporter("softplus")
+def export_softplus(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
+    """Softplus(beta x) / beta, and x itself where beta x > threshold (ours and PyTorch's switch): ONNX's
+    Softplus has neither beta nor threshold, so both are written around it."""
+    dtype, beta, threshold = ctx.parents[0].dtype, ctx.attrs["beta"], ctx.attrs["threshold"]
+    x = inputs[0]
+    z = x if beta == 1.0 else g.node("Mul", [x, g.constant(beta, "beta", dtype=dtype)])
+    soft = g.node("Softplus", [z])
+    if beta != 1.0:
+        soft = g.node("Div", [soft, g.constant(beta, "beta", dtype=dtype)])
+    linear = g.node("Greater", [z, g.constant(threshold, "threshold", dtype=dtype)])
+    g.node("Where", [linear, x, soft], out)
+
+
+@register_exporter("batch_norm")
+def export_batch_norm(g: Graph, ctx: Context, inputs: list[str], out: str) -> None:
+    """The batch-statistics op, which an eval-mode export records only for ``track_running_stats=False``
+    (eval-mode BatchNorm with running statistics records mul and add). Written out, as ours: the mean and
+    the biased variance over N and the spatial axes, (x - mean) / sqrt(var + eps), then * weight + bias.
+    Not BatchNormalization with training_mode=1: that form also outputs running statistics and ONNX
+    Runtime's inference builds do not run it."""
+    x, ndim, dtype = inputs[0], ctx.parents[0].ndim, ctx.parents[0].dtype
+    axes = (0, *range(2, ndim))
+    mean = g.fresh("batch_mean")
+    reduce(g, "ReduceMean", x, axes, True, mean)
+    centered = g.node("Sub", [x, mean])
+    var = g.fresh("batch_var")
+    reduce(g, "ReduceMean", g.node("Mul", [centered, centered]), axes, True, var)
+    std = g.node("Sqrt", [g.node("Add", [var, g.constant(ctx.attrs["eps"], "eps", dtype=dtype)])])
+    if len(inputs) == 1:
+        g.node("Div", [centered, std], out)
+        return
+    shape = g.constant([1, -1] + [1] * (ndim - 2), "channel_shape")
+    weight, bias = (g.node("Reshape", [p, shape]) for p in inputs[1:3])
+    g.node("Add", [g.node("Mul", [g.node("Div", [centered, std]), weight]), bias], out)
 
 
 @register_exporter("getitem")

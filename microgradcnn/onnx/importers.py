@@ -3,7 +3,10 @@
 Covers what ``export`` writes and what ``torch.onnx.export`` writes for the same models: Conv, MaxPool,
 AveragePool, Gemm, MatMul, Add/Sub/Mul/Div/Neg/Pow, Exp/Log, Relu/Tanh/Sigmoid, Flatten, Reshape, Transpose,
 Softmax/LogSoftmax, ReduceSum/ReduceMean/ReduceMax, Slice, Squeeze, Unsqueeze, Shape, Gather, Concat (on
-integer shape data), Constant, Identity and Dropout (inference: the identity).
+integer shape data and float tensors), Constant, Identity and Dropout (inference: the identity);
+ConvTranspose, BatchNormalization (inference), Erf, Gelu, LeakyRelu, Elu, Softplus, Abs, Sqrt, Max and Min
+(elementwise), Clip, Pad (constant mode), Expand, ReduceLogSumExp, Greater and Where (a boolean
+condition: a constant of the file or a comparison in the graph).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ def _elementwise(op_type: str, fn: Any) -> None:
 for _type, _fn in [
     ("Add", ops.add), ("Sub", ops.sub), ("Mul", ops.mul), ("Div", ops.div), ("MatMul", ops.matmul),
     ("Neg", ops.neg), ("Exp", ops.exp), ("Log", ops.log), ("Relu", ops.relu), ("Tanh", ops.tanh),
-    ("Sigmoid", ops.sigmoid),
+    ("Sigmoid", ops.sigmoid), ("Erf", ops.erf), ("Abs", ops.abs), ("Sqrt", ops.sqrt),
 ]:
     _elementwise(_type, _fn)
 
@@ -208,7 +211,10 @@ def _reduction(op_type: str, fn: Any) -> None:
     importer.__qualname__ = f"import_{op_type}"
 
 
-for _type, _fn in [("ReduceSum", ops.sum), ("ReduceMean", ops.mean), ("ReduceMax", ops.max)]:
+for _type, _fn in [
+    ("ReduceSum", ops.sum), ("ReduceMean", ops.mean), ("ReduceMax", ops.max),
+    ("ReduceLogSumExp", ops.logsumexp),
+]:
     _reduction(_type, _fn)
 
 
@@ -268,9 +274,9 @@ def import_gather(node: Node, inputs: list[Any]) -> Any:
 
 
 @register_importer("Concat")
-def import_concat(node: Node, inputs: list[Any]) -> np.ndarray:
+def import_concat(node: Node, inputs: list[Any]) -> Any:
     if any(isinstance(v, Tensor) for v in inputs):
-        raise OnnxError("Concat of float tensors is not supported (integer shape data only)")
+        return ops.cat([_tensor(v, node) for v in inputs], axis=int(node.attrs.get("axis", 0)))
     return np.concatenate([np.asarray(v).reshape(-1) if np.ndim(v) == 0 else np.asarray(v) for v in inputs],
                           axis=int(node.attrs.get("axis", 0)))
 
@@ -300,3 +306,158 @@ def import_dropout(node: Node, inputs: list[Any]) -> Any:
     if len(node.outputs) > 1 and node.outputs[1]:
         raise OnnxError("the mask output of Dropout is not supported")
     return inputs[0]
+
+
+@register_importer("ConvTranspose")
+def import_conv_transpose(node: Node, inputs: list[Any]) -> Tensor:
+    if "output_shape" in node.attrs:
+        raise OnnxError("the output_shape attribute is not supported; export with pads and output_padding")
+    x, w, b = [*inputs, None][:3]
+    return F.conv_transpose2d(
+        _tensor(x, node), _tensor(w, node, "weight"), b, stride=_pair_attr(node, "strides", 1),
+        padding=_padding(node), output_padding=_pair_attr(node, "output_padding", 0),
+        groups=int(node.attrs.get("group", 1)), dilation=_pair_attr(node, "dilations", 1))
+
+
+@register_importer("BatchNormalization")
+def import_batch_norm(node: Node, inputs: list[Any]) -> Tensor:
+    """Inference form (what PyTorch writes for BatchNorm1d/2d in eval): (x - mean) * scale / sqrt(var +
+    eps) + B per channel (axis 1). Written with registry ops on all four, so every input gets its true
+    gradient: PyTorch's exporter may hand the same initializer to two of them (an untrained layer's
+    running_var is its weight's ones), so none can be treated as a constant. Freeze the running statistics
+    (``requires_grad = False``) before fine-tuning."""
+    if node.attrs.get("training_mode", 0) or (len(node.outputs) > 1 and any(node.outputs[1:])):
+        raise OnnxError("training_mode=1 (batch statistics and running-statistic outputs) is not supported")
+    x = _tensor(inputs[0], node)
+    if x.ndim < 2:
+        raise OnnxError(f"input of shape {x.shape} has no channel axis (N, C, ...)")
+    scale, bias, mean, var = (_tensor(v, node, what) for v, what in
+                              zip(inputs[1:], ("scale", "B", "mean", "var"), strict=True))
+    for what, t in (("scale", scale), ("B", bias), ("mean", mean), ("var", var)):
+        if t.shape != (x.shape[1],):
+            raise OnnxError(f"{what} of shape {t.shape} does not fit input {x.shape} (want ({x.shape[1]},))")
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    gain = scale * (var + float(node.attrs.get("epsilon", 1e-5))) ** -0.5
+    return (x - mean.reshape(shape)) * gain.reshape(shape) + bias.reshape(shape)
+
+
+@register_importer("Gelu")
+def import_gelu(node: Node, inputs: list[Any]) -> Tensor:
+    return F.gelu(_tensor(inputs[0], node), approximate=node.attrs.get("approximate", "none"))
+
+
+@register_importer("LeakyRelu")
+def import_leaky_relu(node: Node, inputs: list[Any]) -> Tensor:
+    return F.leaky_relu(_tensor(inputs[0], node), float(node.attrs.get("alpha", 0.01)))
+
+
+@register_importer("Elu")
+def import_elu(node: Node, inputs: list[Any]) -> Tensor:
+    return F.elu(_tensor(inputs[0], node), float(node.attrs.get("alpha", 1.0)))
+
+
+@register_importer("Softplus")
+def import_softplus(node: Node, inputs: list[Any]) -> Tensor:
+    """ONNX's log(1 + e^x) has no linear switch: ours with a threshold no finite float32 passes (float32's
+    largest, so comparing a float32 input with it does not overflow)."""
+    return F.softplus(_tensor(inputs[0], node), threshold=float(np.finfo(np.float32).max))
+
+
+def _data(v: Any) -> np.ndarray:
+    return np.asarray(v.data if isinstance(v, Tensor) else v)
+
+
+@register_importer("Greater")
+def import_greater(node: Node, inputs: list[Any]) -> np.ndarray:
+    """A boolean array: a comparison has no gradient, so its result is a constant of the forward."""
+    return np.greater(_data(inputs[0]), _data(inputs[1]))
+
+
+@register_importer("Where")
+def import_where(node: Node, inputs: list[Any]) -> Any:
+    cond, a, b = inputs
+    if isinstance(cond, Tensor) or _data(cond).dtype != np.bool_:
+        raise OnnxError("the condition must be boolean")
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor):
+        return np.where(cond, a, b)
+    return ops.where(_data(cond), _tensor(a, node), _tensor(b, node))
+
+
+def _extremum(op_type: str, fn: Any, array_fn: Any) -> None:
+    @register_importer(op_type)
+    def importer(node: Node, inputs: list[Any]) -> Any:
+        """Elementwise over any number of inputs, folded pairwise (ties split the gradient, as PyTorch)."""
+        if not any(isinstance(v, Tensor) for v in inputs):
+            return array_fn.reduce([np.asarray(v) for v in inputs]) if len(inputs) > 1 else inputs[0]
+        out = _tensor(inputs[0], node)
+        for v in inputs[1:]:
+            out = fn(out, _tensor(v, node))
+        return out
+
+    importer.__qualname__ = f"import_{op_type}"
+
+
+_extremum("Max", ops.maximum, np.maximum)
+_extremum("Min", ops.minimum, np.minimum)
+
+
+def _learned(v: Any) -> bool:
+    """A value a gradient must reach: a float initializer the loaded model holds as a Parameter."""
+    return isinstance(v, Tensor) and v.requires_grad
+
+
+@register_importer("Clip")
+def import_clip(node: Node, inputs: list[Any]) -> Tensor:
+    """Bounds from the inputs (opset 11 on; an omitted one is no bound) or, before, the attributes. A
+    bound that is a Parameter of the loaded model gets its gradient: min(max(x, low), high) with Where."""
+    x = _tensor(inputs[0], node)
+    if node.opset < 11:
+        low, high = node.attrs.get("min"), node.attrs.get("max")
+    else:
+        low, high = [*inputs[1:], None, None][:2]
+    if _learned(low) or _learned(high):
+        out = x
+        if low is not None:
+            out = ops.where(x.data < _data(low), _tensor(low, node), out)
+        if high is not None:
+            out = ops.where(out.data > _data(high), _tensor(high, node), out)
+        return out
+    bounds = [None if v is None else float(_data(v).reshape(())) for v in (low, high)]
+    return ops.clip(x, *bounds)
+
+
+@register_importer("Expand")
+def import_expand(node: Node, inputs: list[Any]) -> Any:
+    """Broadcasts both ways: the result has the broadcast of the input's shape and the given one."""
+    x, shape = inputs
+    src = np.shape(x.data if isinstance(x, Tensor) else x)
+    try:
+        target = np.broadcast_shapes(src, tuple(_ints(shape, "the shape")))
+    except ValueError:
+        raise OnnxError(f"shape {_ints(shape, 'the shape')} does not broadcast with input {src}") from None
+    if not isinstance(x, Tensor):
+        return np.broadcast_to(x, target).copy()
+    return x if target == src else ops.broadcast_to(x, target)
+
+
+@register_importer("Pad")
+def import_pad(node: Node, inputs: list[Any]) -> Tensor:
+    """Constant mode: ONNX's pads (every axis's begin, then every end) as PyTorch's last-axis-first pairs."""
+    mode = node.attrs.get("mode", "constant")
+    if mode != "constant":
+        raise OnnxError(f"mode={mode!r} is not supported (constant padding only)")
+    x = _tensor(inputs[0], node)
+    pads = _ints(inputs[1], "the pads") if node.opset >= 11 else list(node.attrs.get("pads", []))
+    value = inputs[2] if node.opset >= 11 and len(inputs) > 2 else node.attrs.get("value", 0.0)
+    axes = _ints(inputs[3], "the axes") if len(inputs) > 3 and inputs[3] is not None else range(x.ndim)
+    axes = [a % x.ndim for a in axes]
+    if len(pads) != 2 * len(axes):
+        raise OnnxError(f"{len(pads)} pads for {len(axes)} axes (want a begin and an end for each)")
+    widths = dict.fromkeys(range(x.ndim), (0, 0))
+    for k, axis in enumerate(axes):
+        widths[axis] = (pads[k], pads[k + len(axes)])
+    torch_pad = [w for axis in reversed(range(x.ndim)) for w in widths[axis]]
+    if _learned(value):  # a Parameter of the loaded model: its gradient is the sum over the padding
+        border = ops.pad(Tensor(np.zeros(x.shape, x.dtype)), torch_pad, value=1.0).data
+        return ops.pad(x, torch_pad) + value.reshape(()) * border
+    return ops.pad(x, torch_pad, value=0.0 if value is None else float(_data(value).reshape(())))

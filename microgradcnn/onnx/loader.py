@@ -19,9 +19,11 @@ from microgradcnn.nn.module import Module, Parameter
 from microgradcnn.onnx.registry import IMPORTERS, OnnxError, require_onnx
 from microgradcnn.tensor import Tensor, no_grad
 
-# ONNX TensorProto data types this loader reads: float data, and the integer shapes/axes/indices
-_DTYPES = {1: np.dtype(np.float32), 11: np.dtype(np.float64), 7: np.dtype(np.int64), 6: np.dtype(np.int32)}
-_TYPED_FIELD = {1: "float_data", 11: "double_data", 7: "int64_data", 6: "int32_data"}
+# ONNX TensorProto data types this loader reads: float data, the integer shapes/axes/indices, and boolean
+# conditions (Where's; ONNX keeps bools in int32_data)
+_DTYPES = {1: np.dtype(np.float32), 11: np.dtype(np.float64), 7: np.dtype(np.int64), 6: np.dtype(np.int32),
+           9: np.dtype(np.bool_)}
+_TYPED_FIELD = {1: "float_data", 11: "double_data", 7: "int64_data", 6: "int32_data", 9: "int32_data"}
 
 
 @dataclass
@@ -275,7 +277,7 @@ class _TensorReader:
         dtype = _DTYPES.get(t.data_type)
         if dtype is None:
             raise OnnxError(f"{self.where}: tensor {t.name!r} has data type {t.data_type}; microgradcnn "
-                            "reads float32, float64, int32 and int64 tensors")
+                            "reads float32, float64, int32, int64 and bool tensors")
         dims = list(t.dims)
         if any(d < 0 for d in dims):
             raise OnnxError(f"{self.where}: tensor {t.name!r} has negative dims {dims}")

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from onnx_models import EveryOp, SoftsignModel, digits
+from onnx_models import BUILDERS, Activations, EveryOp, SoftsignModel, digits, forward, run_ort
 
 import microgradcnn as mg
 from microgradcnn import checkpoint as ck
@@ -15,16 +15,6 @@ from microgradcnn.onnx import EXPORTERS, OnnxError, register_exporter
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-
-
-def run_ort(path, x):
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x})[0]
-
-
-def forward(model, x):
-    with mg.no_grad():
-        return model(mg.Tensor(x)).data
 
 
 def test_export_checks_and_runs_in_onnxruntime_at_batch_1_and_5(tmp_path, model):
@@ -44,10 +34,10 @@ def test_export_checks_and_runs_in_onnxruntime_at_batch_1_and_5(tmp_path, model)
 def test_initializers_are_the_state_dict(tmp_path, model):
     proto = onnx.load(str(mg.onnx.export(model, digits(2), tmp_path / "m.onnx")))
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
-    state = model.state_dict()
-    assert set(state) <= set(inits)
-    for name, value in state.items():
-        np.testing.assert_array_equal(inits[name], value)
+    params = dict(model.named_parameters())  # BatchNorm's running statistics are folded into constants
+    assert set(params) <= set(inits)
+    for name, value in params.items():
+        np.testing.assert_array_equal(inits[name], value.data)
 
 
 def test_static_batch_fixes_the_example_batch(tmp_path):
@@ -105,6 +95,65 @@ def test_every_mapped_op_matches_onnxruntime(tmp_path):
         "Div",
     } <= ops
     for n in (1, 5):
+        np.testing.assert_allclose(run_ort(path, digits(n, n)), forward(model, digits(n, n)), atol=1e-5)
+
+
+@pytest.mark.parametrize(("opset", "gelu"), [(17, {"Erf"}), (20, {"Gelu", "Erf"})])
+def test_the_activations_match_onnxruntime(tmp_path, opset, gelu):
+    model = Activations()
+    path = mg.onnx.export(model, digits(1), tmp_path / "m.onnx", opset=opset)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert gelu | {"LeakyRelu", "Elu", "Softplus", "Greater", "Where", "Tanh"} <= ops
+    for n in (1, 5):
+        x = digits(n, n)
+        np.testing.assert_allclose(run_ort(path, x), forward(model, x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("beta", "threshold"), [(1.0, 20.0), (0.5, 3.0), (3.0, -2.0)])
+def test_softplus_keeps_its_threshold_switch(tmp_path, beta, threshold):
+    """Inputs on both sides of beta * x = threshold: above it the output is x itself, not softplus."""
+
+    class Soft(nn.Module):
+        def forward(self, x):
+            return mg.functional.softplus(x * 80.0, beta=beta, threshold=threshold)
+
+    path = mg.onnx.export(Soft(), digits(1), tmp_path / "m.onnx")
+    x = digits(5, 3)
+    z = x * 80.0 * beta
+    assert (z > threshold).any()
+    assert (z <= threshold).any()
+    want = forward(Soft(), x)
+    np.testing.assert_allclose(run_ort(path, x), want, atol=1e-5, rtol=1e-6)
+    # what the switch changes: without it, softplus(z) / beta differs from x by up to log(2) / beta
+    smooth = np.logaddexp(0, z) / beta
+    assert np.abs(smooth - want).max() > 1e-3 or threshold >= 20
+
+
+def test_eval_batchnorm_exports_as_mul_and_add_and_dropout_as_nothing(tmp_path):
+    model = BUILDERS["bn"]()
+    path = mg.onnx.export(model, digits(1), tmp_path / "m.onnx")
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert "Dropout" not in ops
+    assert "BatchNormalization" not in ops
+    assert ops.count("Conv") == 2
+    assert ops.count("Gemm") == 2
+    model.eval()
+    for n in (1, 5):
+        np.testing.assert_allclose(run_ort(path, digits(n, n)), forward(model, digits(n, n)), atol=1e-5)
+
+
+@pytest.mark.parametrize("layer", [nn.BatchNorm2d, nn.BatchNorm1d])
+def test_batchnorm_without_running_stats_exports_its_batch_statistics(tmp_path, layer):
+    """track_running_stats=False normalises with the batch's statistics in eval too: the batch_norm op."""
+    conv = layer is nn.BatchNorm2d
+    first = nn.Conv2d(1, 3, 3, rng=np.random.default_rng(0)) if conv else nn.Flatten()
+    bn = layer(3 if conv else 784, track_running_stats=False)
+    bn.weight.data[...] = np.linspace(0.5, 1.5, bn.num_features)
+    bn.bias.data[...] = np.linspace(-1, 1, bn.num_features)
+    model = nn.Sequential(first, bn)
+    path = mg.onnx.export(model, digits(2), tmp_path / "m.onnx")
+    assert "ReduceMean" in {n.op_type for n in onnx.load(str(path)).graph.node}
+    for n in (2, 5):  # (BatchNorm1d of one sample per feature has no variance: batch 2 and up)
         np.testing.assert_allclose(run_ort(path, digits(n, n)), forward(model, digits(n, n)), atol=1e-5)
 
 
@@ -224,6 +273,15 @@ def test_cli_exports_a_checkpoint(tmp_path, capsys):
     np.testing.assert_allclose(run_ort(out, digits(5, 9)), forward(model, digits(5, 9)), atol=1e-5)
 
 
+def test_cli_exports_a_batchnorm_checkpoint_with_its_running_statistics(tmp_path, capsys):
+    model = BUILDERS["bn"]()  # running statistics drawn away from the init's zeros and ones
+    opt = mg.optim.SGD(model.parameters(), lr=0.1)
+    ckpt = ck.save_checkpoint(tmp_path / "bn.npz", model, opt, config={"model": "bn"})
+    out = tmp_path / "bn.onnx"
+    assert cli.main(["export", str(ckpt), str(out)]) == 0
+    np.testing.assert_allclose(run_ort(out, digits(5, 9)), forward(model, digits(5, 9)), atol=1e-5)
+
+
 def test_cli_exports_a_trained_checkpoint(tmp_path, capsys):
     pytest.importorskip("mlxtend")
     ckpt, out = tmp_path / "seed.npz", tmp_path / "seed.onnx"
@@ -245,8 +303,16 @@ def test_cli_export_of_a_missing_checkpoint_names_it(tmp_path, capsys):
 
 
 # ---- coverage of the registry ------------------------------------------------------------------------------
-# a training loss (docs/interop.md says why), and the gradient ops that only backward rules record
-NOT_EXPORTED = {"cross_entropy", "scatter", "avg_pool2d_backward", "conv2d_weight"}
+# the training losses (docs/interop.md says why), and the gradient ops that only backward rules record
+NOT_EXPORTED = {
+    "cross_entropy",
+    "nll_loss",
+    "mse_loss",
+    "binary_cross_entropy_with_logits",
+    "scatter",
+    "avg_pool2d_backward",
+    "conv2d_weight",
+}
 
 
 def test_every_built_in_op_has_an_exporter():

@@ -31,6 +31,38 @@ def twin(name):
             tnn.Flatten(),
             tnn.Linear(512, 10),
         )
+    if name == "lenet5":
+        return tnn.Sequential(
+            tnn.Conv2d(1, 6, 5, padding=2),
+            tnn.Tanh(),
+            tnn.AvgPool2d(2),
+            tnn.Conv2d(6, 16, 5),
+            tnn.Tanh(),
+            tnn.AvgPool2d(2),
+            tnn.Flatten(),
+            tnn.Linear(400, 120),
+            tnn.Tanh(),
+            tnn.Linear(120, 84),
+            tnn.Tanh(),
+            tnn.Linear(84, 10),
+        )
+    if name == "bn":
+        return tnn.Sequential(
+            tnn.Conv2d(1, 16, 5, bias=False),
+            tnn.BatchNorm2d(16),
+            tnn.ReLU(),
+            tnn.MaxPool2d(2),
+            tnn.Conv2d(16, 32, 5, bias=False),
+            tnn.BatchNorm2d(32),
+            tnn.ReLU(),
+            tnn.MaxPool2d(2),
+            tnn.Flatten(),
+            tnn.Linear(512, 128, bias=False),
+            tnn.BatchNorm1d(128),
+            tnn.ReLU(),
+            tnn.Dropout(0.25),
+            tnn.Linear(128, 10),
+        )
     return tnn.Sequential(
         tnn.Conv2d(1, 4, 3, stride=2, padding=1),
         tnn.ReLU(),
@@ -49,6 +81,7 @@ def ours(model, x):
 
 
 def theirs(model, x):
+    model.eval()  # BatchNorm's running statistics, no dropout: as ours in BUILDERS
     with torch.no_grad():
         return model(torch.from_numpy(x)).numpy()
 
@@ -106,8 +139,19 @@ def test_optimizer_state_carries_over_to_torch(ours_cls, theirs_cls, kwargs):
         np.testing.assert_allclose(t.state_dict()[name].numpy(), value, atol=1e-6, err_msg=name)
 
 
-def torch_export(t, path):
+def torch_twin_of(model, model_name):
+    """The torch twin with our state_dict (BatchNorm's buffers included), in eval mode."""
+    t = twin(model_name)
+    t.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
+    return t.eval()
+
+
+def torch_export(t, path, training=None):
+    """``torch.onnx.export`` of ``t`` in eval mode. By default (TrainingMode.EVAL) torch folds each
+    BatchNorm that follows a conv into the conv's weights; ``TrainingMode.PRESERVE`` keeps it a
+    BatchNormalization node (with training_mode=0 for a model in eval mode)."""
     t.eval()
+    training = torch.onnx.TrainingMode.EVAL if training is None else training
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         # dynamo=False: the TorchScript exporter, which needs no onnxscript (not installed offline)
@@ -116,6 +160,7 @@ def torch_export(t, path):
             (torch.zeros(1, 1, 28, 28),),
             str(path),
             dynamo=False,
+            training=training,
             input_names=["input"],
             output_names=["output"],
             dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
@@ -124,10 +169,14 @@ def torch_export(t, path):
 
 
 def test_models_exported_by_torch_load_here(tmp_path, model, model_name):
-    t = twin(model_name)
-    t.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
+    t = torch_twin_of(model, model_name)
     loaded = mg.onnx.load(torch_export(t, tmp_path / "torch.onnx"))
-    assert list(loaded.state_dict()) == list(model.state_dict())
+    if model_name == "bn":  # the convs' BatchNorms are folded into them, the last one stays
+        assert {"10.weight", "10.bias", "10.running_mean", "10.running_var", "13.weight"} <= set(
+            loaded.state_dict()
+        )
+    else:
+        assert list(loaded.state_dict()) == list(model.state_dict())
     for n in (1, 5):
         np.testing.assert_allclose(ours(loaded, digits(n, n)), ours(model, digits(n, n)), atol=1e-5)
     x = mg.Tensor(digits(2, dtype=np.float64))
@@ -149,3 +198,49 @@ def test_a_view_flatten_from_torch_loads(tmp_path):
     loaded = mg.onnx.load(torch_export(t, tmp_path / "view.onnx"))
     for n in (1, 4):
         np.testing.assert_allclose(ours(loaded, digits(n)), theirs(t, digits(n)), atol=1e-5)
+
+
+@pytest.mark.parametrize("untrained", [False, True])
+def test_batchnorm_nodes_from_torch_load_with_their_names(tmp_path, untrained):
+    """TrainingMode.PRESERVE: every BatchNorm a BatchNormalization node. Untrained, torch's exporter hands
+    one initializer to two inputs (running_var is the weight's ones, running_mean the bias's zeros): the
+    values and gradients still come out right."""
+    model = BUILDERS["bn"]()
+    t = torch_twin_of(model, "bn")
+    if untrained:
+        t = twin("bn").eval()
+    path = torch_export(t, tmp_path / "bn.onnx", training=torch.onnx.TrainingMode.PRESERVE)
+    import onnx
+
+    assert [n.op_type for n in onnx.load(str(path)).graph.node].count("BatchNormalization") == 3
+    loaded = mg.onnx.load(path)
+    if not untrained:
+        for layer in ("1", "5", "10"):
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                key = f"{layer}.{name}"
+                np.testing.assert_array_equal(loaded.state_dict()[key], model.state_dict()[key], err_msg=key)
+    for n in (1, 5):
+        np.testing.assert_allclose(ours(loaded, digits(n, n)), theirs(t, digits(n, n)), atol=1e-5)
+    assert mg.testing.check_module_gradients(loaded, mg.Tensor(digits(2, dtype=np.float64)))
+
+
+def test_activations_exported_by_torch_load_here(tmp_path):
+    """torch writes gelu as Div, Erf, Add and Mul at opset 17, and LeakyRelu, Elu, Softplus as such."""
+
+    class Acts(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = tnn.Linear(784, 8)
+
+        def forward(self, x):
+            h = self.fc(x.flatten(1)) * 8.0
+            out = torch.nn.functional.gelu(h) + torch.nn.functional.gelu(h, approximate="tanh")
+            return out + torch.nn.functional.leaky_relu(h, 0.2) + torch.nn.functional.elu(h, 0.7) + (
+                torch.nn.functional.softplus(h)
+            )
+
+    t = Acts()
+    loaded = mg.onnx.load(torch_export(t, tmp_path / "acts.onnx"))
+    for n in (1, 5):
+        np.testing.assert_allclose(ours(loaded, digits(n, n)), theirs(t, digits(n, n)), atol=1e-5, rtol=1e-5)
+    assert mg.testing.check_module_gradients(loaded, mg.Tensor(digits(2, dtype=np.float64)))
