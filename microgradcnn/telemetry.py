@@ -26,7 +26,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +176,42 @@ def fixed_digits(labels: np.ndarray, count: int = 4) -> np.ndarray:
     picked = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)[:count]]
     picked += [i for i in range(len(labels)) if i not in picked][: count - len(picked)]
     return np.array(sorted(picked[:count]), dtype=np.int64)
+
+
+def layer_outputs(model: Module, x: np.ndarray, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """What each leaf module of ``model`` outputs for the batch ``x``: ``{name: array}``, in forward order.
+
+    One forward pass in eval mode without recording a graph (the model's train/eval mode is restored), with
+    a forward hook on each leaf module named in ``names`` (default: every leaf; names as ``named_modules``
+    gives them) removed afterwards. ``x`` is the model's input array, e.g. (N, 1, 28, 28) float32 for the
+    seed CNN; uint8 images are preprocessed as the training data is. Outputs that are not tensors are left
+    out.
+    """
+    leaves = dict(_leaves(model))
+    wanted = list(leaves) if names is None else list(names)
+    unknown = [n for n in wanted if n not in leaves]
+    if unknown:
+        raise KeyError(f"layer_outputs: no leaf module named {unknown} (the model has {list(leaves)})")
+    outputs: dict[str, np.ndarray] = {}
+
+    def keep(name: str) -> Any:
+        def hook(module: Module, inputs: tuple[Any, ...], output: Any) -> None:
+            if isinstance(output, Tensor):
+                outputs[name] = output.data
+
+        return hook
+
+    handles = [leaves[n].register_forward_hook(keep(n)) for n in wanted]
+    was_training = model.training
+    try:
+        model.eval()
+        with no_grad():
+            model(Tensor(_as_input(np.asarray(x))))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return outputs
 
 
 # ---- the recorder -------------------------------------------------------------------------------------
@@ -367,31 +403,13 @@ class Recorder:
     def _snapshot(self, model: Module) -> dict[str, np.ndarray]:
         """Conv filters and the fixed digits' feature maps (first ``max_maps`` channels), float16."""
         arrays: dict[str, np.ndarray] = {"digits": self._digit_x.astype(np.float16)}
-        maps: dict[str, np.ndarray] = {}
-
-        def keep(name: str) -> Any:
-            def hook(module: Module, inputs: tuple[Any, ...], output: Any) -> None:
-                if isinstance(output, Tensor) and output.ndim == 4:
-                    maps[name] = output.data[:, : self.max_maps]
-
-            return hook
-
-        handles = [m.register_forward_hook(keep(n)) for n, m in _leaves(model)]
-        was_training = model.training
-        try:
-            model.eval()
-            if len(self._digit_x):
-                with no_grad():
-                    model(Tensor(self._digit_x))
-        finally:
-            for h in handles:
-                h.remove()
-            model.train(was_training)
+        maps = layer_outputs(model, self._digit_x) if len(self._digit_x) else {}
         for name, m in _leaves(model):
             if isinstance(m, nn.Conv2d):
                 arrays[f"filters/{name}"] = m.weight.data.astype(np.float16)
         for name, a in maps.items():
-            arrays[f"maps/{name}"] = a.astype(np.float16)
+            if a.ndim == 4:
+                arrays[f"maps/{name}"] = a[:, : self.max_maps].astype(np.float16)
         return arrays
 
     def _write_graph(self, model: Module) -> None:

@@ -207,3 +207,79 @@ def test_the_browser_check_sees_script_errors_and_requests(tmp_path):
     root = re.search(r"<html[^>]*>", browser.dump_dom(tmp_path / "broken.html")).group(0)
     assert "noSuchFunction" in root
     assert "blocked http://127.0.0.1:9/x.png" in root
+
+
+# ---- inline in Jupyter ------------------------------------------------------------------------------------
+def test_curves_are_the_reports_charts_and_show_inline(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    run = synthetic_run(tmp_path / "run", epochs=2, records_per_epoch=3)
+    charts = report.curves(run)
+    assert list(charts) == ["loss", "accuracy", "lr", "gradflow", "update", "activations", "dead"]
+    page = report.build_report(run)
+    for key in charts:  # the very SVG the page embeds, not a look-alike
+        assert charts[key].svg in page
+        assert f'data-chart="{key}"' in charts[key].svg
+    inline = charts._repr_html_()
+    assert inline.count('<svg class="chart"') == 7
+    assert inline.startswith("<style>")
+    assert "svg.chart text" in inline
+    assert "<div class='charts'>" in inline
+    one = charts["loss"]._repr_svg_()
+    root = ET.fromstring(one)  # well-formed standalone SVG, with the page's text style inside
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    assert root.find("{http://www.w3.org/2000/svg}style").text.count("svg.chart text") == 1
+    assert len(root.findall("{http://www.w3.org/2000/svg}polyline")) >= 2  # train batch, train epoch, test
+    with pytest.raises(KeyError, match=r"report.curves: no chart 'nope'; the charts are \['loss'"):
+        charts["nope"]
+    with pytest.raises(FileNotFoundError, match=r"report.curves: no run directory"):
+        report.curves(tmp_path / "nowhere")
+
+
+def test_curves_of_a_run_that_recorded_nothing_yet_say_so(tmp_path):
+    (tmp_path / "run").mkdir()
+    charts = report.curves(tmp_path / "run")
+    assert charts._repr_html_().count("not recorded yet") == 7
+
+
+def _two_layer_model():
+    from microgradcnn import nn
+
+    conv = nn.Conv2d(1, 3, 3, rng=np.random.default_rng(1))
+    return nn.Sequential(conv, nn.ReLU(), nn.Flatten()), conv
+
+
+def test_feature_maps_show_one_layers_output_as_an_inline_png_grid():
+    import microgradcnn as mg
+    from microgradcnn import functional as F
+
+    model, conv = _two_layer_model()
+    model.train()
+    x = np.random.default_rng(2).random((2, 1, 8, 8), dtype=np.float32)
+    shown = report.feature_maps(model, "1", x, max_channels=2, zoom=4)
+    want = np.maximum(F.conv2d(mg.Tensor(x), conv.weight, conv.bias).data, 0)[:, :2]
+    np.testing.assert_allclose(shown.maps, want, rtol=1e-6)
+    assert shown.grid.shape == (2 * 7 + 1, 2 * 7 + 1)  # 2 images x 2 channels of 6x6, 1-pixel gaps
+    png = shown._repr_png_()
+    decoded = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
+    np.testing.assert_array_equal(decoded[::4, ::4], shown.grid)  # zoom 4: square 4x4 pixels
+    np.testing.assert_array_equal(decoded[3::4, 3::4], shown.grid)
+    assert decoded.shape == (60, 60)
+    inline = shown._repr_html_()
+    assert "src='data:image/png;base64," in inline
+    assert "width='60' height='60'" in inline  # 15 pixels x zoom 4
+    assert "layer 1: 2 channel(s) of 2 image(s)" in inline
+    assert "image-rendering: pixelated" in inline
+    assert model.training  # the model's mode is restored and the hook gone
+    assert not any(m._forward_hooks for m in model.modules())
+
+
+def test_feature_maps_name_a_bad_layer():
+    model, _ = _two_layer_model()
+    x = np.zeros((1, 1, 8, 8), np.float32)
+    with pytest.raises(KeyError, match=r"layer_outputs: no leaf module named \['9'\]"):
+        report.feature_maps(model, "9", x)
+    with pytest.raises(ValueError, match=r"report.feature_maps: layer '2' outputs \(1, 108\), not maps"):
+        report.feature_maps(model, "2", x)
+    with pytest.raises(ValueError, match="max_channels"):
+        report.feature_maps(model, "0", x, max_channels=0)

@@ -178,3 +178,21 @@ def test_graph_node_statistics_match_the_rendered_nodes(tmp_path):
         elif stats["shape"]:
             assert str(tuple(stats["shape"])) in text, (title, text)
     assert any(v["name"] == "0.weight" and "grad" in v for v in nodes.values())
+
+
+def test_layer_outputs_run_one_eval_forward_and_leave_no_hooks():
+    model = seed_cnn(rng=np.random.default_rng(0))
+    model.train()
+    x = np.random.default_rng(1).random((2, 1, 28, 28), dtype=np.float32)
+    outputs = telemetry.layer_outputs(model, x)
+    leaves = [n for n, m in model.named_modules() if n and not m._modules]
+    assert list(outputs) == leaves
+    assert model.training  # restored (predict_proba below leaves the model in eval mode)
+    logits = outputs[leaves[-1]]  # the last leaf's output is the model's: eval mode, the same numbers
+    proba = np.exp(logits - logits.max(axis=1, keepdims=True))
+    proba /= proba.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(proba, train.predict_proba(model, x), rtol=1e-5)
+    assert outputs[leaves[0]].shape[:1] == (2,)
+    assert outputs[leaves[0]].ndim == 4
+    assert not any(m._forward_hooks for m in model.modules())
+    assert list(telemetry.layer_outputs(model, x, [leaves[1]])) == [leaves[1]]

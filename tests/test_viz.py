@@ -596,3 +596,13 @@ def test_a_batchnorm_cluster_lists_its_buffers():
     assert "num_batches_tracked scalar int64 = 1" in bn2d  # one training batch went through it
     assert "running_mean (128,)" in next(t for t in titles if "BatchNorm1d" in t)
     assert not any("running" in t for t in titles if "Conv2d" in t or "Dropout" in t)  # no buffers there
+
+
+@pytest.mark.needs("dot")
+def test_a_graph_displays_inline_in_jupyter_as_svg():
+    x = mg.Tensor(np.ones(3), requires_grad=True)
+    bundle = draw_graph((x * 2).sum())._repr_mimebundle_()
+    assert list(bundle) == ["image/svg+xml"]  # what Jupyter shows: Graphviz's own SVG, rendered offline
+    svg = ET.fromstring(bundle["image/svg+xml"])
+    assert svg.tag == "{http://www.w3.org/2000/svg}svg"
+    assert "sum" in bundle["image/svg+xml"]

@@ -465,3 +465,126 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str]) -
         FileNotFoundError: ``run_dir`` is not a directory.
     """
     return write_bytes_atomic(out, build_report(run_dir).encode())
+
+
+# ---- inline in Jupyter ------------------------------------------------------------------------------------
+def _inline_css() -> str:
+    """The stylesheet's rules for charts and pixel pictures, for output shown outside the report page."""
+    css = resources.files(__package__).joinpath("report.css").read_text()
+    rules = [line for line in css.splitlines() if line.startswith((".charts", "svg.chart", "img.px"))]
+    return "<style>" + " ".join(rules) + "</style>"
+
+
+class Chart:
+    """One of the report's SVG charts; Jupyter shows it inline (``_repr_svg_``).
+
+    ``key`` names the chart (``"loss"``, ``"accuracy"``, ``"lr"``, ``"gradflow"``, ``"update"``,
+    ``"activations"``, ``"dead"``) and ``svg`` is its markup, exactly as the report page embeds it.
+    """
+
+    def __init__(self, key: str, svg: str) -> None:
+        self.key, self.svg = key, svg
+
+    def _repr_svg_(self) -> str:
+        # a standalone SVG carries the page's text style inside it (the notebook has no report.css)
+        head, _, rest = self.svg.partition(">")
+        return f"{head}>{_inline_css()}{rest}"
+
+    def __repr__(self) -> str:
+        return f"Chart({self.key!r}, {len(self.svg)} characters of SVG)"
+
+
+class Curves:
+    """The report's curves of a run: an ordered ``{key: Chart}``; Jupyter shows them all (``_repr_html_``).
+
+    ``curves["loss"]`` is one chart; iterating gives the keys, in the report's order.
+    """
+
+    def __init__(self, charts: Sequence[Chart]) -> None:
+        self.charts = {c.key: c for c in charts}
+
+    def __getitem__(self, key: str) -> Chart:
+        try:
+            return self.charts[key]
+        except KeyError:
+            raise KeyError(f"report.curves: no chart {key!r}; the charts are {list(self.charts)}") from None
+
+    def __iter__(self) -> Any:
+        return iter(self.charts)
+
+    def __len__(self) -> int:
+        return len(self.charts)
+
+    def _repr_html_(self) -> str:
+        body = "".join(c.svg for c in self.charts.values())
+        return f"{_inline_css()}<div class='charts'>{body}</div>"
+
+    def __repr__(self) -> str:
+        return f"Curves({', '.join(self.charts)})"
+
+
+def curves(run_dir: str | os.PathLike[str]) -> Curves:
+    """The loss/accuracy/learning-rate, gradient-flow, update-ratio, activation and dead-ReLU charts of the
+    run in ``run_dir`` (a run still in progress included), as the report draws them, for display in Jupyter.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` is not a directory.
+    """
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise FileNotFoundError(f"report.curves: no run directory at {run}")
+    steps = telemetry.read_records(run / telemetry.STEPS)
+    svgs = _charts(steps, telemetry.read_records(run / telemetry.EPOCHS))
+    return Curves([Chart(s[s.index('data-chart="') + 12 : s.index('" width=')], s) for s in svgs])
+
+
+class FeatureMaps:
+    """One layer's feature maps of a batch: ``maps`` (N, C, H, W) floats, shown inline by Jupyter as a PNG
+    grid (``_repr_png_``, ``_repr_html_``, both enlarged ``zoom`` times): one row per image, one column per
+    channel, each map stretched to its own min..max as in the report.
+    """
+
+    def __init__(self, layer: str, maps: np.ndarray, zoom: int = 3) -> None:
+        self.layer, self.maps, self.zoom = layer, maps, zoom
+        self.grid = tile_grid(maps)
+        """The picture: uint8 (N * (H + 1) + 1, C * (W + 1) + 1), 1-pixel white gaps."""
+
+    def _repr_png_(self) -> bytes:
+        # enlarged by ``zoom`` with square pixels: a front end showing the PNG as it is still shows the maps
+        big = np.repeat(np.repeat(self.grid, self.zoom, axis=0), self.zoom, axis=1)
+        ok, png = cv2.imencode(".png", big)
+        if not ok:
+            raise ValueError(f"report.feature_maps: cannot encode a {self.grid.shape} grid as PNG")
+        return png.tobytes()
+
+    def _repr_html_(self) -> str:
+        h, w = self.grid.shape
+        n, c = self.maps.shape[:2]
+        return (
+            f"{_inline_css()}<figure><img class='px' src='{png_data_uri(self.grid)}' width='{w * self.zoom}' "
+            f"height='{h * self.zoom}' alt='feature maps of {html.escape(self.layer)}'><figcaption>layer "
+            f"{html.escape(self.layer)}: {c} channel(s) of {n} image(s)</figcaption></figure>"
+        )
+
+    def __repr__(self) -> str:
+        return f"FeatureMaps({self.layer!r}, maps of shape {self.maps.shape})"
+
+
+def feature_maps(
+    model: Any, layer: str, x: np.ndarray, *, max_channels: int = 16, zoom: int = 3
+) -> FeatureMaps:
+    """The feature maps the leaf module ``layer`` (its name in ``model.named_modules()``, e.g. ``"0"`` or
+    ``"features.relu1"``) outputs for the images ``x`` (N, 1, 28, 28), first ``max_channels`` channels,
+    for display in Jupyter. One forward pass in eval mode without a graph (see ``telemetry.layer_outputs``).
+
+    Raises:
+        KeyError: ``model`` has no leaf module named ``layer``.
+        ValueError: that layer's output is not a batch of maps (N, C, H, W).
+    """
+    check_int(max_channels, "max_channels", "report.feature_maps", minimum=1)
+    check_int(zoom, "zoom", "report.feature_maps", minimum=1)
+    out = telemetry.layer_outputs(model, x, [layer]).get(layer)
+    if out is None or out.ndim != 4:
+        shape = None if out is None else out.shape
+        raise ValueError(f"report.feature_maps: layer {layer!r} outputs {shape}, not maps (N, C, H, W)")
+    return FeatureMaps(layer, np.asarray(out[:, :max_channels], dtype=np.float32), zoom)
