@@ -34,7 +34,8 @@ _malloc.tune()  # reuse freed large arrays instead of page-faulting fresh ones e
 
 # Submodules load on first use, so `import microgradcnn` stays fast and the optional ones (testing needs
 # hypothesis for its strategies, viz needs graphviz) cost nothing until asked for.
-_SUBMODULES = ("functional", "nn", "optim", "testing", "viz", "data", "image", "models", "ops", "onnx")
+_SUBMODULES = ("functional", "nn", "optim", "testing", "viz", "data", "image", "models", "ops", "onnx",
+               "report", "telemetry", "train", "checkpoint")
 
 __all__ = [
     "REGISTRY",
