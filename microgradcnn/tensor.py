@@ -346,6 +346,7 @@ def _backprop(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool,
         grads[root] = seed if root not in grads else grads[root] + seed
     found: dict[Tensor, Any] = {}
     mode = _LOCAL.mode
+    anomaly = mode.anomaly
     grad_was_enabled, mode.grad_enabled = mode.grad_enabled, create_graph
     try:
         for node in reversed(order):
@@ -360,7 +361,23 @@ def _backprop(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool,
                 _accumulate(node, g)
             if ctx is None or (runs is not None and node not in runs):
                 continue
-            for parent, pg in _input_grads(ctx, node, g, create_graph, mode.anomaly):
+            # the op's backward, once its saved arrays are checked to be there and unedited
+            if ctx.snapshots or ctx.released:
+                _check_saved(ctx)
+            fn, parents = ctx.fn, ctx.parents
+            in_grads = _differentiable_backward(ctx, node, g) if create_graph else fn.backward(ctx, g)
+            if not isinstance(in_grads, tuple):
+                in_grads = (in_grads,)
+            if len(in_grads) != len(parents):
+                n = len(parents)
+                raise RuntimeError(f"{fn.name}.backward returned {len(in_grads)} gradients for {n} inputs")
+            for i, (parent, pg) in enumerate(zip(parents, in_grads, strict=True)):  # fitted, then added
+                if pg is None or not parent.requires_grad:
+                    continue
+                if pg.shape != parent.data.shape or pg.dtype != parent.data.dtype:
+                    pg = _fit_gradient(pg, parent, fn.name, i)
+                if anomaly:
+                    _check_finite(pg, f"{fn.name} backward (gradient of input {i})", parents)
                 prev = grads.get(parent)
                 grads[parent] = pg if prev is None else prev + pg
             if not retain_graph:
@@ -368,31 +385,6 @@ def _backprop(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool,
     finally:
         mode.grad_enabled = grad_was_enabled
     return found
-
-
-def _input_grads(
-    ctx: Context, node: Tensor, g: Any, create_graph: bool, anomaly: bool
-) -> list[tuple[Tensor, Any]]:
-    """One op's backward: (input Tensor, its gradient fitted to the input's shape) for each input that
-    requires grad and got one. Checks the graph is still there and its saved arrays unedited."""
-    fn, parents = ctx.fn, ctx.parents
-    if ctx.snapshots or ctx.released:
-        _check_saved(ctx)
-    in_grads = _differentiable_backward(ctx, node, g) if create_graph else fn.backward(ctx, g)
-    if not isinstance(in_grads, tuple):
-        in_grads = (in_grads,)
-    if len(in_grads) != len(parents):
-        raise RuntimeError(f"{fn.name}.backward returned {len(in_grads)} gradients for {len(parents)} inputs")
-    out = []
-    for i, (parent, pg) in enumerate(zip(parents, in_grads, strict=True)):
-        if pg is None or not parent.requires_grad:
-            continue
-        if pg.shape != parent.data.shape or pg.dtype != parent.data.dtype:
-            pg = _fit_gradient(pg, parent, fn.name, i)
-        if anomaly:
-            _check_finite(pg, f"{fn.name} backward (gradient of input {i})", parents)
-        out.append((parent, pg))
-    return out
 
 
 def _differentiable_backward(ctx: Context, node: Tensor, g: Any) -> Any:
