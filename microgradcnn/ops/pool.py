@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from microgradcnn.ops.shape import ScatterFn
+from microgradcnn.ops.shape import ScatterFn, scatter_kernel
 from microgradcnn.ops.window import IntPair, int_pair, out_size, pad_hw, scatter_windows, window_slices
 from microgradcnn.tensor import Array, Context, Function, Tensor
 
@@ -188,11 +188,13 @@ class MaxPool2dFn(Function):
         x_shape, winners, order = ctx.saved_tensors
         # winners index x's planes in ``order`` (x's memory order for the 2x2 path): grad in that order too
         values = grad.transpose(order)
-        if isinstance(values, np.ndarray):
-            values = np.ascontiguousarray(values)  # both scatter operands contiguous: ~1.3-2x faster
         (kh, kw), (sh, sw) = ctx.attrs["kernel_size"], ctx.attrs["stride"]
-        size = x_shape[0] * x_shape[1] * x_shape[2] * x_shape[3]
-        planes = ScatterFn.call(values, shape=(size,), index=winners, unique=sh >= kh and sw >= kw)
+        size, unique = x_shape[0] * x_shape[1] * x_shape[2] * x_shape[3], sh >= kh and sw >= kw
+        if isinstance(values, np.ndarray):  # scatter's kernel, without ScatterFn.call's dispatch
+            # both scatter operands contiguous: ~1.3-2x faster
+            planes = scatter_kernel(np.ascontiguousarray(values), (size,), winners, unique)
+        else:
+            planes = ScatterFn.call(values, shape=(size,), index=winners, unique=unique)
         # dx in x's memory order: a conv2d before the pool reads its gradient without a copy
         return (planes.reshape(tuple(x_shape[i] for i in order)).transpose(order),)
 
