@@ -233,7 +233,10 @@ class CrossEntropyFn(Function):
             q += one(eps / c) if weight is None else one(eps / c) * weight
         if ignored is not None:
             q[ignored] = 0
-        q[np.arange(n), target] += one(1 - eps) if rw is None else one(1 - eps) * rw
+        if rw is None:  # no weights and nothing ignored: one target per row, set by one assignment
+            q[np.arange(n), target] = one(1 - eps) + one(eps / c) if eps else one(1)
+        else:
+            q[np.arange(n), target] += one(1 - eps) * rw
         dl = p - q if weight is None and ignored is None else p * q.sum(axis=1, keepdims=True) - q
         scale = _grad_scale(grad, reduction, divisor, p.dtype)
         return (dl * (scale.reshape(n, 1) if reduction == "none" else scale),)
