@@ -70,7 +70,7 @@ class Context:
         self.needs_input_grad = needs
         self.scope = _LOCAL.mode.scope if scope is None else scope
         self.saved_tensors: tuple[Any, ...] = ()
-        self.snapshots: tuple[tuple[Array, int, bytes], ...] = ()  # (saved in/out array, input index, print)
+        self.snapshots: tuple[tuple[Array, int, Array, bytes], ...] = ()  # see _snapshots
         self.released = False
 
     def save_for_backward(self, *arrays: Any) -> None:
@@ -176,8 +176,9 @@ class Function:
         mode = _LOCAL.mode
         needs = tuple(map(_REQUIRES_GRAD, parents)) if mode.grad_enabled else (False,) * len(parents)
         ctx = Context(cls, parents, attrs, needs, mode.scope)
+        arrays = tuple(map(_DATA, parents))
         try:
-            data = cls.forward(ctx, *map(_DATA, parents), **attrs)
+            data = cls.forward(ctx, *arrays, **attrs)
         except ValueError as err:  # NumPy's broadcast/shape errors don't say which op or shapes
             shapes = ", ".join(str(t.shape) for t in parents)
             text = str(err).removeprefix(f"{cls.name}: ")  # an op's own message may name it already
@@ -193,7 +194,7 @@ class Function:
         out.requires_grad = True in needs
         out._ctx = ctx if out.requires_grad else None
         if ctx.saved_tensors and out._ctx is not None:
-            ctx.snapshots = _snapshots(ctx, out.data)
+            ctx.snapshots = _snapshots(ctx, arrays, data)
         return out
 
 
@@ -231,37 +232,46 @@ def _check_finite(array: Any, where: str, parents: Sequence[Tensor]) -> None:
 # next to nothing (it runs twice per saved array per step): a small array's fingerprint is a copy of its
 # bytes, which catches every edit; a larger one's is a copy of _SAMPLES evenly spaced elements, which catches
 # every edit of the whole array (an assignment through ``.data``, an optimizer step) but may miss an edit of a
-# few elements between the samples.
+# few elements between the samples. The elements are read through a view built once, at recording, so each
+# fingerprint is one ``tobytes`` call.
 _COPIED_BYTES = 1 << 12
 _SAMPLES = 64
 
 
-def _fingerprint(a: Array) -> bytes:
+def _sampled(a: Array) -> Array:
+    """The view of ``a`` whose bytes are its fingerprint: ``a`` itself if small, else every k-th element."""
     if a.nbytes <= _COPIED_BYTES:
-        return a.tobytes()
+        return a
     flat = a.ravel(order="K")  # a view for any contiguous layout (a conv output is stored channels-first)
-    return flat[:: flat.size // _SAMPLES].tobytes()
+    if flat.base is None:  # a copy (a strided array): fingerprint all of it, since a copy would not change
+        return a
+    return flat[:: flat.size // _SAMPLES]
 
 
-def _snapshots(ctx: Context, out: Array) -> tuple[tuple[Array, int, bytes], ...]:
-    """(array, input index or -1 for the output, fingerprint) for each saved input or output array."""
+def _snapshots(
+    ctx: Context, inputs: tuple[Array, ...], out: Array
+) -> tuple[tuple[Array, int, Array, bytes], ...]:
+    """(array, input index or -1 for the output, its sampled view, fingerprint) per saved input or output."""
+    ids = [*map(id, inputs), id(out)]  # ints: ``in`` on arrays would compare them elementwise
     marks = []
     for v in ctx.saved_tensors:
-        if type(v) is np.ndarray:
-            for i, p in enumerate(ctx.parents):
-                if v is p.data:
-                    marks.append((v, i, _fingerprint(v)))
-                    break
-            else:
-                if v is out:
-                    marks.append((v, -1, _fingerprint(v)))
+        if id(v) in ids:  # a saved input or output: live objects have distinct ids
+            i = ids.index(id(v))
+            view = v if v.nbytes <= _COPIED_BYTES else _sampled(v)
+            marks.append((v, -1 if i == len(inputs) else i, view, view.tobytes()))
     return tuple(marks)
 
 
-def _check_unmodified(ctx: Context) -> None:
-    """Raise RuntimeError naming the op and the input (or output) whose saved array was edited in place."""
-    for array, i, before in ctx.snapshots:
-        if _fingerprint(array) != before:  # bytes: NaN compares equal to itself
+def _check_saved(ctx: Context) -> None:
+    """Raise RuntimeError naming the op if its saved arrays were freed, or the input (or output) whose saved
+    array was edited in place since the op was recorded."""
+    if ctx.released:
+        raise RuntimeError(
+            f"backward: trying to go through the graph a second time (op {ctx.fn.name!r}); its saved arrays "
+            "were freed after the first backward. Pass retain_graph=True to the first backward call."
+        )
+    for array, i, view, before in ctx.snapshots:
+        if view.tobytes() != before:  # bytes: NaN compares equal to itself
             what = "its output" if i < 0 else f"input {i} (shape {array.shape})"
             raise RuntimeError(
                 f"backward: {what} of op {ctx.fn.name!r} was modified in place after the op saved it for "
@@ -336,6 +346,7 @@ def _backprop(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool,
         grads[root] = seed if root not in grads else grads[root] + seed
     found: dict[Tensor, Any] = {}
     mode = _LOCAL.mode
+    anomaly = mode.anomaly
     grad_was_enabled, mode.grad_enabled = mode.grad_enabled, create_graph
     try:
         for node in reversed(order):
@@ -350,7 +361,23 @@ def _backprop(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool,
                 _accumulate(node, g)
             if ctx is None or (runs is not None and node not in runs):
                 continue
-            for parent, pg in _input_grads(ctx, node, g, create_graph, mode.anomaly):
+            # the op's backward, once its saved arrays are checked to be there and unedited
+            if ctx.snapshots or ctx.released:
+                _check_saved(ctx)
+            fn, parents = ctx.fn, ctx.parents
+            in_grads = _differentiable_backward(ctx, node, g) if create_graph else fn.backward(ctx, g)
+            if not isinstance(in_grads, tuple):
+                in_grads = (in_grads,)
+            if len(in_grads) != len(parents):
+                n = len(parents)
+                raise RuntimeError(f"{fn.name}.backward returned {len(in_grads)} gradients for {n} inputs")
+            for i, (parent, pg) in enumerate(zip(parents, in_grads, strict=True)):  # fitted, then added
+                if pg is None or not parent.requires_grad:
+                    continue
+                if pg.shape != parent.data.shape or pg.dtype != parent.data.dtype:
+                    pg = _fit_gradient(pg, parent, fn.name, i)
+                if anomaly:
+                    _check_finite(pg, f"{fn.name} backward (gradient of input {i})", parents)
                 prev = grads.get(parent)
                 grads[parent] = pg if prev is None else prev + pg
             if not retain_graph:
@@ -358,36 +385,6 @@ def _backprop(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool,
     finally:
         mode.grad_enabled = grad_was_enabled
     return found
-
-
-def _input_grads(
-    ctx: Context, node: Tensor, g: Any, create_graph: bool, anomaly: bool
-) -> list[tuple[Tensor, Any]]:
-    """One op's backward: (input Tensor, its gradient fitted to the input's shape) for each input that
-    requires grad and got one. Checks the graph is still there and its saved arrays unedited."""
-    fn, parents = ctx.fn, ctx.parents
-    if ctx.released:
-        raise RuntimeError(
-            f"backward: trying to go through the graph a second time (op {fn.name!r}); its saved arrays "
-            "were freed after the first backward. Pass retain_graph=True to the first backward call."
-        )
-    if ctx.snapshots:
-        _check_unmodified(ctx)
-    in_grads = _differentiable_backward(ctx, node, g) if create_graph else fn.backward(ctx, g)
-    if not isinstance(in_grads, tuple):
-        in_grads = (in_grads,)
-    if len(in_grads) != len(parents):
-        raise RuntimeError(f"{fn.name}.backward returned {len(in_grads)} gradients for {len(parents)} inputs")
-    out = []
-    for i, (parent, pg) in enumerate(zip(parents, in_grads, strict=True)):
-        if pg is None or not parent.requires_grad:
-            continue
-        if pg.shape != parent.data.shape or pg.dtype != parent.data.dtype:
-            pg = _fit_gradient(pg, parent, fn.name, i)
-        if anomaly:
-            _check_finite(pg, f"{fn.name} backward (gradient of input {i})", parents)
-        out.append((parent, pg))
-    return out
 
 
 def _differentiable_backward(ctx: Context, node: Tensor, g: Any) -> Any:

@@ -616,6 +616,17 @@ def test_editing_a_saved_output_is_refused_and_unedited_graphs_still_work():
     np.testing.assert_allclose(z.grad, np.exp(z.data))
 
 
+
+def test_editing_one_element_of_a_large_strided_saved_input_is_refused():
+    # a strided view has no flat view to sample: its fingerprint is all of it, so one edited element shows
+    base = mg.Tensor(np.linspace(-1, 1, 10000).reshape(100, 100))
+    x = mg.Tensor(base.data[:, ::2], requires_grad=True)  # a non-contiguous float64 view, 40 kB
+    assert not x.data.flags.contiguous
+    y = x * mg.Tensor(np.ones(50), requires_grad=True)
+    x.data[37, 11] += 1.0
+    with pytest.raises(RuntimeError, match=r"input 0 \(shape \(100, 50\)\) of op 'mul'"):
+        y.sum().backward()
+
 # ---- truth value -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("data", "want"), [([0.0], False), ([2.0], True), (0.0, False), (-1.0, True), ([[np.nan]], True)]

@@ -97,7 +97,7 @@ class Conv2dFn(Function):
     def backward(ctx: Context, grad: Array) -> tuple[Array | None, ...]:
         x, w, cols = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        geometry = {k: ctx.attrs[k] for k in ("stride", "padding", "dilation", "groups")}
+        geometry = ctx.attrs  # forward's keywords: exactly stride, padding, dilation and groups
         fast = isinstance(grad, np.ndarray)  # an ordinary backward: arrays, and the forward's patches
         if fast:
             # In forward's (OC, N, OH, OW) memory order (free when grad already is): every use below is a view

@@ -110,9 +110,12 @@ class LinearFn(Function):
     def backward(ctx: Context, grad: Array) -> tuple[Array | None, ...]:
         x, w = ctx.saved_tensors
         needs = ctx.needs_input_grad
+        # On arrays, matmul's kernel for 2-d operands (np.dot) without MatmulFn.call's dispatch; on Tensors
+        # (create_graph) the recorded op, so the products differentiate again.
+        mm = np.dot if isinstance(grad, np.ndarray) else MatmulFn.call
         g2 = grad.reshape(-1, w.shape[0])  # (M, out)
-        dx = MatmulFn.call(g2, w).reshape(x.shape) if needs[0] else None
-        dw = MatmulFn.call(g2.T, x.reshape(-1, x.shape[-1])) if needs[1] else None  # (out, in)
+        dx = mm(g2, w).reshape(x.shape) if needs[0] else None
+        dw = mm(g2.T, x.reshape(-1, x.shape[-1])) if needs[1] else None  # (out, in)
         if len(needs) == 2:
             return dx, dw
         return dx, dw, (g2.sum(axis=0) if needs[2] else None)

@@ -129,6 +129,8 @@ def log_softmax(x: Any, axis: int = -1) -> Tensor:
 
 def _mean_divisor(loss_sum: Array, divisor: Any) -> Array:
     """``loss_sum / divisor`` as a 0-d array; 0 / 0 (every target ignored) is NaN, as in PyTorch."""
+    if divisor:  # the usual case: nothing to silence (entering np.errstate costs more than the division)
+        return np.asarray(loss_sum / divisor)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.asarray(loss_sum / divisor)
 
@@ -226,11 +228,15 @@ class CrossEntropyFn(Function):
         if not isinstance(logits, np.ndarray):
             p = SoftmaxFn.call(logits, axis=1)
         # Q, the (smoothed, weighted, masked) target, a constant
-        smooth = one(eps / c) if weight is None else (one(eps / c) * weight)[None, :]
-        q = np.broadcast_to(smooth, (n, c)).astype(p.dtype)  # a writable copy
+        q = np.zeros((n, c), p.dtype)
+        if eps:
+            q += one(eps / c) if weight is None else one(eps / c) * weight
         if ignored is not None:
             q[ignored] = 0
-        q[np.arange(n), target] += one(1 - eps) if rw is None else one(1 - eps) * rw
+        if rw is None:  # no weights and nothing ignored: one target per row, set by one assignment
+            q[np.arange(n), target] = one(1 - eps) + one(eps / c) if eps else one(1)
+        else:
+            q[np.arange(n), target] += one(1 - eps) * rw
         dl = p - q if weight is None and ignored is None else p * q.sum(axis=1, keepdims=True) - q
         scale = _grad_scale(grad, reduction, divisor, p.dtype)
         return (dl * (scale.reshape(n, 1) if reduction == "none" else scale),)
@@ -507,13 +513,14 @@ def cross_entropy(
     logits = logits if isinstance(logits, Tensor) else Tensor(logits)
     rows, loss_shape = _rows(logits, op, "logits")
     _check_reduction(reduction, op)
-    real = type(label_smoothing) is float or isinstance(label_smoothing, numbers.Real)  # float: no ABC check
-    if not real or not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    if type(label_smoothing) is not float or label_smoothing:  # the default 0.0 needs no check
+        real = isinstance(label_smoothing, numbers.Real)
+        if not real or not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing!r}")
     if ignore_index != -100:
         check_int(ignore_index, "ignore_index", op)
     c, eps = logits.data.shape[1], float(label_smoothing)
-    w = _class_weight(weight, c, op, logits.dtype)
+    w = None if weight is None else _class_weight(weight, c, op, logits.dtype)
     if _is_probability_target(target, logits.ndim):
         if ignore_index >= 0:
             raise ValueError(f"{op}: ignore_index={ignore_index} needs class-index targets; probability "

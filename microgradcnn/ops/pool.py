@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from microgradcnn._checks import check_int
-from microgradcnn.ops.shape import ScatterFn
+from microgradcnn.ops.shape import ScatterFn, scatter_kernel
 from microgradcnn.ops.window import IntPair, int_pair, scatter_windows, window_slices
 from microgradcnn.tensor import Array, Context, Function, Tensor
 
@@ -224,14 +224,16 @@ class MaxPool2dFn(Function):
         x_shape, winners, order = ctx.saved_tensors
         # winners index x's planes in ``order`` (x's memory order for the 2x2 path): grad in that order too
         values = grad.transpose(order)
-        if isinstance(values, np.ndarray):
-            values = np.ascontiguousarray(values)  # both scatter operands contiguous: ~1.3-2x faster
         (kh, kw), (sh, sw) = ctx.attrs["kernel_size"], ctx.attrs["stride"]
         dh, dw = ctx.attrs.get("dilation", (1, 1))
         size = x_shape[0] * x_shape[1] * x_shape[2] * x_shape[3]
         # windows share no element when a stride covers the dilated kernel: winners are then unique
         unique = sh >= dh * (kh - 1) + 1 and sw >= dw * (kw - 1) + 1
-        planes = ScatterFn.call(values, shape=(size,), index=winners, unique=unique)
+        if isinstance(values, np.ndarray):  # scatter's kernel, without ScatterFn.call's dispatch
+            # both scatter operands contiguous: ~1.3-2x faster
+            planes = scatter_kernel(np.ascontiguousarray(values), (size,), winners, unique)
+        else:
+            planes = ScatterFn.call(values, shape=(size,), index=winners, unique=unique)
         # dx in x's memory order: a conv2d before the pool reads its gradient without a copy
         return (planes.reshape(tuple(x_shape[i] for i in order)).transpose(order),)
 

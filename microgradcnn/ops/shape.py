@@ -135,6 +135,16 @@ class GetitemFn(Function):
         return (ScatterFn.call(grad, shape=shape, index=index, unique=_is_basic(index)),)
 
 
+def scatter_kernel(values: Array, shape: tuple[int, ...], index: Any, unique: bool) -> Array:
+    """``scatter``'s kernel: zeros(shape) with ``values`` added at ``index`` (assigned, when ``unique``)."""
+    out = np.zeros(shape, dtype=values.dtype)
+    if unique:
+        out[index] = values
+    else:
+        np.add.at(out, index, values)
+    return out
+
+
 class ScatterFn(Function):
     """zeros(shape) with ``values`` added at ``index`` (NumPy indexing; repeated positions add up).
 
@@ -147,12 +157,7 @@ class ScatterFn(Function):
 
     @staticmethod
     def forward(ctx: Context, values: Array, *, shape: tuple[int, ...], index: Any, unique: bool) -> Array:
-        out = np.zeros(shape, dtype=values.dtype)
-        if unique:
-            out[index] = values
-        else:
-            np.add.at(out, index, values)
-        return out
+        return scatter_kernel(values, shape, index, unique)
 
     @staticmethod
     def backward(ctx: Context, grad: Array) -> tuple[Array]:
