@@ -378,7 +378,10 @@ def _pool_args(op: str, x: Tensor, kernel_size: Any, stride: Any, padding: Any, 
             f"{op}: output size {tuple(outs)} is too small: input {shape[2:]} of x {shape} with kernel "
             f"{kernel}, stride {step}, padding {pad}" + ("" if dilation is None else f", dilation {dil}")
         )
-    for a in (0, 1):  # a dilated window may step over the whole input: its max would be -inf and lead nowhere
+    # A dilated window may step over the whole input (its max would be -inf and lead nowhere). Undilated
+    # windows always hold an input element (padding <= kernel / 2, and a ceil_mode window starts inside the
+    # input or the left padding), so the common case skips this NumPy work: it runs on every pool call.
+    for a in (0, 1) if dil != (1, 1) else ():
         taps = np.arange(outs[a])[:, None] * step[a] + np.arange(kernel[a]) * dil[a] - pad[a]
         if not ((taps >= 0) & (taps < shape[2 + a])).any(axis=1).all():
             raise ValueError(
