@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from microgradcnn._checks import check_int
 from microgradcnn.ops.conv_transpose import (
     Conv2dWeightFn,
     ConvTranspose2dFn,
@@ -160,12 +161,7 @@ def conv2d(
         raise ValueError(
             f"conv2d: x {xs} and weight {ws} must be 4-d: (N, C, H, W) and (OC, C/groups, KH, KW)"
         )
-    if type(groups) is not int:
-        if not isinstance(groups, int | np.integer) or isinstance(groups, bool):
-            raise TypeError(f"conv2d: groups must be an int, got {groups!r}")
-        groups = int(groups)
-    if groups < 1:
-        raise ValueError(f"conv2d: groups must be at least 1, got {groups}")
+    groups = check_int(groups, "groups", "conv2d", minimum=1)
     c, oc = xs[1], ws[0]
     if c % groups or oc % groups or ws[1] * groups != c:
         raise ValueError(

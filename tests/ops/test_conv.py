@@ -240,3 +240,17 @@ def test_conv2d_refuses_a_backward_after_its_input_was_edited_in_place():
     x[...] = 100.0
     with pytest.raises(RuntimeError, match=r"input 0 .* op 'conv2d' was modified in place"):
         out.sum().backward()
+
+
+@pytest.mark.parametrize(
+    ("groups", "error", "message"),
+    [
+        (0, ValueError, "conv2d: groups must be at least 1, got 0"),
+        (True, TypeError, "conv2d: groups must be an int"),
+        (1.0, TypeError, "conv2d: groups must be an int"),
+    ],
+)
+def test_groups_by_the_one_int_rule(groups, error, message):
+    x, w = mg.Tensor(np.ones((1, 2, 3, 3), np.float32)), mg.Tensor(np.ones((2, 2, 1, 1), np.float32))
+    with pytest.raises(error, match=message):
+        F.conv2d(x, w, groups=groups)
