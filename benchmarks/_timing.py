@@ -22,7 +22,6 @@ import platform
 import resource
 import statistics
 import sys
-import tempfile
 import time
 import traceback
 import tracemalloc
@@ -368,19 +367,12 @@ def machine_info() -> dict[str, Any]:
 
 # ---- output ----------------------------------------------------------------------------------------------
 def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` via a temporary file and ``os.replace``: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write ``obj`` as JSON to ``path`` through the library's one atomic write: never half-written."""
+    # imported here, not at the top: importing microgradcnn tunes malloc, which no worker may get by accident
+    from microgradcnn._files import write_atomic
+
+    text = json.dumps(obj, indent=1) + "\n"
+    write_atomic(path, lambda f: f.write(text.encode()))
 
 
 # ---- command line ----------------------------------------------------------------------------------------
