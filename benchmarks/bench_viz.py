@@ -4,17 +4,18 @@
    tensors + 10,000 ops), with the default ``max_nodes=500`` (the rest collapsed into one note) and with
    ``max_nodes=None`` (all 20,001 nodes drawn). Target: under a second. Also the seed CNN rendered through
    ``dot`` to SVG and PNG, for scale.
-2. Scope recording. Every op stores ``ctx.scope`` (the tuple of running Modules) so that viz can draw module
-   clusters. Measured per op: a bare op with no Module running, the same op recorded while a Module's forward
-   runs (the stored tuple is then non-empty), and a Module call whose forward is that one op (the cost of
-   ``Module.__call__`` pushing and popping the scope), also with the push/pop written inline. Plus the seed
-   CNN's forward at batch 1: ``model(x)`` vs each layer's ``forward`` called directly vs bare F calls.
+2. Scope recording. Every op stores the tuple of running Modules so that viz can draw module clusters.
+   Measured per op: a bare op with no Module running, the same op recorded while a Module's forward runs,
+   and a Module call whose forward is that one op (the cost of ``Module.__call__`` pushing and popping the
+   scope). Plus the seed CNN's forward at batch 1: ``model(x)`` vs each layer's ``forward`` called directly
+   vs bare F calls.
 
 Each figure is the median of ``--repeats`` (default 5) repeats; the sides of a comparison are interleaved so
 that noise on a shared machine hits them all. Pure Python dominates these, so thread counts do not matter.
 
     python benchmarks/bench_viz.py
     python benchmarks/bench_viz.py --repeats 9 --chain 20000
+    python benchmarks/bench_viz.py --quick      # a smoke test: tiny sizes, the figures mean nothing
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 from _timing import machine_info, time_steps
@@ -31,7 +31,6 @@ from _timing import machine_info, time_steps
 import microgradcnn as mg
 from microgradcnn import functional as F
 from microgradcnn import models, nn
-from microgradcnn import tensor as tensor_mod
 from microgradcnn.tensor import scope
 from microgradcnn.viz import draw_graph
 
@@ -99,25 +98,6 @@ def bench_scope(repeats: int, calls: int) -> None:
     def bare_relu() -> None:
         F.relu(a)
 
-    class InlineReLU(nn.ReLU):
-        """Module.__call__ with the scope pushed and popped inline instead of through enter_scope()."""
-
-        def __call__(self, *args: Any, **kwargs: Any) -> Any:
-            mode = tensor_mod._LOCAL.mode  # the thread's engine state, as enter_scope reads it
-            prev = mode.scope
-            mode.scope = (*prev, self)
-            try:
-                return self.forward(*args, **kwargs)
-            finally:
-                mode.scope = prev
-
-    inline_relu = InlineReLU()
-
-    with scope(relu):
-        recorded = F.add(a, b)
-    assert recorded._ctx is not None
-    assert recorded._ctx.scope == (relu,)  # the benchmark measures what it says
-
     # The same op recorded while a Module runs (ctx.scope a non-empty tuple): the scope wraps the timed loop.
     def timed_in_scope(n: int) -> float:
         with scope(relu):
@@ -135,18 +115,12 @@ def bench_scope(repeats: int, calls: int) -> None:
         f"  same op inside a Module's scope   {t_scoped * 1e6:6.2f} µs  "
         f"(recording the scope: {(t_scoped - t_bare) * 1e6:+.2f} µs, {(t_scoped / t_bare - 1) * 100:+.1f} %)"
     )
-    calls_ = interleaved(
-        {"module": module_call, "bare": bare_relu, "inline": lambda: inline_relu(a)}, repeats, calls
-    )
+    calls_ = interleaved({"module": module_call, "bare": bare_relu}, repeats, calls)
     extra = calls_["module"] - calls_["bare"]
     print(f"  F.relu(x)                         {calls_['bare'] * 1e6:6.2f} µs")
     print(
         f"  nn.ReLU()(x) (Module call)        {calls_['module'] * 1e6:6.2f} µs  "
         f"(Module.__call__: {extra * 1e6:+.2f} µs)"
-    )
-    print(
-        f"  same, scope pushed inline         {calls_['inline'] * 1e6:6.2f} µs  "
-        f"(Module.__call__: {(calls_['inline'] - calls_['bare']) * 1e6:+.2f} µs; a possible speed-up)"
     )
 
     model = models.seed_cnn(rng=np.random.default_rng(0))
@@ -174,16 +148,20 @@ def bench_scope(repeats: int, calls: int) -> None:
     print(f"  bare F calls, no layers           {fwd['functional'] * 1e6:6.1f} µs")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="repeats per figure (median reported)")
     parser.add_argument("--chain", type=int, default=10_000, help="ops in the elementwise chain")
     parser.add_argument(
         "--calls", type=int, default=20_000, help="op calls per repeat in the scope benchmark"
     )
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.chain, args.calls = 1, 600, 400
     info = machine_info()
-    print(f"# {info['cpu_model']}, {info['cpus_usable']} CPUs, load {info['loadavg'][0]:.2f}, {info['date']}")
+    print(f"# {info['cpu_model']}, {info['cpus']} CPUs, load {info['loadavg'][0]:.2f}, {info['date']}")
     bench_chain(args.chain, args.repeats)
     bench_render(args.repeats)
     bench_scope(args.repeats, args.calls)
