@@ -20,15 +20,12 @@ Parameters use PyTorch's layouts and names (``conv (OC, C, KH, KW)``, ``linear (
 channels-first), so a test can load the same values into microgradcnn and compare loss and gradients. Arrays
 keep their dtype: float32 in, float32 out.
 
-Run on its own it prints images/s as JSON: ``python benchmarks/numpy_reference.py --quick``. With ``--serve``
-it answers ``bench_train.py``'s requests (see ``_timing.serve``); it also hosts the tutorial-loop
-implementation.
+``build_step`` makes the steps ``bench_train.py``'s microgradcnn worker times beside the library, in the same
+process (so under the same allocator settings); it also builds the tutorial-loop steps.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -268,28 +265,21 @@ MODELS: dict[str, tuple[Callable[..., Params], Callable[[Params, Array], Array],
 }
 
 
-def make_batch(batch: int, shape: tuple[int, ...], seed: int = 0) -> tuple[Array, Array]:
-    """A fixed float32 batch (N, *shape) uniform in [-0.5, 0.5] (the notes' scaling) and int64 labels (N,)."""
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(-0.5, 0.5, size=(batch, *shape)).astype(np.float32)
-    return x, rng.integers(0, 10, size=batch)
-
-
-# ---- worker ----------------------------------------------------------------------------------------------
+# ---- the steps bench_train.py times -------------------------------------------------------------------
 def build_step(case: dict[str, Any]) -> Callable[[], object]:
     """One training step (forward, loss, backward, SGD) or one inference of ``case``'s model and batch.
 
     ``impl`` "numpy" is this module's kernels; "tutorial" is the per-image loop code (seed model only).
     """
-    from _timing import INPUT_SHAPES, LEARNING_RATE
+    from _timing import BENCH_MODELS, LEARNING_RATE, make_batch
 
     impl, model, mode, batch = case["impl"], case["model"], case["mode"], int(case["batch"])
     if model not in MODELS or mode not in ("train", "infer"):
         raise ValueError(f"numpy_reference: no {model!r} model or {mode!r} mode")
     init, logits_fn, loss_fn = MODELS[model]
     rng = np.random.default_rng(1)
-    params = init(rng) if model == "seed" else init(rng, INPUT_SHAPES[model][0])
-    x, y = make_batch(batch, INPUT_SHAPES[model])
+    params = init(rng) if model == "seed" else init(rng, BENCH_MODELS[model][0])
+    x, y = make_batch(batch, BENCH_MODELS[model])
     if impl == "tutorial":
         from tutorial_loops import TutorialCNN
 
@@ -306,28 +296,3 @@ def build_step(case: dict[str, Any]) -> Callable[[], object]:
         sgd_step(params, loss_fn(params, x, y)[1], LEARNING_RATE)
 
     return train_step
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Run as a benchmark worker (``--serve``) or time every case here and print JSON."""
-    from _timing import ensure_thread_env, run_standalone, serve, standalone_cases, worker_args
-
-    args = worker_args("Hand-written NumPy reference of the benchmarked CNNs.", argv)
-    ensure_thread_env(args.threads)
-
-    def torch_free() -> None:
-        assert "torch" not in sys.modules, "numpy_reference: torch was imported into the NumPy worker"
-
-    if args.serve:
-        serve(build_step, check=torch_free)
-        return
-    cases = standalone_cases("numpy", ("seed",), ("train", "infer"), args.batch_sizes)
-    if not args.no_large:
-        cases += standalone_cases("numpy", ("cifar",), ("train", "infer"), [64])
-    if not args.no_tutorial:
-        cases += standalone_cases("tutorial", ("seed",), ("train",), [1])
-    print(json.dumps(run_standalone(build_step, cases, args.repeats, args.min_time, args.warmup), indent=1))
-
-
-if __name__ == "__main__":
-    main()
