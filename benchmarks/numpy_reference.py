@@ -10,8 +10,6 @@ overhead. The kernels are the ones a vectorized NumPy library would use, called 
 - max_pool2d (2x2, stride 2): a running maximum over the column pairs, then over the row pairs, remembering
   which one won; the backward routes each gradient to its window's first maximum through those two masks
   (``mask * g``: cheaper than ``np.where``);
-- the seed CNN runs conv and pool on chunks of 16 images, so each chunk's patches and maps stay in the L2
-  cache between the ops that make and use them;
 - linear: ``np.dot`` (``np.matmul`` is several times slower for the batch-1 outer product dW);
 - cross_entropy: fused log-softmax with the max shift; its gradient is ``(softmax - onehot) / N``;
 - SGD: ``p -= lr * g`` in place.
@@ -173,55 +171,24 @@ def init_large(rng: np.random.Generator, in_channels: int = 3, dtype: Any = np.f
     }
 
 
-# Conv and pool run on chunks of this many images: a chunk's patches and feature maps (~46 KB per image) stay
-# in the 2 MiB L2 cache between the ops that make and use them (25-35 % faster per image above ~16).
-CHUNK = 16
-
-
-def _chunks(n: int) -> list[slice]:
-    return [slice(start, min(start + CHUNK, n)) for start in range(0, n, CHUNK)]
-
-
-def _seed_features(p: Params, x: Array, keep: bool) -> tuple[Array, list[Any]]:
-    """conv -> max-pool of x (N, 1, 28, 28), chunk by chunk: (N, 8, 13, 13) and, if ``keep``, what backward
-    needs per chunk (the conv output, its im2col columns, the pool's masks)."""
-    pooled = np.empty((x.shape[0], 8, 13, 13), dtype=np.result_type(x, p["conv.weight"]))
-    saved = []
-    for chunk in _chunks(x.shape[0]):
-        conv, cols = conv2d_forward(x[chunk], p["conv.weight"], p["conv.bias"])  # (B, 8, 26, 26)
-        pooled[chunk], wins = max_pool2_forward(conv)
-        if keep:
-            saved.append((chunk, conv, cols, wins))
-    return pooled, saved
-
-
 def seed_logits(p: Params, x: Array) -> Array:
     """Seed CNN forward: x (N, 1, 28, 28) -> logits (N, 10)."""
-    flat = _seed_features(p, x, keep=False)[0].reshape(x.shape[0], -1)
-    return np.dot(flat, p["fc.weight"].T) + p["fc.bias"]
+    pooled = max_pool2_forward(conv2d_forward(x, p["conv.weight"], p["conv.bias"])[0])[0]
+    return np.dot(pooled.reshape(x.shape[0], -1), p["fc.weight"].T) + p["fc.bias"]
 
 
 def seed_loss_and_grads(p: Params, x: Array, target: Array) -> tuple[float, Grads]:
     """Seed CNN: mean cross-entropy of x (N, 1, 28, 28) against target (N,) and every parameter's gradient."""
-    pooled, saved = _seed_features(p, x, keep=True)  # (N, 8, 13, 13)
+    conv, cols = conv2d_forward(x, p["conv.weight"], p["conv.bias"])  # (N, 8, 26, 26)
+    pooled, wins = max_pool2_forward(conv)  # (N, 8, 13, 13)
     flat = pooled.reshape(x.shape[0], -1)  # (N, 1352)
     logits = np.dot(flat, p["fc.weight"].T) + p["fc.bias"]
     loss, g_logits = cross_entropy(logits, target)
     # backward, each line undoing the forward line it faces
-    g_pooled = np.dot(g_logits, p["fc.weight"]).reshape(pooled.shape)
-    dw, db = np.zeros_like(p["conv.weight"]), np.zeros_like(p["conv.bias"])
-    for chunk, conv, cols, wins in saved:
-        g_conv = max_pool2_backward(conv, wins, g_pooled[chunk])
-        _, dw_part, db_part = conv2d_backward(cols, p["conv.weight"], g_conv, x[chunk].shape, need_dx=False)
-        dw += dw_part
-        db += db_part
-    grads = {
-        "conv.weight": dw,
-        "conv.bias": db,
-        "fc.weight": np.dot(g_logits.T, flat),
-        "fc.bias": g_logits.sum(0),
-    }
-    return loss, grads
+    g_conv = max_pool2_backward(conv, wins, np.dot(g_logits, p["fc.weight"]).reshape(pooled.shape))
+    _, dw, db = conv2d_backward(cols, p["conv.weight"], g_conv, x.shape, need_dx=False)
+    fc = {"fc.weight": np.dot(g_logits.T, flat), "fc.bias": g_logits.sum(0)}
+    return loss, {"conv.weight": dw, "conv.bias": db, **fc}
 
 
 def large_logits(p: Params, x: Array) -> Array:

@@ -53,9 +53,7 @@ def seed_problem() -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     return params, x, np.array([4, 0, 9])
 
 
-@pytest.mark.parametrize("chunk", [2, 16])  # 2: the batch of 3 runs in two chunks, gradients summed over both
-def test_numpy_reference_seed_cnn_matches_library_loss_and_grads(seed_problem, monkeypatch, chunk):
-    monkeypatch.setattr(ref, "CHUNK", chunk)
+def test_numpy_reference_seed_cnn_matches_library_loss_and_grads(seed_problem):
     params, x, y = seed_problem
     loss, grads = ref.seed_loss_and_grads(params, x, y)
     lib_loss, lib_grads = _library_grads(_seed_net(params), x, y)
