@@ -468,14 +468,6 @@ class Worker:
             raise WorkerError(answer["error"])
         return answer["result"]
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU time the worker has used so far (0 once it has exited)."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
     def close(self) -> None:
         """Ask the worker to quit; kill it if it has not within 10 s."""
         with contextlib.suppress(WorkerError, OSError):

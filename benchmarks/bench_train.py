@@ -167,12 +167,6 @@ def mg_overhead(request: dict[str, Any], step_of: Any) -> dict[str, Any]:
 # =========================================================================================================
 # the parent (imports neither numpy nor torch)
 # =========================================================================================================
-def _busy_jiffies() -> tuple[int, int]:
-    """(busy, total) CPU jiffies of the whole machine since boot, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return sum(values) - values[3] - values[4], sum(values)  # minus idle and iowait
-
-
 def start_workers(args: argparse.Namespace, onnx_dir: str, notes: list[str]) -> dict[str, Worker]:
     """The workers this run needs; the ONNX files of every ``--model`` exported into ``onnx_dir``."""
     workers = {"mg": Worker("mg", "bench_train.py", args.threads)}
@@ -231,22 +225,18 @@ def measure(args: argparse.Namespace, workers: dict[str, Worker], onnx_dir: str)
         for impl, w in (("microgradcnn", "mg"), ("torch", "torch")):
             if w in workers:
                 case = {"impl": impl, "model": model, "mode": "train", "batch": peak_batch}
+                mib = memory["peak"].setdefault(model, {})
                 try:
-                    memory["peak"].setdefault(model, {})[impl] = workers[w].call(op="peak", case=case)[
-                        "peak_mib"
-                    ]
+                    mib[impl] = workers[w].call(op="peak", case=case)["peak_mib"]
                 except WorkerError as err:
-                    memory["peak"].setdefault(model, {})[impl] = None
+                    mib[impl] = None
                     print(f"  peak memory {model} {impl}: {short_error(err)}", file=sys.stderr)
                 with contextlib.suppress(WorkerError):
                     workers[w].call(op="drop", case=case)
     case = {"impl": "microgradcnn", "model": args.models[0], "mode": "train", "batch": GROWTH_BATCH}
     try:
-        memory["growth"] = {
-            "model": args.models[0],
-            "batch": GROWTH_BATCH,
-            **workers["mg"].call(op="growth", case=case, steps=args.growth_steps),
-        }
+        growth = workers["mg"].call(op="growth", case=case, steps=args.growth_steps)
+        memory["growth"] = {"model": args.models[0], "batch": GROWTH_BATCH, **growth}
     except WorkerError as err:
         memory["growth"] = {"error": short_error(err)}
     return {"rows": rows, "overhead": overhead, "memory": memory}
@@ -258,15 +248,9 @@ def derive(report: dict[str, Any]) -> None:
 
     def target(name: str, value: float | None, threshold: float, at_least: bool = True) -> bool | None:
         ok = None if value is None else (value >= threshold if at_least else value <= threshold)
-        targets.append(
-            {
-                "target": name,
-                "value": value,
-                "threshold": threshold,
-                "compare": ">=" if at_least else "<=",
-                "pass": ok,
-            }
-        )
+        compare = ">=" if at_least else "<="
+        targets.append({"target": name, "value": value, "threshold": threshold, "compare": compare})
+        targets[-1]["pass"] = ok
         return ok
 
     peak = report["memory"]["peak"]
@@ -288,19 +272,11 @@ def derive(report: dict[str, Any]) -> None:
     for model, mib in peak.items():
         lib, torch = mib.get("microgradcnn"), mib.get("torch")
         if "torch" in mib:
-            target(
-                f"{model} train batch {report['memory']['peak_batch']} peak memory vs PyTorch's",
-                lib / torch if lib is not None and torch else None,
-                1.0,
-                at_least=False,
-            )
+            name = f"{model} train batch {report['memory']['peak_batch']} peak memory vs PyTorch's"
+            target(name, lib / torch if lib is not None and torch else None, 1.0, at_least=False)
     growth = report["memory"]["growth"]
-    target(
-        f"memory growth over {growth.get('steps')} steps (traced MiB)",
-        growth.get("traced_growth_mib"),
-        GROWTH_TRACED_MIB,
-        at_least=False,
-    )
+    name = f"memory growth over {growth.get('steps')} steps (traced MiB)"
+    target(name, growth.get("traced_growth_mib"), GROWTH_TRACED_MIB, at_least=False)
     report["targets"] = targets
 
 
@@ -316,19 +292,8 @@ def _rate(result: dict[str, Any] | None) -> str:
 
 
 VERDICT = {True: "PASS", False: "FAIL", None: "-"}
-COLUMNS = (
-    "model",
-    "mode",
-    "batch",
-    "microgradcnn /s",
-    "PyTorch /s",
-    "ONNX Runtime /s",
-    "÷ PyTorch",
-    "target",
-    "result",
-    "÷ ORT",
-    "peak MiB ours / PyTorch",
-)
+COLUMNS = ["model", "mode", "batch", "microgradcnn /s", "PyTorch /s", "ONNX Runtime /s", "÷ PyTorch"]
+COLUMNS += ["target", "result", "÷ ORT", "peak MiB ours / PyTorch"]
 
 
 def table_cells(report: dict[str, Any]) -> list[list[str]]:
@@ -398,13 +363,11 @@ def notes_lines(report: dict[str, Any]) -> list[str]:
 def header(report: dict[str, Any]) -> str:
     """One paragraph: when, where, how the figures were measured."""
     m, machine = report["meta"], report["meta"]["machine"]
-    busy = "quiet" if m["other_cpu_pct"] < 10 else "busy"
     return (
         f"{machine['date']}, {machine['cpus']} CPUs ({machine['cpu_model']}), {m['threads']} threads, "
-        f"{m['allocator']}; BLAS {m['blas']}; load average {m['load'][0]:.2f} -> {m['load'][1]:.2f}, other "
-        f"processes took {m['other_cpu_pct']:.0f}% of the CPUs ({busy}). Images/s: median of {m['repeats']} "
-        f"interleaved repeats of >= {m['min_time']:g} s; ratios: median of the same-repeat ratios; peak: the "
-        "RSS rise of one training step in each framework's process."
+        f"{m['allocator']}; BLAS {m['blas']}; load average {m['load'][0]:.2f} before, {m['load'][1]:.2f} "
+        f"after. Images/s: median of {m['repeats']} interleaved repeats of >= {m['min_time']:g} s; ratios: "
+        "median of the same-repeat ratios; peak: the RSS rise of one training step in its own process."
         + (" --quick: a smoke test, the figures mean nothing." if m["quick"] else "")
     )
 
@@ -443,19 +406,15 @@ def render_markdown(report: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """The whole benchmark: start the workers, time every case, measure memory, derive the targets."""
     notes: list[str] = []
-    load0, (busy0, total0), t0, cpu0 = os.getloadavg()[0], _busy_jiffies(), time.time(), time.process_time()
+    load0, t0 = os.getloadavg()[0], time.time()
     with tempfile.TemporaryDirectory() as onnx_dir:
         workers = start_workers(args, onnx_dir, notes)
         try:
             infos = {name: w.call(op="info") for name, w in workers.items()}
             report = measure(args, workers, onnx_dir)
-            ours = sum(w.cpu_seconds() for w in workers.values()) + time.process_time() - cpu0
         finally:
             for w in workers.values():
                 w.close()
-    busy1, total1 = _busy_jiffies()
-    hz = os.sysconf("SC_CLK_TCK")
-    other = 100 * max(0.0, (busy1 - busy0) / hz - ours) / max((total1 - total0) / hz, 1e-9)
     report["meta"] = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": machine_info(),
@@ -465,7 +424,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "quick": args.quick,
         "duration_s": round(time.time() - t0, 1),
         "load": [load0, os.getloadavg()[0]],
-        "other_cpu_pct": round(other, 1),
         "allocator": infos["mg"]["allocator"],
         "blas": ", ".join(infos["mg"].get("blas", [])) or "unknown",
         "workers": infos,
