@@ -132,6 +132,18 @@ def time_paired(a: Step, b: Step, steps_a: int, steps_b: int, rounds: int) -> di
     return {"a": per_a, "b": per_b}
 
 
+def time_in_turn(fns: dict[str, Step], repeats: int, calls: int = 1) -> dict[str, float]:
+    """Median seconds per call of each of ``fns`` in one process: each warmed up, then ``repeats`` repeats of
+    ``calls`` calls, the fns taken in turn (a b c, c b a, ...) so that drift on a shared machine hits all."""
+    for fn in fns.values():
+        time_steps(fn, max(1, calls // 10))
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(repeats):
+        for name in list(fns) if r % 2 == 0 else reversed(list(fns)):
+            times[name].append(time_steps(fns[name], calls) / calls)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def summarize(values: Iterable[float]) -> dict[str, Any]:
     """Median, first and third quartile, min and max of ``values``, with the values themselves."""
     vals = list(values)

@@ -247,6 +247,23 @@ def test_time_paired_alternates_blocks_and_reports_seconds_per_call(monkeypatch)
         _timing.time_paired(step_of("a", 0), step_of("b", 0), 1, 1, 0)
 
 
+def test_time_in_turn_alternates_the_order_and_gives_median_seconds_per_call(monkeypatch):
+    calls: list[str] = []
+    clock = {"t": 0.0}
+    monkeypatch.setattr(_timing.time, "perf_counter", lambda: clock["t"])
+
+    def step_of(name, seconds):
+        def step():
+            calls.append(name)
+            clock["t"] += seconds
+
+        return step
+
+    times = _timing.time_in_turn({"a": step_of("a", 0.5), "b": step_of("b", 0.25)}, repeats=3, calls=1)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # one warm-up call each, then a b, b a, a b
+    assert times == {"a": 0.5, "b": 0.25}
+
+
 def test_paired_ratio_is_the_median_of_same_repeat_ratios_not_the_ratio_of_medians():
     # Each repeat of a is twice its b, while both drift by far more than that between repeats.
     a = {"images_per_s": {"values": [20.0, 200.0, 60.0]}}
