@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
         serve(torch_step, {"export": export_onnx})
     elif args.worker == "ort":
+        import onnxruntime  # noqa: F401  (loaded before the first request, so "info" reports its version)
 
         def torch_free() -> None:
             assert "torch" not in sys.modules, (

@@ -387,6 +387,7 @@ def test_bench_train_quick_run_of_every_model_prints_the_table_and_writes_its_js
         assert not any(name.startswith("lenet5 train batch 1 vs") for name in verdicts)
     if have_ort:
         assert workers["ort"]["torch_imported"] is False
+        assert "onnxruntime" in workers["ort"]  # its version, recorded with the figures
 
 
 def test_ort_runs_the_model_exported_from_the_torch_twin_as_the_library_infers(tmp_path):
