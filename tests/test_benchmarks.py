@@ -226,18 +226,25 @@ def test_summarize_and_batch_list():
         _timing.batch_list("1,0")
 
 
-def test_time_paired_alternates_blocks_and_reports_seconds_per_call(monkeypatch):
+@pytest.fixture
+def fake_steps(monkeypatch):
+    """(make, calls): make(name, seconds) is a step that logs its name in ``calls`` and moves a fake clock."""
     calls: list[str] = []
     clock = {"t": 0.0}
     monkeypatch.setattr(_timing.time, "perf_counter", lambda: clock["t"])
 
-    def step_of(name, seconds):
+    def make(name, seconds):
         def step():
             calls.append(name)
             clock["t"] += seconds
 
         return step
 
+    return make, calls
+
+
+def test_time_paired_alternates_blocks_and_reports_seconds_per_call(fake_steps):
+    step_of, calls = fake_steps
     times = _timing.time_paired(step_of("a", 0.003), step_of("b", 0.001), steps_a=2, steps_b=3, rounds=3)
     a_b, b_a = ["a", "a", "b", "b", "b"], ["b", "b", "b", "a", "a"]
     assert calls == [*a_b, *b_a, *a_b]
@@ -247,18 +254,8 @@ def test_time_paired_alternates_blocks_and_reports_seconds_per_call(monkeypatch)
         _timing.time_paired(step_of("a", 0), step_of("b", 0), 1, 1, 0)
 
 
-def test_time_in_turn_alternates_the_order_and_gives_median_seconds_per_call(monkeypatch):
-    calls: list[str] = []
-    clock = {"t": 0.0}
-    monkeypatch.setattr(_timing.time, "perf_counter", lambda: clock["t"])
-
-    def step_of(name, seconds):
-        def step():
-            calls.append(name)
-            clock["t"] += seconds
-
-        return step
-
+def test_time_in_turn_alternates_the_order_and_gives_median_seconds_per_call(fake_steps):
+    step_of, calls = fake_steps
     times = _timing.time_in_turn({"a": step_of("a", 0.5), "b": step_of("b", 0.25)}, repeats=3, calls=1)
     assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # one warm-up call each, then a b, b a, a b
     assert times == {"a": 0.5, "b": 0.25}
