@@ -10,8 +10,6 @@ overhead. The kernels are the ones a vectorized NumPy library would use, called 
 - max_pool2d (2x2, stride 2): a running maximum over the column pairs, then over the row pairs, remembering
   which one won; the backward routes each gradient to its window's first maximum through those two masks
   (``mask * g``: cheaper than ``np.where``);
-- the seed CNN runs conv and pool on chunks of 16 images, so each chunk's patches and maps stay in the L2
-  cache between the ops that make and use them;
 - linear: ``np.dot`` (``np.matmul`` is several times slower for the batch-1 outer product dW);
 - cross_entropy: fused log-softmax with the max shift; its gradient is ``(softmax - onehot) / N``;
 - SGD: ``p -= lr * g`` in place.
@@ -20,15 +18,12 @@ Parameters use PyTorch's layouts and names (``conv (OC, C, KH, KW)``, ``linear (
 channels-first), so a test can load the same values into microgradcnn and compare loss and gradients. Arrays
 keep their dtype: float32 in, float32 out.
 
-Run on its own it prints images/s as JSON: ``python benchmarks/numpy_reference.py --quick``. With ``--serve``
-it answers ``bench_train.py``'s requests (see ``_timing.serve``); it also hosts the tutorial-loop
-implementation.
+``build_step`` makes the steps ``bench_train.py``'s microgradcnn worker times beside the library, in the same
+process (so under the same allocator settings); it also builds the tutorial-loop steps.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -176,55 +171,24 @@ def init_large(rng: np.random.Generator, in_channels: int = 3, dtype: Any = np.f
     }
 
 
-# Conv and pool run on chunks of this many images: a chunk's patches and feature maps (~46 KB per image) stay
-# in the 2 MiB L2 cache between the ops that make and use them (25-35 % faster per image above ~16).
-CHUNK = 16
-
-
-def _chunks(n: int) -> list[slice]:
-    return [slice(start, min(start + CHUNK, n)) for start in range(0, n, CHUNK)]
-
-
-def _seed_features(p: Params, x: Array, keep: bool) -> tuple[Array, list[Any]]:
-    """conv -> max-pool of x (N, 1, 28, 28), chunk by chunk: (N, 8, 13, 13) and, if ``keep``, what backward
-    needs per chunk (the conv output, its im2col columns, the pool's masks)."""
-    pooled = np.empty((x.shape[0], 8, 13, 13), dtype=np.result_type(x, p["conv.weight"]))
-    saved = []
-    for chunk in _chunks(x.shape[0]):
-        conv, cols = conv2d_forward(x[chunk], p["conv.weight"], p["conv.bias"])  # (B, 8, 26, 26)
-        pooled[chunk], wins = max_pool2_forward(conv)
-        if keep:
-            saved.append((chunk, conv, cols, wins))
-    return pooled, saved
-
-
 def seed_logits(p: Params, x: Array) -> Array:
     """Seed CNN forward: x (N, 1, 28, 28) -> logits (N, 10)."""
-    flat = _seed_features(p, x, keep=False)[0].reshape(x.shape[0], -1)
-    return np.dot(flat, p["fc.weight"].T) + p["fc.bias"]
+    pooled = max_pool2_forward(conv2d_forward(x, p["conv.weight"], p["conv.bias"])[0])[0]
+    return np.dot(pooled.reshape(x.shape[0], -1), p["fc.weight"].T) + p["fc.bias"]
 
 
 def seed_loss_and_grads(p: Params, x: Array, target: Array) -> tuple[float, Grads]:
     """Seed CNN: mean cross-entropy of x (N, 1, 28, 28) against target (N,) and every parameter's gradient."""
-    pooled, saved = _seed_features(p, x, keep=True)  # (N, 8, 13, 13)
+    conv, cols = conv2d_forward(x, p["conv.weight"], p["conv.bias"])  # (N, 8, 26, 26)
+    pooled, wins = max_pool2_forward(conv)  # (N, 8, 13, 13)
     flat = pooled.reshape(x.shape[0], -1)  # (N, 1352)
     logits = np.dot(flat, p["fc.weight"].T) + p["fc.bias"]
     loss, g_logits = cross_entropy(logits, target)
     # backward, each line undoing the forward line it faces
-    g_pooled = np.dot(g_logits, p["fc.weight"]).reshape(pooled.shape)
-    dw, db = np.zeros_like(p["conv.weight"]), np.zeros_like(p["conv.bias"])
-    for chunk, conv, cols, wins in saved:
-        g_conv = max_pool2_backward(conv, wins, g_pooled[chunk])
-        _, dw_part, db_part = conv2d_backward(cols, p["conv.weight"], g_conv, x[chunk].shape, need_dx=False)
-        dw += dw_part
-        db += db_part
-    grads = {
-        "conv.weight": dw,
-        "conv.bias": db,
-        "fc.weight": np.dot(g_logits.T, flat),
-        "fc.bias": g_logits.sum(0),
-    }
-    return loss, grads
+    g_conv = max_pool2_backward(conv, wins, np.dot(g_logits, p["fc.weight"]).reshape(pooled.shape))
+    _, dw, db = conv2d_backward(cols, p["conv.weight"], g_conv, x.shape, need_dx=False)
+    fc = {"fc.weight": np.dot(g_logits.T, flat), "fc.bias": g_logits.sum(0)}
+    return loss, {"conv.weight": dw, "conv.bias": db, **fc}
 
 
 def large_logits(p: Params, x: Array) -> Array:
@@ -268,28 +232,21 @@ MODELS: dict[str, tuple[Callable[..., Params], Callable[[Params, Array], Array],
 }
 
 
-def make_batch(batch: int, shape: tuple[int, ...], seed: int = 0) -> tuple[Array, Array]:
-    """A fixed float32 batch (N, *shape) uniform in [-0.5, 0.5] (the notes' scaling) and int64 labels (N,)."""
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(-0.5, 0.5, size=(batch, *shape)).astype(np.float32)
-    return x, rng.integers(0, 10, size=batch)
-
-
-# ---- worker ----------------------------------------------------------------------------------------------
+# ---- the steps bench_train.py times -------------------------------------------------------------------
 def build_step(case: dict[str, Any]) -> Callable[[], object]:
     """One training step (forward, loss, backward, SGD) or one inference of ``case``'s model and batch.
 
     ``impl`` "numpy" is this module's kernels; "tutorial" is the per-image loop code (seed model only).
     """
-    from _timing import INPUT_SHAPES, LEARNING_RATE
+    from _timing import BENCH_MODELS, LEARNING_RATE, make_batch
 
     impl, model, mode, batch = case["impl"], case["model"], case["mode"], int(case["batch"])
     if model not in MODELS or mode not in ("train", "infer"):
         raise ValueError(f"numpy_reference: no {model!r} model or {mode!r} mode")
     init, logits_fn, loss_fn = MODELS[model]
     rng = np.random.default_rng(1)
-    params = init(rng) if model == "seed" else init(rng, INPUT_SHAPES[model][0])
-    x, y = make_batch(batch, INPUT_SHAPES[model])
+    params = init(rng) if model == "seed" else init(rng, BENCH_MODELS[model][0])
+    x, y = make_batch(batch, BENCH_MODELS[model])
     if impl == "tutorial":
         from tutorial_loops import TutorialCNN
 
@@ -306,28 +263,3 @@ def build_step(case: dict[str, Any]) -> Callable[[], object]:
         sgd_step(params, loss_fn(params, x, y)[1], LEARNING_RATE)
 
     return train_step
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Run as a benchmark worker (``--serve``) or time every case here and print JSON."""
-    from _timing import ensure_thread_env, run_standalone, serve, standalone_cases, worker_args
-
-    args = worker_args("Hand-written NumPy reference of the benchmarked CNNs.", argv)
-    ensure_thread_env(args.threads)
-
-    def torch_free() -> None:
-        assert "torch" not in sys.modules, "numpy_reference: torch was imported into the NumPy worker"
-
-    if args.serve:
-        serve(build_step, check=torch_free)
-        return
-    cases = standalone_cases("numpy", ("seed",), ("train", "infer"), args.batch_sizes)
-    if not args.no_large:
-        cases += standalone_cases("numpy", ("cifar",), ("train", "infer"), [64])
-    if not args.no_tutorial:
-        cases += standalone_cases("tutorial", ("seed",), ("train",), [1])
-    print(json.dumps(run_standalone(build_step, cases, args.repeats, args.min_time, args.warmup), indent=1))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,37 +1,27 @@
-"""PyTorch CPU reference for the training benchmark: the same CNNs, data and SGD, timed in their own process.
+"""The PyTorch and ONNX Runtime workers of ``bench_train.py``: the same CNNs and data, in their own processes.
 
-``bench_train.py`` runs this file as a subprocess (``--serve``) and never imports torch itself: importing
-torch changes glibc malloc's behaviour for the whole process, which would flatter a NumPy library timed beside
-it. Run on its own, it times every case and prints the images/s as JSON on stdout::
+``bench_train.py`` starts this file as two worker processes (``--worker torch``, ``--worker ort``) and never
+imports torch itself: importing torch changes glibc malloc's behaviour for the whole process, which would
+flatter a NumPy library timed beside it.
 
-    python benchmarks/torch_reference.py --quick
-    python benchmarks/torch_reference.py --threads 2 --batch-sizes 1,16,64,256
-
-The models are the library's (``_timing.BENCH_MODELS``), converted layer for layer with their weights
-(``torch_twin``). Training step, in train mode: ``zero_grad``, forward, ``F.cross_entropy`` (mean),
-``backward``, ``SGD.step`` (lr 0.01, no momentum; PyTorch's default foreach implementation). Inference, in
-eval mode: forward under ``torch.inference_mode()``, the fastest mode PyTorch offers (no autograd bookkeeping
-at all). Threads: ``torch.set_num_threads(--threads)`` and the OMP/MKL/OpenBLAS variables, set before torch
-loads.
+- ``torch``: the models are the library's (``_timing.build_model``), converted layer for layer with their
+  weights (``torch_twin``). Training step, in train mode: ``zero_grad``, forward, ``F.cross_entropy`` (mean),
+  ``backward``, ``SGD.step`` (lr 0.01, no momentum). Inference, in eval mode, under
+  ``torch.inference_mode()``. ``torch.set_num_threads(--threads)``. The ``export`` request writes the twin,
+  in eval mode, as an ONNX file (``torch.onnx.export(..., dynamo=False)``, the batch axis dynamic).
+- ``ort``: ONNX Runtime (CPU provider, ``intra_op_num_threads = --threads``) running those files, inference
+  only. This process never imports torch either.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
-from _timing import (
-    INPUT_SHAPES,
-    LEARNING_RATE,
-    build_model,
-    ensure_thread_env,
-    run_standalone,
-    serve,
-    standalone_cases,
-    worker_args,
-)
+from _timing import BENCH_MODELS, LEARNING_RATE, build_model, common_parser, make_batch, parse_common, serve
 
 # The constructor arguments of every layer the benchmarked models use, read off the library's layer: it keeps
 # PyTorch's class and argument names, so ``torch.nn.<class>(**those)`` is the same layer. Conv2d and Linear
@@ -73,32 +63,25 @@ def torch_twin(net: Any, torch: Any) -> Any:
 
 
 def build_net(model: str, torch: Any) -> Any:
-    """The benchmarked CNN ``model`` (a name in ``_timing.BENCH_MODELS``) as PyTorch runs it.
-
-    The library builds it (weights from NumPy seed 0, as the library worker's), without touching this
-    process's malloc settings (``MICROGRADCNN_MALLOC=default``: PyTorch keeps the allocator regime its own
-    import set), and ``torch_twin`` converts it.
-    """
+    """The benchmarked CNN ``model`` as PyTorch runs it: the library builds it (weights from NumPy seed 0, as
+    in the library's worker) without touching this process's malloc settings (``MICROGRADCNN_MALLOC=default``:
+    PyTorch keeps the regime its own import set), and ``torch_twin`` converts it."""
     import numpy as np
 
     os.environ["MICROGRADCNN_MALLOC"] = "default"
     return torch_twin(build_model(model, np.random.default_rng(0)), torch)
 
 
-def build_step(case: dict[str, Any]) -> Callable[[], object]:
-    """One training step or one inference of ``case``'s model at its batch size, on fixed float32 data.
-
-    Training runs the model in train mode (BatchNorm on batch statistics, Dropout on), inference in eval mode.
-    """
+def torch_step(case: dict[str, Any]) -> Callable[[], object]:
+    """One training step or one inference of ``case``'s model at its batch size, on fixed float32 data."""
     import torch
     import torch.nn.functional as F
-    from numpy_reference import make_batch
 
-    if case.get("impl", "torch") != "torch" or case["mode"] not in ("train", "infer"):
+    if case["impl"] != "torch" or case["mode"] not in ("train", "infer"):
         raise ValueError(f"torch_reference: cannot run case {case!r}")
     torch.manual_seed(0)  # Dropout's masks
     net = build_net(case["model"], torch)
-    x_np, y_np = make_batch(int(case["batch"]), INPUT_SHAPES[case["model"]])
+    x_np, y_np = make_batch(int(case["batch"]), BENCH_MODELS[case["model"]])
     x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
     if case["mode"] == "infer":
         net.eval()
@@ -119,20 +102,60 @@ def build_step(case: dict[str, Any]) -> Callable[[], object]:
     return train
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run as a benchmark worker (``--serve``) or time every case here and print JSON."""
-    args = worker_args("PyTorch CPU reference of the benchmarked CNNs.", argv)
-    ensure_thread_env(args.threads)
+def export_onnx(request: dict[str, Any], _step_of: Any) -> dict[str, Any]:
+    """Write the PyTorch twin of ``request["model"]``, in eval mode, to the ONNX file ``request["path"]``."""
     import torch
 
-    torch.set_num_threads(args.threads)
-    if args.serve:
-        serve(build_step)
-        return
-    cases = standalone_cases("torch", ("seed",), ("train", "infer"), args.batch_sizes)
-    if not args.no_large:
-        cases += standalone_cases("torch", ("cifar",), ("train", "infer"), [64])
-    print(json.dumps(run_standalone(build_step, cases, args.repeats, args.min_time, args.warmup), indent=1))
+    net = build_net(request["model"], torch).eval()
+    x = torch.from_numpy(make_batch(2, BENCH_MODELS[request["model"]])[0])
+    with warnings.catch_warnings():  # the legacy exporter (dynamo=False) is the one wanted: no warning
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            net,
+            (x,),
+            request["path"],
+            dynamo=False,
+            input_names=["x"],
+            output_names=["logits"],
+            dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
+        )
+    return {"path": request["path"]}
+
+
+def ort_step(case: dict[str, Any], threads: int) -> Callable[[], object]:
+    """One ONNX Runtime inference of the file ``case["onnx"]`` at ``case``'s batch size."""
+    import onnxruntime as ort
+
+    if case["impl"] != "ort" or case["mode"] != "infer":
+        raise ValueError(f"torch_reference: ONNX Runtime runs inference only, not {case!r}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(case["onnx"], options, providers=["CPUExecutionProvider"])
+    feed = {"x": make_batch(int(case["batch"]), BENCH_MODELS[case["model"]])[0]}
+    return lambda: session.run(None, feed)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run as ``bench_train.py``'s ``torch`` or ``ort`` worker."""
+    args = parse_common(common_parser(__doc__), argv)
+    if args.worker == "torch":
+        import torch
+
+        torch.set_num_threads(args.threads)
+        serve(torch_step, {"export": export_onnx})
+    elif args.worker == "ort":
+        import onnxruntime  # noqa: F401  (loaded before the first request, so "info" reports its version)
+
+        def torch_free() -> None:
+            assert "torch" not in sys.modules, (
+                "torch_reference: torch was imported into the ONNX Runtime worker"
+            )
+
+        serve(lambda case: ort_step(case, args.threads), check=torch_free)
+    else:
+        raise SystemExit(
+            "torch_reference.py is bench_train.py's worker: run python benchmarks/bench_train.py"
+        )
 
 
 if __name__ == "__main__":

@@ -1,28 +1,16 @@
-"""The seed CNN written the way the original tutorial notes wrote it: Python loops over image regions.
+"""The seed CNN written the way the classic NumPy-CNN tutorial writes it: Python loops over image regions.
 
-This is the baseline that ``bench_train.py`` measures microgradcnn against ("how far are the vectorized graph
-ops ahead of the notes they came from"). It is our own code, but it keeps the notes' algorithm and loop
-structure (the tutorial's ``Conv3x3`` / ``MaxPool2`` / ``Softmax`` layers):
+The baseline ``bench_train.py`` measures the library against at batch 1. Our own code, with the tutorial's
+algorithm and loop structure (its ``Conv3x3`` / ``MaxPool2`` / ``Softmax`` layers): 2-d ``(H, W)`` images and
+channels-last ``(H, W, F)`` float64 maps; ``iterate_regions`` generators yield every 3x3 (conv) or 2x2 (pool)
+region; one ``np.sum(region * filters)`` per output pixel, one ``np.amax`` per pool region, backwards over the
+same regions; the softmax backward walks the one nonzero entry of dL/d(probabilities) through its Jacobian;
+every layer takes its own SGD step inside ``backward``, one image at a time.
 
-- images are 2-d ``(H, W)`` arrays and feature maps are channels-last ``(H, W, F)``, float64 as NumPy makes
-  them;
-- ``iterate_regions`` generators yield every 3x3 (conv) or 2x2 (pool) region with its position;
-- the conv forward does one ``np.sum(region * filters, axis=(1, 2))`` per output pixel, the pool forward one
-  ``np.amax`` per region, and their backwards loop over the same regions (the pool backward compares every
-  pixel of a region with the region's maximum, per channel, in three nested loops);
-- the softmax backward walks the one nonzero entry of dL/d(probabilities) through the softmax Jacobian;
-- every layer updates its own weights inside ``backward`` (SGD, one image at a time).
-
-Two deliberate differences, so that the network is exactly microgradcnn's ``seed_cnn()`` and the loss matches:
-the conv layer has a bias (the notes' filters had none; its gradient is the same region loop summing
-dL/d(out)), and the softmax subtracts the maximum logit before ``exp`` (the notes' ``np.exp(totals)``
-overflows for large logits; the shift changes no value). Ties inside a pooling window give every tied pixel
-the gradient, as in the notes (with float inputs ties do not occur).
-
-Parameters are stored in the notes' layout: ``filters (F, 3, 3)``, ``weights (13*13*F, 10)`` indexed by the
-channels-last flattening, ``biases (10,)``. ``TutorialCNN.from_torch_layout`` takes PyTorch/microgradcnn
-layouts (``conv (F, 1, 3, 3)``, ``linear (10, F*13*13)`` indexed channels-first) and ``torch_layout_grads``
-returns the gradients the same way, so a test can compare them with the library's.
+Two differences make the network exactly ``models.seed_cnn()``: the conv layer has a bias, and the softmax
+subtracts the maximum logit before ``exp`` (no overflow; no value changes). Parameters keep the tutorial's
+layout (``filters (F, 3, 3)``, ``weights (13*13*F, 10)`` indexed channels-last); ``from_torch_layout`` and
+``torch_layout_grads`` convert from and to the library's, so a test can compare the two.
 """
 
 from __future__ import annotations
