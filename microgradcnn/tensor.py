@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import numbers
 import operator
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -191,6 +192,7 @@ class Function:
         out.data = data
         out.grad = None
         out._retains_grad = False
+        out._hooks = None
         out.requires_grad = True in needs
         out._ctx = ctx if out.requires_grad else None
         if ctx.saved_tensors and out._ctx is not None:
@@ -353,6 +355,8 @@ def _backprop(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool,
             g = grads.pop(node, None)
             if g is None:  # every path to it returned None
                 continue
+            if node._hooks:  # None or {} unless register_hook was called
+                g = _run_hooks(node, g, create_graph)
             ctx = node._ctx
             if wanted is not None:
                 if node in wanted:
@@ -385,6 +389,26 @@ def _backprop(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool,
     finally:
         mode.grad_enabled = grad_was_enabled
     return found
+
+
+def _run_hooks(node: Tensor, g: Any, create_graph: bool) -> Any:
+    """``g`` passed through ``node``'s tensor hooks in registration order (see ``Tensor.register_hook``)."""
+    for hook in list(node._hooks.values()):  # a copy: a hook may remove itself
+        new = hook(g)
+        if new is None:
+            continue
+        if create_graph:
+            new = new if isinstance(new, Tensor) else Tensor(np.asarray(new, dtype=node.dtype))
+        else:
+            new = np.asarray(new.data if isinstance(new, Tensor) else new, dtype=node.dtype)
+        if new.shape != node.shape:
+            name = getattr(hook, "__qualname__", type(hook).__name__)
+            raise RuntimeError(
+                f"register_hook: hook {name!r} returned a gradient of shape {new.shape} for a tensor of "
+                f"shape {node.shape}; a hook may replace the gradient only by one of the same shape"
+            )
+        g = new
+    return g
 
 
 def _differentiable_backward(ctx: Context, node: Tensor, g: Any) -> Any:
@@ -520,6 +544,27 @@ def grad(
     return tuple(result)
 
 
+class RemovableHandle:
+    """What ``register_hook`` and the modules' ``register_*_hook`` return: ``remove()`` unregisters the hook
+    (again: no effect)."""
+
+    _ids = itertools.count()
+
+    def __init__(self, hooks: dict[int, Any]) -> None:
+        self.hooks_dict = hooks
+        self.id = next(RemovableHandle._ids)  # ids grow, so dict order is registration order
+
+    def remove(self) -> None:
+        """Unregister the hook; calls already running finish with it."""
+        self.hooks_dict.pop(self.id, None)
+
+    def __enter__(self) -> RemovableHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
 class Tensor:
     """An n-dimensional float array that records the ops applied to it, for reverse-mode autodiff.
 
@@ -532,7 +577,7 @@ class Tensor:
     array([2., 4., 6.], dtype=float32)
     """
 
-    __slots__ = ("__weakref__", "_ctx", "_retains_grad", "data", "grad", "requires_grad")
+    __slots__ = ("__weakref__", "_ctx", "_hooks", "_retains_grad", "data", "grad", "requires_grad")
     __array_ufunc__ = None  # make `ndarray + Tensor` defer to Tensor.__radd__ instead of looping elementwise
     __hash__ = object.__hash__  # hashable by identity although == compares elementwise
 
@@ -542,6 +587,7 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self._ctx: Context | None = None
         self._retains_grad = False
+        self._hooks: dict[int, Callable[[Any], Any]] | None = None  # made by the first register_hook
 
     # ---- attributes -------------------------------------------------------------------------------------
     @property
@@ -603,6 +649,33 @@ class Tensor:
     def detach(self) -> Tensor:
         """A new leaf sharing this tensor's data, cut from the graph."""
         return Tensor(self.data)
+
+    def register_hook(self, hook: Callable[[Any], Any]) -> RemovableHandle:
+        """Call ``hook(grad)`` each time this tensor's gradient is computed; returns a handle.
+
+        ``grad`` has this tensor's shape: an array in ``backward`` and ``grad``, a Tensor under
+        ``create_graph``. On a leaf the hook runs once per backward with the gradient summed over every use,
+        before it is added into ``.grad``; on an intermediate, before the gradient flows into the op that made
+        the tensor (and what ``retain_grad`` keeps is the hook's result). A hook that returns something other
+        than None replaces the gradient; several run in registration order, each on the previous one's
+        result. ``handle.remove()`` unregisters it (again: no effect), as in PyTorch.
+
+        Raises:
+            RuntimeError: this tensor does not require grad (no gradient will ever be computed for it).
+            TypeError: ``hook`` is not callable.
+        """
+        if not self.requires_grad:
+            raise RuntimeError(
+                f"register_hook: the tensor (shape {self.shape}) does not require grad, so no gradient is "
+                "ever computed for it; make it with requires_grad=True or register on a tensor that has one"
+            )
+        if not callable(hook):
+            raise TypeError(f"register_hook: a hook must be callable, got {type(hook).__name__}")
+        if self._hooks is None:
+            self._hooks = {}
+        handle = RemovableHandle(self._hooks)
+        self._hooks[handle.id] = hook
+        return handle
 
     def retain_grad(self) -> Tensor:
         """Keep ``.grad`` on this intermediate tensor after backward (leaves always keep theirs)."""
