@@ -51,9 +51,7 @@ class Context:
     (all False when no graph is recorded). Ops read it, and only it, to skip work for constant inputs.
     """
 
-    __slots__ = (
-        "attrs", "fn", "needs_input_grad", "parents", "released", "saved_tensors", "scope", "snapshots"
-    )
+    __slots__ = ("attrs", "fn", "needs_input_grad", "parents", "saved_tensors", "scope", "snapshots")
 
     def __init__(
         self,
@@ -71,8 +69,12 @@ class Context:
         self.needs_input_grad = needs
         self.scope = _LOCAL.mode.scope if scope is None else scope
         self.saved_tensors: tuple[Any, ...] = ()
-        self.snapshots: tuple[tuple[Array, int, Array, bytes], ...] = ()  # see _snapshots
-        self.released = False
+        self.snapshots: tuple[Any, ...] = ()  # the saved arrays' fingerprints (_snapshots), or _RELEASED
+
+    @property
+    def released(self) -> bool:
+        """True once ``release`` freed the saved arrays."""
+        return self.snapshots is _RELEASED
 
     def save_for_backward(self, *arrays: Any) -> None:
         """Keep arrays (or small Python values) for ``backward``; freed after backward unless retained.
@@ -86,8 +88,10 @@ class Context:
     def release(self) -> None:
         """Free the saved arrays (after a backward that does not retain the graph)."""
         self.saved_tensors = ()
-        self.snapshots = ()
-        self.released = True
+        self.snapshots = _RELEASED
+
+
+_RELEASED: tuple[Any, ...] = (None,)  # a Context's snapshots once released: non-empty, so backward checks it
 
 
 class Function:
@@ -161,7 +165,7 @@ class Function:
         for t in inputs:
             if isinstance(t, Tensor):
                 return cls.apply(*inputs, **attrs)
-        return cls.forward(_KERNEL_ONLY, *inputs, **attrs)
+        return cls.forward(_KERNEL_ONLY[len(inputs)], *inputs, **attrs)
 
     @classmethod
     def apply(cls, *inputs: Any, **attrs: Any) -> Tensor:
@@ -175,8 +179,10 @@ class Function:
                 parents = tuple(p if isinstance(p, Tensor) else Tensor(p) for p in inputs)
                 break
         mode = _LOCAL.mode
-        needs = tuple(map(_REQUIRES_GRAD, parents)) if mode.grad_enabled else (False,) * len(parents)
-        ctx = Context(cls, parents, attrs, needs, mode.scope)
+        needs = tuple(map(_REQUIRES_GRAD, parents)) if mode.grad_enabled else ()
+        record = True in needs
+        # Nothing to record (no_grad, or only constant inputs): the forward runs as a bare kernel, as in call
+        ctx = Context(cls, parents, attrs, needs, mode.scope) if record else _KERNEL_ONLY[len(parents)]
         arrays = tuple(map(_DATA, parents))
         try:
             data = cls.forward(ctx, *arrays, **attrs)
@@ -193,10 +199,10 @@ class Function:
         out.grad = None
         out._retains_grad = False
         out._hooks = None
-        out.requires_grad = True in needs
-        out._ctx = ctx if out.requires_grad else None
-        if ctx.saved_tensors and out._ctx is not None:
-            ctx.snapshots = _snapshots(ctx, arrays, data)
+        out.requires_grad = record
+        out._ctx = ctx if record else None
+        if record and ctx.saved_tensors:
+            ctx.snapshots = _snapshots(ctx.saved_tensors, arrays, data)
         return out
 
 
@@ -204,22 +210,34 @@ def _output_array(ctx: Context, value: Any) -> Array:
     """A forward's non-array result (NumPy gives scalars for 0-d operands) as an array, which also takes its
     place among the saved values: a saved output must be the output array itself."""
     data = np.asarray(value)
-    ctx.saved_tensors = tuple(data if v is value else v for v in ctx.saved_tensors)
+    if ctx.saved_tensors:
+        ctx.saved_tensors = tuple(data if v is value else v for v in ctx.saved_tensors)
     return data
 
 
 class _KernelOnly:
-    """The context a forward gets when it runs as a bare kernel (``Function.call`` on arrays): it keeps
-    nothing and needs no gradient, since no backward will follow."""
+    """The context a forward gets when it runs as a bare kernel (``Function.call`` on arrays, or ``apply``
+    with nothing to record): it keeps nothing and needs no gradient, since no backward will follow."""
 
-    __slots__ = ()
-    needs_input_grad: tuple[bool, ...] = (False,) * 16
+    __slots__ = ("needs_input_grad",)
+    saved_tensors: tuple[Any, ...] = ()
+
+    def __init__(self, n_inputs: int) -> None:
+        self.needs_input_grad = (False,) * n_inputs
 
     def save_for_backward(self, *arrays: Any) -> None:
         pass
 
 
-_KERNEL_ONLY: Any = _KernelOnly()
+class _KernelContexts(dict[int, _KernelOnly]):
+    """One shared bare-kernel context per number of inputs, made on first use (it holds no state)."""
+
+    def __missing__(self, n_inputs: int) -> _KernelOnly:
+        ctx = self[n_inputs] = _KernelOnly(n_inputs)
+        return ctx
+
+
+_KERNEL_ONLY: Any = _KernelContexts()
 
 
 def _check_finite(array: Any, where: str, parents: Sequence[Tensor]) -> None:
@@ -250,31 +268,29 @@ def _sampled(a: Array) -> Array:
     return flat[:: flat.size // _SAMPLES]
 
 
-def _snapshots(
-    ctx: Context, inputs: tuple[Array, ...], out: Array
-) -> tuple[tuple[Array, int, Array, bytes], ...]:
-    """(array, input index or -1 for the output, its sampled view, fingerprint) per saved input or output."""
+def _snapshots(saved: tuple[Any, ...], inputs: tuple[Array, ...], out: Array) -> tuple[Any, ...]:
+    """(sampled view, its fingerprint, array, input index: len(inputs) for the output) per saved input or
+    output; what backward compares (``_check_saved``)."""
     ids = [*map(id, inputs), id(out)]  # ints: ``in`` on arrays would compare them elementwise
     marks = []
-    for v in ctx.saved_tensors:
+    for v in saved:
         if id(v) in ids:  # a saved input or output: live objects have distinct ids
-            i = ids.index(id(v))
             view = v if v.nbytes <= _COPIED_BYTES else _sampled(v)
-            marks.append((v, -1 if i == len(inputs) else i, view, view.tobytes()))
+            marks.append((view, view.tobytes(), v, ids.index(id(v))))
     return tuple(marks)
 
 
 def _check_saved(ctx: Context) -> None:
     """Raise RuntimeError naming the op if its saved arrays were freed, or the input (or output) whose saved
     array was edited in place since the op was recorded."""
-    if ctx.released:
+    if ctx.snapshots is _RELEASED:
         raise RuntimeError(
             f"backward: trying to go through the graph a second time (op {ctx.fn.name!r}); its saved arrays "
             "were freed after the first backward. Pass retain_graph=True to the first backward call."
         )
-    for array, i, view, before in ctx.snapshots:
+    for view, before, array, i in ctx.snapshots:
         if view.tobytes() != before:  # bytes: NaN compares equal to itself
-            what = "its output" if i < 0 else f"input {i} (shape {array.shape})"
+            what = "its output" if i == len(ctx.parents) else f"input {i} (shape {array.shape})"
             raise RuntimeError(
                 f"backward: {what} of op {ctx.fn.name!r} was modified in place after the op saved it for "
                 "backward (e.g. through .data or an optimizer step), so its gradient would be wrong; "
@@ -361,12 +377,14 @@ def _backprop(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool,
             if wanted is not None:
                 if node in wanted:
                     found[node] = g
-            elif ctx is None or node._retains_grad:
-                _accumulate(node, g)
+            elif ctx is None or node._retains_grad:  # into .grad; copied on first store, since g may be
+                # a read-only broadcast view or an array the caller (or a hook) owns
+                prev = node.grad
+                node.grad = g.astype(node.data.dtype) if prev is None else prev + g
             if ctx is None or (runs is not None and node not in runs):
                 continue
             # the op's backward, once its saved arrays are checked to be there and unedited
-            if ctx.snapshots or ctx.released:
+            if ctx.snapshots:  # fingerprints, or _RELEASED
                 _check_saved(ctx)
             fn, parents = ctx.fn, ctx.parents
             in_grads = _differentiable_backward(ctx, node, g) if create_graph else fn.backward(ctx, g)
@@ -445,15 +463,6 @@ def _between(order: list[Tensor], wanted: set[Tensor]) -> tuple[list[Tensor], se
         elif node in wanted:
             on_path.add(node)
     return [node for node in order if node in on_path], runs
-
-
-def _accumulate(node: Tensor, g: Array) -> None:
-    """Add ``g`` into ``node.grad``, copying on first store: ``g`` may be a read-only broadcast view or an
-    array the caller owns."""
-    if node.grad is not None:
-        node.grad = node.grad + g
-    else:
-        node.grad = g.copy() if g.dtype == node.data.dtype else g.astype(node.data.dtype)
 
 
 def _seed(output: Tensor, grad: Any, where: str, as_tensor: bool) -> Any:
