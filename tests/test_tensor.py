@@ -533,6 +533,36 @@ def test_needs_input_grad_tells_an_op_which_gradients_to_compute():
     np.testing.assert_array_equal(a.grad, [1.0])
 
 
+def test_an_op_run_with_nothing_to_record_gets_one_false_per_input_and_no_graph():
+    seen = []
+
+    class Many(mg.Function, register=False):
+        name = "many_probe"
+
+        @staticmethod
+        def forward(ctx, *arrays):
+            seen.append(ctx.needs_input_grad)
+            ctx.save_for_backward(*arrays)  # kept nowhere: no backward follows
+            return sum(arrays)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return (grad,) * len(ctx.saved_tensors)
+
+    xs = [mg.Tensor([float(i)], requires_grad=True) for i in range(20)]
+    with mg.no_grad():
+        out = Many.apply(*xs)
+    constants = Many.apply(*[x.detach() for x in xs])
+    assert seen == [(False,) * 20, (False,) * 20]
+    for t in (out, constants):
+        assert t._ctx is None
+        assert not t.requires_grad
+        np.testing.assert_array_equal(t.data, [190.0])
+    Many.apply(*xs).backward(np.ones(1, np.float32))  # recorded: one True per input, every gradient 1
+    assert seen[-1] == (True,) * 20
+    assert all(x.grad[0] == 1.0 for x in xs)
+
+
 # ---- thread-local engine state -----------------------------------------------------------------------------
 def test_no_grad_in_one_thread_leaves_recording_on_in_another():
     import threading
