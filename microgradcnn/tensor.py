@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import numbers
 import operator
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -50,9 +51,7 @@ class Context:
     (all False when no graph is recorded). Ops read it, and only it, to skip work for constant inputs.
     """
 
-    __slots__ = (
-        "attrs", "fn", "needs_input_grad", "parents", "released", "saved_tensors", "scope", "snapshots"
-    )
+    __slots__ = ("attrs", "fn", "needs_input_grad", "parents", "saved_tensors", "scope", "snapshots")
 
     def __init__(
         self,
@@ -70,8 +69,12 @@ class Context:
         self.needs_input_grad = needs
         self.scope = _LOCAL.mode.scope if scope is None else scope
         self.saved_tensors: tuple[Any, ...] = ()
-        self.snapshots: tuple[tuple[Array, int, Array, bytes], ...] = ()  # see _snapshots
-        self.released = False
+        self.snapshots: tuple[Any, ...] = ()  # the saved arrays' fingerprints (_snapshots), or _RELEASED
+
+    @property
+    def released(self) -> bool:
+        """True once ``release`` freed the saved arrays."""
+        return self.snapshots is _RELEASED
 
     def save_for_backward(self, *arrays: Any) -> None:
         """Keep arrays (or small Python values) for ``backward``; freed after backward unless retained.
@@ -85,8 +88,10 @@ class Context:
     def release(self) -> None:
         """Free the saved arrays (after a backward that does not retain the graph)."""
         self.saved_tensors = ()
-        self.snapshots = ()
-        self.released = True
+        self.snapshots = _RELEASED
+
+
+_RELEASED: tuple[Any, ...] = (None,)  # a Context's snapshots once released: non-empty, so backward checks it
 
 
 class Function:
@@ -160,7 +165,7 @@ class Function:
         for t in inputs:
             if isinstance(t, Tensor):
                 return cls.apply(*inputs, **attrs)
-        return cls.forward(_KERNEL_ONLY, *inputs, **attrs)
+        return cls.forward(_KERNEL_ONLY[len(inputs)], *inputs, **attrs)
 
     @classmethod
     def apply(cls, *inputs: Any, **attrs: Any) -> Tensor:
@@ -174,8 +179,10 @@ class Function:
                 parents = tuple(p if isinstance(p, Tensor) else Tensor(p) for p in inputs)
                 break
         mode = _LOCAL.mode
-        needs = tuple(map(_REQUIRES_GRAD, parents)) if mode.grad_enabled else (False,) * len(parents)
-        ctx = Context(cls, parents, attrs, needs, mode.scope)
+        needs = tuple(map(_REQUIRES_GRAD, parents)) if mode.grad_enabled else ()
+        record = True in needs
+        # Nothing to record (no_grad, or only constant inputs): the forward runs as a bare kernel, as in call
+        ctx = Context(cls, parents, attrs, needs, mode.scope) if record else _KERNEL_ONLY[len(parents)]
         arrays = tuple(map(_DATA, parents))
         try:
             data = cls.forward(ctx, *arrays, **attrs)
@@ -191,10 +198,11 @@ class Function:
         out.data = data
         out.grad = None
         out._retains_grad = False
-        out.requires_grad = True in needs
-        out._ctx = ctx if out.requires_grad else None
-        if ctx.saved_tensors and out._ctx is not None:
-            ctx.snapshots = _snapshots(ctx, arrays, data)
+        out._hooks = None
+        out.requires_grad = record
+        out._ctx = ctx if record else None
+        if record and ctx.saved_tensors:
+            ctx.snapshots = _snapshots(ctx.saved_tensors, arrays, data)
         return out
 
 
@@ -202,22 +210,34 @@ def _output_array(ctx: Context, value: Any) -> Array:
     """A forward's non-array result (NumPy gives scalars for 0-d operands) as an array, which also takes its
     place among the saved values: a saved output must be the output array itself."""
     data = np.asarray(value)
-    ctx.saved_tensors = tuple(data if v is value else v for v in ctx.saved_tensors)
+    if ctx.saved_tensors:
+        ctx.saved_tensors = tuple(data if v is value else v for v in ctx.saved_tensors)
     return data
 
 
 class _KernelOnly:
-    """The context a forward gets when it runs as a bare kernel (``Function.call`` on arrays): it keeps
-    nothing and needs no gradient, since no backward will follow."""
+    """The context a forward gets when it runs as a bare kernel (``Function.call`` on arrays, or ``apply``
+    with nothing to record): it keeps nothing and needs no gradient, since no backward will follow."""
 
-    __slots__ = ()
-    needs_input_grad: tuple[bool, ...] = (False,) * 16
+    __slots__ = ("needs_input_grad",)
+    saved_tensors: tuple[Any, ...] = ()
+
+    def __init__(self, n_inputs: int) -> None:
+        self.needs_input_grad = (False,) * n_inputs
 
     def save_for_backward(self, *arrays: Any) -> None:
         pass
 
 
-_KERNEL_ONLY: Any = _KernelOnly()
+class _KernelContexts(dict[int, _KernelOnly]):
+    """One shared bare-kernel context per number of inputs, made on first use (it holds no state)."""
+
+    def __missing__(self, n_inputs: int) -> _KernelOnly:
+        ctx = self[n_inputs] = _KernelOnly(n_inputs)
+        return ctx
+
+
+_KERNEL_ONLY: Any = _KernelContexts()
 
 
 def _check_finite(array: Any, where: str, parents: Sequence[Tensor]) -> None:
@@ -248,31 +268,29 @@ def _sampled(a: Array) -> Array:
     return flat[:: flat.size // _SAMPLES]
 
 
-def _snapshots(
-    ctx: Context, inputs: tuple[Array, ...], out: Array
-) -> tuple[tuple[Array, int, Array, bytes], ...]:
-    """(array, input index or -1 for the output, its sampled view, fingerprint) per saved input or output."""
+def _snapshots(saved: tuple[Any, ...], inputs: tuple[Array, ...], out: Array) -> tuple[Any, ...]:
+    """(sampled view, its fingerprint, array, input index: len(inputs) for the output) per saved input or
+    output; what backward compares (``_check_saved``)."""
     ids = [*map(id, inputs), id(out)]  # ints: ``in`` on arrays would compare them elementwise
     marks = []
-    for v in ctx.saved_tensors:
+    for v in saved:
         if id(v) in ids:  # a saved input or output: live objects have distinct ids
-            i = ids.index(id(v))
             view = v if v.nbytes <= _COPIED_BYTES else _sampled(v)
-            marks.append((v, -1 if i == len(inputs) else i, view, view.tobytes()))
+            marks.append((view, view.tobytes(), v, ids.index(id(v))))
     return tuple(marks)
 
 
 def _check_saved(ctx: Context) -> None:
     """Raise RuntimeError naming the op if its saved arrays were freed, or the input (or output) whose saved
     array was edited in place since the op was recorded."""
-    if ctx.released:
+    if ctx.snapshots is _RELEASED:
         raise RuntimeError(
             f"backward: trying to go through the graph a second time (op {ctx.fn.name!r}); its saved arrays "
             "were freed after the first backward. Pass retain_graph=True to the first backward call."
         )
-    for array, i, view, before in ctx.snapshots:
+    for view, before, array, i in ctx.snapshots:
         if view.tobytes() != before:  # bytes: NaN compares equal to itself
-            what = "its output" if i < 0 else f"input {i} (shape {array.shape})"
+            what = "its output" if i == len(ctx.parents) else f"input {i} (shape {array.shape})"
             raise RuntimeError(
                 f"backward: {what} of op {ctx.fn.name!r} was modified in place after the op saved it for "
                 "backward (e.g. through .data or an optimizer step), so its gradient would be wrong; "
@@ -353,16 +371,20 @@ def _backprop(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool,
             g = grads.pop(node, None)
             if g is None:  # every path to it returned None
                 continue
+            if node._hooks:  # None or {} unless register_hook was called
+                g = _run_hooks(node, g, create_graph)
             ctx = node._ctx
             if wanted is not None:
                 if node in wanted:
                     found[node] = g
-            elif ctx is None or node._retains_grad:
-                _accumulate(node, g)
+            elif ctx is None or node._retains_grad:  # into .grad; copied on first store, since g may be
+                # a read-only broadcast view or an array the caller (or a hook) owns
+                prev = node.grad
+                node.grad = g.astype(node.data.dtype) if prev is None else prev + g
             if ctx is None or (runs is not None and node not in runs):
                 continue
             # the op's backward, once its saved arrays are checked to be there and unedited
-            if ctx.snapshots or ctx.released:
+            if ctx.snapshots:  # fingerprints, or _RELEASED
                 _check_saved(ctx)
             fn, parents = ctx.fn, ctx.parents
             in_grads = _differentiable_backward(ctx, node, g) if create_graph else fn.backward(ctx, g)
@@ -385,6 +407,26 @@ def _backprop(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool,
     finally:
         mode.grad_enabled = grad_was_enabled
     return found
+
+
+def _run_hooks(node: Tensor, g: Any, create_graph: bool) -> Any:
+    """``g`` passed through ``node``'s tensor hooks in registration order (see ``Tensor.register_hook``)."""
+    for hook in list(node._hooks.values()):  # a copy: a hook may remove itself
+        new = hook(g)
+        if new is None:
+            continue
+        if create_graph:
+            new = new if isinstance(new, Tensor) else Tensor(np.asarray(new, dtype=node.dtype))
+        else:
+            new = np.asarray(new.data if isinstance(new, Tensor) else new, dtype=node.dtype)
+        if new.shape != node.shape:
+            name = getattr(hook, "__qualname__", type(hook).__name__)
+            raise RuntimeError(
+                f"register_hook: hook {name!r} returned a gradient of shape {new.shape} for a tensor of "
+                f"shape {node.shape}; a hook may replace the gradient only by one of the same shape"
+            )
+        g = new
+    return g
 
 
 def _differentiable_backward(ctx: Context, node: Tensor, g: Any) -> Any:
@@ -421,15 +463,6 @@ def _between(order: list[Tensor], wanted: set[Tensor]) -> tuple[list[Tensor], se
         elif node in wanted:
             on_path.add(node)
     return [node for node in order if node in on_path], runs
-
-
-def _accumulate(node: Tensor, g: Array) -> None:
-    """Add ``g`` into ``node.grad``, copying on first store: ``g`` may be a read-only broadcast view or an
-    array the caller owns."""
-    if node.grad is not None:
-        node.grad = node.grad + g
-    else:
-        node.grad = g.copy() if g.dtype == node.data.dtype else g.astype(node.data.dtype)
 
 
 def _seed(output: Tensor, grad: Any, where: str, as_tensor: bool) -> Any:
@@ -520,6 +553,27 @@ def grad(
     return tuple(result)
 
 
+class RemovableHandle:
+    """What ``register_hook`` and the modules' ``register_*_hook`` return: ``remove()`` unregisters the hook
+    (again: no effect)."""
+
+    _ids = itertools.count()
+
+    def __init__(self, hooks: dict[int, Any]) -> None:
+        self.hooks_dict = hooks
+        self.id = next(RemovableHandle._ids)  # ids grow, so dict order is registration order
+
+    def remove(self) -> None:
+        """Unregister the hook; calls already running finish with it."""
+        self.hooks_dict.pop(self.id, None)
+
+    def __enter__(self) -> RemovableHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
 class Tensor:
     """An n-dimensional float array that records the ops applied to it, for reverse-mode autodiff.
 
@@ -532,7 +586,7 @@ class Tensor:
     array([2., 4., 6.], dtype=float32)
     """
 
-    __slots__ = ("__weakref__", "_ctx", "_retains_grad", "data", "grad", "requires_grad")
+    __slots__ = ("__weakref__", "_ctx", "_hooks", "_retains_grad", "data", "grad", "requires_grad")
     __array_ufunc__ = None  # make `ndarray + Tensor` defer to Tensor.__radd__ instead of looping elementwise
     __hash__ = object.__hash__  # hashable by identity although == compares elementwise
 
@@ -542,6 +596,7 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self._ctx: Context | None = None
         self._retains_grad = False
+        self._hooks: dict[int, Callable[[Any], Any]] | None = None  # made by the first register_hook
 
     # ---- attributes -------------------------------------------------------------------------------------
     @property
@@ -603,6 +658,33 @@ class Tensor:
     def detach(self) -> Tensor:
         """A new leaf sharing this tensor's data, cut from the graph."""
         return Tensor(self.data)
+
+    def register_hook(self, hook: Callable[[Any], Any]) -> RemovableHandle:
+        """Call ``hook(grad)`` each time this tensor's gradient is computed; returns a handle.
+
+        ``grad`` has this tensor's shape: an array in ``backward`` and ``grad``, a Tensor under
+        ``create_graph``. On a leaf the hook runs once per backward with the gradient summed over every use,
+        before it is added into ``.grad``; on an intermediate, before the gradient flows into the op that made
+        the tensor (and what ``retain_grad`` keeps is the hook's result). A hook that returns something other
+        than None replaces the gradient; several run in registration order, each on the previous one's
+        result. ``handle.remove()`` unregisters it (again: no effect), as in PyTorch.
+
+        Raises:
+            RuntimeError: this tensor does not require grad (no gradient will ever be computed for it).
+            TypeError: ``hook`` is not callable.
+        """
+        if not self.requires_grad:
+            raise RuntimeError(
+                f"register_hook: the tensor (shape {self.shape}) does not require grad, so no gradient is "
+                "ever computed for it; make it with requires_grad=True or register on a tensor that has one"
+            )
+        if not callable(hook):
+            raise TypeError(f"register_hook: a hook must be callable, got {type(hook).__name__}")
+        if self._hooks is None:
+            self._hooks = {}
+        handle = RemovableHandle(self._hooks)
+        self._hooks[handle.id] = hook
+        return handle
 
     def retain_grad(self) -> Tensor:
         """Keep ``.grad`` on this intermediate tensor after backward (leaves always keep theirs)."""

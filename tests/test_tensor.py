@@ -533,6 +533,36 @@ def test_needs_input_grad_tells_an_op_which_gradients_to_compute():
     np.testing.assert_array_equal(a.grad, [1.0])
 
 
+def test_an_op_run_with_nothing_to_record_gets_one_false_per_input_and_no_graph():
+    seen = []
+
+    class Many(mg.Function, register=False):
+        name = "many_probe"
+
+        @staticmethod
+        def forward(ctx, *arrays):
+            seen.append(ctx.needs_input_grad)
+            ctx.save_for_backward(*arrays)  # kept nowhere: no backward follows
+            return sum(arrays)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return (grad,) * len(ctx.saved_tensors)
+
+    xs = [mg.Tensor([float(i)], requires_grad=True) for i in range(20)]
+    with mg.no_grad():
+        out = Many.apply(*xs)
+    constants = Many.apply(*[x.detach() for x in xs])
+    assert seen == [(False,) * 20, (False,) * 20]
+    for t in (out, constants):
+        assert t._ctx is None
+        assert not t.requires_grad
+        np.testing.assert_array_equal(t.data, [190.0])
+    Many.apply(*xs).backward(np.ones(1, np.float32))  # recorded: one True per input, every gradient 1
+    assert seen[-1] == (True,) * 20
+    assert all(x.grad[0] == 1.0 for x in xs)
+
+
 # ---- thread-local engine state -----------------------------------------------------------------------------
 def test_no_grad_in_one_thread_leaves_recording_on_in_another():
     import threading
@@ -645,3 +675,222 @@ def test_an_op_error_names_the_op_once():
     with pytest.raises(ValueError, match=r"^max: cannot reduce an empty axis of shape \(0,\)") as info:
         mg.Tensor(np.zeros(0, np.float32)).max()
     assert "max: max:" not in str(info.value)
+
+
+# ---- Tensor.register_hook ----------------------------------------------------------------------------------
+# Each scenario runs on microgradcnn and (when installed) on PyTorch through the same few calls, and returns
+# what the hooks saw and the gradients that came out: the torch-free tests pin the values, the parity test
+# compares the two libraries on every scenario.
+
+
+class _Mg:
+    @staticmethod
+    def leaf(values):
+        return mg.Tensor(np.asarray(values, dtype=np.float64), requires_grad=True)
+
+    @staticmethod
+    def grad(out, inputs, create_graph=False):
+        return mg.grad(out, inputs, create_graph=create_graph)
+
+    @staticmethod
+    def array(t):
+        return np.asarray(t.data if isinstance(t, mg.Tensor) else t, dtype=np.float64)
+
+
+class _Torch:
+    @staticmethod
+    def leaf(values):
+        import torch
+
+        return torch.tensor(values, dtype=torch.float64, requires_grad=True)
+
+    @staticmethod
+    def grad(out, inputs, create_graph=False):
+        import torch
+
+        return torch.autograd.grad(out, inputs, create_graph=create_graph)
+
+    @staticmethod
+    def array(t):
+        return t.detach().numpy().copy()
+
+
+def _order_and_replacement(lib):
+    seen = []
+    x = lib.leaf([1.0, 2.0])
+    y = x * 3
+    y.register_hook(lambda g: seen.append(("first", lib.array(g))) or g * 2)
+    y.register_hook(lambda g: seen.append(("second", lib.array(g))))  # None keeps the first one's result
+    y.register_hook(lambda g: g + 1)
+    (y * y).sum().backward()
+    return seen, lib.array(x.grad)
+
+
+def _removal(lib):
+    seen = []
+    x = lib.leaf([1.0, -1.0])
+    handle = x.register_hook(lambda g: seen.append("removed") or g * 0)
+    x.register_hook(lambda g: seen.append("kept"))
+    handle.remove()
+    handle.remove()  # again: no effect
+    (x * 5).sum().backward()
+    return seen, lib.array(x.grad)
+
+
+def _leaf_used_twice_and_accumulating(lib):
+    seen = []
+    x = lib.leaf([1.0, 2.0])
+    x.register_hook(lambda g: seen.append(lib.array(g)))
+    (x * x + x).sum().backward()  # one call with the sum of both uses: 2x + 1
+    (x * 2).sum().backward()  # this backward's gradient only, before it is added into .grad
+    return seen, lib.array(x.grad)
+
+
+def _leaf_replacement_reaches_dot_grad(lib):
+    x = lib.leaf([1.0, 2.0, 3.0])
+    x.register_hook(lambda g: g * 10)
+    (x * x).sum().backward()
+    return lib.array(x.grad)
+
+
+def _retain_grad_keeps_the_hooked_gradient(lib):
+    x = lib.leaf([1.0, 2.0])
+    y = x * 3
+    y.retain_grad()
+    y.register_hook(lambda g: g * 10)
+    y.sum().backward()
+    return lib.array(y.grad), lib.array(x.grad)
+
+
+def _root_and_grad(lib):
+    seen = []
+    x = lib.leaf([1.0, 2.0])
+    y = x * 3
+    y.register_hook(lambda g: seen.append(("y", lib.array(g))) or g * 2)
+    x.register_hook(lambda g: seen.append(("x", lib.array(g))))
+    z = (y * y).sum()
+    z.register_hook(lambda g: seen.append(("z", lib.array(g))))
+    (gx,) = lib.grad(z, x)
+    return seen, lib.array(gx)
+
+
+def _create_graph(lib):
+    seen = []
+    x = lib.leaf([1.0, 2.0])
+    y = x**3
+    y.register_hook(lambda g: g * 2)
+    (gx,) = lib.grad(y.sum(), x, create_graph=True)  # 2 * 3x**2, differentiable
+    x.register_hook(lambda g: seen.append(lib.array(g)))
+    gx.sum().backward()  # d/dx 6x**2 = 12x, through the hook's doubling
+    return seen, lib.array(gx), lib.array(x.grad)
+
+
+SCENARIOS = [
+    _order_and_replacement,
+    _removal,
+    _leaf_used_twice_and_accumulating,
+    _leaf_replacement_reaches_dot_grad,
+    _retain_grad_keeps_the_hooked_gradient,
+    _root_and_grad,
+    _create_graph,
+]
+
+
+def _same(a, b):
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    elif isinstance(a, tuple | list):
+        assert len(a) == len(b)
+        for u, v in zip(a, b, strict=True):
+            _same(u, v)
+    else:
+        assert a == b
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda f: f.__name__.strip("_"))
+def test_tensor_hooks_match_torch(scenario):
+    pytest.importorskip("torch")
+    _same(scenario(_Mg), scenario(_Torch))
+
+
+def test_hooks_run_in_order_each_on_the_previous_result():
+    seen, xgrad = _order_and_replacement(_Mg)
+    # d/dy sum(y*y) = 2y = [6, 12]; the first hook doubles it, the second sees that, the third adds 1
+    assert [name for name, _ in seen] == ["first", "second"]
+    np.testing.assert_array_equal(seen[0][1], [6.0, 12.0])
+    np.testing.assert_array_equal(seen[1][1], [12.0, 24.0])
+    np.testing.assert_array_equal(xgrad, 3 * np.array([13.0, 25.0]))
+
+
+def test_a_removed_hook_no_longer_runs():
+    seen, xgrad = _removal(_Mg)
+    assert seen == ["kept"]
+    np.testing.assert_array_equal(xgrad, [5.0, 5.0])
+
+
+def test_a_leaf_hook_runs_once_per_backward_with_the_summed_gradient():
+    seen, xgrad = _leaf_used_twice_and_accumulating(_Mg)
+    np.testing.assert_array_equal(np.array(seen), [[3.0, 5.0], [2.0, 2.0]])
+    np.testing.assert_array_equal(xgrad, [5.0, 7.0])
+    np.testing.assert_array_equal(_leaf_replacement_reaches_dot_grad(_Mg), [20.0, 40.0, 60.0])
+
+
+def test_retain_grad_keeps_what_the_hook_returned():
+    ygrad, xgrad = _retain_grad_keeps_the_hooked_gradient(_Mg)
+    np.testing.assert_array_equal(ygrad, [10.0, 10.0])
+    np.testing.assert_array_equal(xgrad, [30.0, 30.0])
+
+
+def test_hooks_run_in_grad_and_its_result_is_the_hooked_gradient():
+    seen, gx = _root_and_grad(_Mg)
+    assert [name for name, _ in seen] == ["z", "y", "x"]  # outputs first
+    np.testing.assert_array_equal(seen[1][1], [6.0, 12.0])
+    np.testing.assert_array_equal(gx, [36.0, 72.0])
+    y = (_Mg.leaf([1.0, 2.0]) * 3)
+    y.register_hook(lambda g: g * 2)
+    np.testing.assert_array_equal(mg.grad((y * y).sum(), y)[0].data, [12.0, 24.0])
+
+
+def test_under_create_graph_a_hook_gets_a_tensor_and_its_replacement_is_differentiated():
+    kinds = []
+    x = _Mg.leaf([1.0, 2.0])
+    y = x**3
+    y.register_hook(lambda g: kinds.append(type(g)))
+    mg.grad(y.sum(), x, create_graph=True)
+    assert kinds == [mg.Tensor]
+    seen, gx, xgrad = _create_graph(_Mg)
+    np.testing.assert_array_equal(gx, [6.0, 24.0])
+    np.testing.assert_array_equal(xgrad, [12.0, 24.0])
+    np.testing.assert_array_equal(seen[0], [12.0, 24.0])
+
+
+def test_register_hook_refuses_a_tensor_without_grad_and_a_wrong_shaped_replacement():
+    no_grad = r"register_hook: the tensor \(shape \(2,\)\) does not require grad"
+    with pytest.raises(RuntimeError, match=no_grad):
+        mg.Tensor([1.0, 2.0]).register_hook(lambda g: g)
+    with pytest.raises(TypeError, match="register_hook: a hook must be callable"):
+        _Mg.leaf([1.0]).register_hook(3)
+
+    def halve(g):
+        return g[:1]
+
+    x = _Mg.leaf([1.0, 2.0])
+    x.register_hook(halve)
+    wrong = r"hook 'test_.*halve' returned a gradient of shape \(1,\) for a tensor of shape \(2,\)"
+    with pytest.raises(RuntimeError, match=wrong):
+        (x * 2).sum().backward()
+
+
+def test_a_hook_may_remove_itself_while_running():
+    x = _Mg.leaf([1.0])
+    calls = []
+    handle = None
+
+    def once(g):
+        calls.append(1)
+        handle.remove()
+
+    handle = x.register_hook(once)
+    (x * 2).sum().backward()
+    (x * 2).sum().backward()
+    assert calls == [1]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from microgradcnn import tensor as _tensor
-from microgradcnn.tensor import Array, Context, Function, Tensor
+from microgradcnn.tensor import Array, Context, Function, RemovableHandle, Tensor
 
 # Parameters are float32 unless converted with Module.to(np.float64) (float64 is for gradient checks).
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -463,26 +462,6 @@ def _buffer_array(value: Any, name: str, owner: str) -> np.ndarray | None:
     if isinstance(value, np.generic):
         return np.asarray(value)
     raise TypeError(f"{owner}: buffer {name!r} must be a numpy array or None, got {type(value).__name__}")
-
-
-class RemovableHandle:
-    """What ``register_*_hook`` returns: ``remove()`` unregisters the hook (again: no effect)."""
-
-    _ids = itertools.count()
-
-    def __init__(self, hooks: dict[int, Any]) -> None:
-        self.hooks_dict = hooks
-        self.id = next(RemovableHandle._ids)  # ids grow, so dict order is registration order
-
-    def remove(self) -> None:
-        """Unregister the hook; calls already running finish with it."""
-        self.hooks_dict.pop(self.id, None)
-
-    def __enter__(self) -> RemovableHandle:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
 
 
 class _BackwardHookFn(Function, register=False):

@@ -509,6 +509,20 @@ def cross_entropy(
     >>> cross_entropy(Tensor([[0.0, 0.0], [1e4, -1e4]]), [1, 0], reduction="none").data
     array([0.6931472, 0.       ], dtype=float32)
     """
+    if (
+        type(target) is np.ndarray
+        and target.dtype.kind in "iu"
+        and type(logits) is Tensor
+        and weight is None
+        and ignore_index == -100
+        and type(label_smoothing) is float
+        and not label_smoothing
+        and reduction in REDUCTIONS
+        and len(logits.data.shape) == 2
+        and target.shape == logits.data.shape[:1]
+        and 0 not in logits.data.shape
+    ):  # the training loop's call: (N, C) scores and (N,) integer classes, whose range the op checks
+        return CrossEntropyFn.apply(logits, target=target, reduction=reduction, label_smoothing=0.0)
     op = "cross_entropy"
     logits = logits if isinstance(logits, Tensor) else Tensor(logits)
     rows, loss_shape = _rows(logits, op, "logits")

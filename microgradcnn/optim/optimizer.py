@@ -93,6 +93,14 @@ class Optimizer:
         """Update every parameter that has a gradient, in place."""
         raise NotImplementedError
 
+    def _param_state(self, p: Tensor) -> dict[str, Any]:
+        """``p``'s state dict, made empty on first use (not ``setdefault(p, {})``, which builds a dict on
+        every call of every step)."""
+        state = self.state.get(p)
+        if state is None:
+            state = self.state[p] = {}
+        return state
+
     # ---- state dicts ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """The state as PyTorch lays it out: ``{"state": {index: {name: array or int}}, "param_groups":
@@ -248,7 +256,7 @@ class SGD(Optimizer):
                 if decay != 0:
                     g = g + decay * p.data  # a new array: p.grad itself stays the plain gradient
                 if momentum != 0:
-                    state = self.state.setdefault(p, {})
+                    state = self._param_state(p)
                     buf = state.get("momentum_buffer")
                     if buf is None:
                         buf = state["momentum_buffer"] = np.array(g, dtype=p.dtype)
@@ -316,7 +324,7 @@ class Adam(Optimizer):
                 g = p.grad
                 if g is None:
                     continue
-                state = self.state.setdefault(p, {})
+                state = self._param_state(p)
                 if not state:
                     state.update(step=0, exp_avg=np.zeros_like(p.data), exp_avg_sq=np.zeros_like(p.data))
                 state["step"] += 1
@@ -330,7 +338,7 @@ class Adam(Optimizer):
                 v *= beta2
                 v += (1 - beta2) * (g * g)
                 if group["amsgrad"]:
-                    v_max = state.setdefault("max_exp_avg_sq", np.zeros_like(p.data))
+                    v_max = _zeros_on_first_use(state, "max_exp_avg_sq", p)
                     np.maximum(v_max, v, out=v_max)
                     v = v_max
                 step_size = lr / (1 - beta1**t)
@@ -415,7 +423,7 @@ class RMSprop(Optimizer):
                 g = p.grad
                 if g is None:
                     continue
-                state = self.state.setdefault(p, {})
+                state = self._param_state(p)
                 if not state:
                     state.update(step=0, square_avg=np.zeros_like(p.data))
                 state["step"] += 1
@@ -425,7 +433,7 @@ class RMSprop(Optimizer):
                 v *= alpha
                 v += (1 - alpha) * (g * g)
                 if group["centered"]:
-                    mean = state.setdefault("grad_avg", np.zeros_like(p.data))
+                    mean = _zeros_on_first_use(state, "grad_avg", p)
                     mean += (1 - alpha) * (g - mean)
                     # v >= mean**2 in exact arithmetic; rounding can push the difference a hair below zero
                     # once the gradient is steady, and sqrt would then turn the step into NaN
@@ -434,12 +442,21 @@ class RMSprop(Optimizer):
                     s = np.sqrt(v)
                 s += eps
                 if momentum > 0:
-                    buf = state.setdefault("momentum_buffer", np.zeros_like(p.data))
+                    buf = _zeros_on_first_use(state, "momentum_buffer", p)
                     buf *= momentum
                     buf += g / s
                     p.data -= lr * buf
                 else:
                     p.data -= lr * (g / s)
+
+
+def _zeros_on_first_use(state: dict[str, Any], name: str, p: Tensor) -> Any:
+    """``state[name]``, a zero array of ``p``'s shape and dtype the first time (allocated once, not on every
+    step as ``setdefault(name, np.zeros_like(...))`` would)."""
+    buf = state.get(name)
+    if buf is None:
+        buf = state[name] = np.zeros_like(p.data)
+    return buf
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
