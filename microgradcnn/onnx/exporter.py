@@ -102,6 +102,7 @@ def export(
         raise OnnxError("onnx.export: the model's output does not depend on its input: nothing to export")
 
     names = _parameter_names(model)
+    _refuse_input_dependent_constants(model, x, out, names)
     modules = _module_names(model)
     batch = data.shape[0] if data.ndim else None
     g = Graph(onnx, opset, dynamic_batch and batch is not None, batch)
@@ -137,6 +138,52 @@ def export(
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
         raise OnnxError(f"onnx.export: the exported model does not check: {err}") from None
     return write_bytes_atomic(path, proto.SerializeToString())
+
+
+def _recorded_constants(out: Tensor, x: Tensor, names: dict[Tensor, str]) -> list[tuple[str, list[Any]]]:
+    """Per op recorded for ``out``, in the engine's order: its name and the values the file would store as
+    constants: its leaf inputs other than ``x`` and the parameters, and its array attributes (``where``'s
+    condition)."""
+    ops = []
+    for t in toposort(out):
+        ctx = t._ctx
+        if ctx is None:
+            continue
+        values = [p.data for p in ctx.parents if p._ctx is None and p is not x and p not in names]
+        values += [v for v in ctx.attrs.values() if isinstance(v, np.ndarray)]
+        ops.append((ctx.fn.name, values))
+    return ops
+
+
+def _refuse_input_dependent_constants(model: Any, x: Tensor, out: Tensor, names: dict[Tensor, str]) -> None:
+    """Run ``model`` again on a second input of ``x``'s shape and raise ``OnnxError`` if the ops it records,
+    or a constant one of them reads, differ from the first run's.
+
+    A value computed from the input outside the graph (a comparison's boolean mask fed to ``where``, a
+    statistic taken from ``x.data``) is recorded as a constant, and the file would replay the example's value
+    for every input: a silently wrong model. The second input has the example's mean and spread.
+    """
+    data = x.data
+    rng = np.random.default_rng(0)
+    spread = float(data.std()) or 1.0
+    other = (rng.standard_normal(data.shape) * spread + float(data.mean())).astype(data.dtype)
+    other_x = Tensor(other, requires_grad=True)
+    first = _recorded_constants(out, x, names)
+    second = _recorded_constants(_run_in_eval_mode(model, other_x), other_x, names)
+    if [op for op, _ in first] != [op for op, _ in second]:
+        raise OnnxError(
+            "onnx.export: the model records different ops for a different input (control flow that depends "
+            "on the input's values); ONNX export replays one trace, so it cannot export this model"
+        )
+    for (op, a), (_, b) in zip(first, second, strict=True):
+        for i, (u, v) in enumerate(zip(a, b, strict=True)):
+            if u.shape != v.shape or not np.array_equal(u, v, equal_nan=u.dtype.kind == "f"):
+                raise OnnxError(
+                    f"onnx.export: op {op!r} reads a constant (#{i}, shape {u.shape}) computed from the "
+                    "input's values outside the graph (e.g. a where-condition such as x.data > 0 or a "
+                    "comparison of tensors); the file would fix it to the example's value for every input. "
+                    "Compute it with recorded ops (e.g. F.relu, mg.maximum) instead"
+                )
 
 
 def _run_in_eval_mode(model: Any, x: Tensor) -> Any:

@@ -229,8 +229,40 @@ def test_export_runs_in_eval_mode_and_restores_the_mode(tmp_path, model):
 
     wrapped = nn.Sequential(Spy(), model)
     mg.onnx.export(wrapped, digits(1), tmp_path / "m.onnx")
-    assert seen == [False]
+    assert seen  # every trace (the example's and the check's second input) ran in eval mode
+    assert not any(seen)
     assert all(m.training for m in wrapped.modules())
+
+
+def test_a_where_condition_computed_from_the_input_is_refused_not_baked_in(tmp_path):
+    class Gate(nn.Module):
+        def forward(self, x):
+            return mg.where(x > 0, x, x * 0.1).flatten(1)  # x > 0 is a plain bool array: a constant
+
+    with pytest.raises(OnnxError, match=r"op 'where' reads a constant .* computed from the input"):
+        mg.onnx.export(Gate(), digits(2), tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_statistic_of_the_input_taken_outside_the_graph_is_refused(tmp_path):
+    class Centre(nn.Module):
+        def forward(self, x):
+            return (x - float(x.data.mean())).flatten(1)
+
+    with pytest.raises(OnnxError, match=r"op 'sub' reads a constant"):
+        mg.onnx.export(Centre(), digits(2), tmp_path / "m.onnx")
+
+
+def test_a_constant_where_condition_still_exports(tmp_path):
+    mask = np.arange(784).reshape(1, 1, 28, 28) % 3 == 0
+
+    class Fixed(nn.Module):
+        def forward(self, x):
+            return mg.where(mask, x, x * 0.5).flatten(1)
+
+    path = mg.onnx.export(Fixed(), digits(1), tmp_path / "m.onnx")
+    x = digits(3, seed=4)
+    np.testing.assert_allclose(run_ort(path, x), forward(Fixed(), x), atol=1e-6)
 
 
 def test_export_inside_no_grad_still_records(tmp_path, model):
