@@ -62,6 +62,10 @@ def conv2d_weight_kernel(cols: Array, grad: Array, weight_size: tuple[int, ...],
     OW): the sum over every image and output position of grad x patch, one GEMM per group."""
     oc = grad.shape[1]
     g2 = grad.transpose(1, 0, 2, 3).reshape(groups, oc // groups, -1)  # free in a conv2d output's order
+    if groups == 1:
+        # computed transposed, cols @ g2^T: OpenBLAS runs this operand order ~1.4x faster than g2 @ cols^T
+        # (the long N*OH*OW axis is then the inner one of both operands as stored)
+        return np.dot(cols[0], g2[0].T).T.reshape(weight_size)
     return np.matmul(g2, cols.transpose(0, 2, 1)).reshape(weight_size)
 
 
