@@ -15,32 +15,43 @@ from microgradcnn.ops.conv_transpose import (
     restoring_padding,
 )
 from microgradcnn.ops.linalg import add_bias, bias_fits_in_place
-from microgradcnn.ops.window import IntPair, im2col, int_pair, out_size
+from microgradcnn.ops.window import IntPair, fill_columns, im2col, int_pair, out_size, padded_input
 from microgradcnn.tensor import Array, Context, Function, Tensor
 
-# Column blocks of the forward GEMM: OpenBLAS runs the (OC, C*KH*KW) x (C*KH*KW, N*OH*OW) product 2-3x
-# faster per column when a block's operands fit in the 2 MiB L2 than in one call over a batch that does not
-# (docs/benchmarks.md). The dW product is left whole: in blocks it was slower.
-_GEMM_BLOCK_BYTES = 1 << 19
+# Chunks of the forward's im2col and GEMM: a chunk's patches (with its block of the output) take about this
+# many bytes, so the GEMM reads them from the L2 cache right after they were copied there, instead of a whole
+# batch's patches (KH*KW copies of the input) going out to DRAM and back between the copy and the product.
+_CHUNK_BYTES = 1 << 20
 
 
-def _weights_times_columns(w2: Array, cols: Array, bias: Array | None) -> Array:
-    """``w2 @ cols (+ bias[:, None])``: (OC, K) x (K, L) -> (OC, L), in column blocks that stay in cache."""
-    oc, k = w2.shape
-    step = max(1, _GEMM_BLOCK_BYTES // ((k + oc) * cols.itemsize))
-    if step >= cols.shape[1]:
-        out = np.dot(w2, cols)
-        return out if bias is None else add_bias(out, bias[:, None])
-    out = np.empty((oc, cols.shape[1]), dtype=np.result_type(w2, cols))
-    in_place_bias = bias is not None and bias_fits_in_place(out, bias)
-    for first in range(0, cols.shape[1], step):
-        block = out[:, first : first + step]
-        np.matmul(w2, cols[:, first : first + step], out=block)
+def _patches_times_weights(x: Array, w: Array, b: Array | None, out_hw: tuple[int, int],
+                           geometry: tuple[tuple[int, int], ...]) -> tuple[Array, Array]:
+    """groups=1 conv2d on arrays: (out (OC, N*OH*OW) = w2 @ cols (+ bias), cols (1, C*KH*KW, N*OH*OW)).
+
+    The columns are the whole batch's im2col (kept for dW), filled a chunk of images at a time, and each
+    chunk is multiplied into its block of output columns, the bias added, while both are still in cache.
+    """
+    stride, padding, dilation = geometry
+    n, c = x.shape[:2]
+    oc, _, kh, kw = w.shape
+    k, per = c * kh * kw, out_hw[0] * out_hw[1]
+    xp = padded_input(x, padding)
+    w2 = w.reshape(oc, k)
+    cols = np.empty((k, n * per), dtype=x.dtype)
+    out = np.empty((oc, n * per), dtype=np.result_type(x, w))
+    in_place_bias = b is not None and bias_fits_in_place(out, b)
+    step = max(1, _CHUNK_BYTES // ((k * cols.itemsize + oc * out.itemsize) * per))
+    for first in range(0, n, step):
+        count = min(step, n - first)
+        columns = slice(first * per, (first + count) * per)
+        fill_columns(cols[:, columns], xp, (kh, kw), out_hw, stride, dilation, first, count)
+        block = out[:, columns]
+        np.matmul(w2, cols[:, columns], out=block)
         if in_place_bias:
-            block += bias[:, None]  # while the block is still in cache
-    if bias is not None and not in_place_bias:
-        out = add_bias(out, bias[:, None])
-    return out
+            block += b[:, None]  # while the block is still in cache
+    if b is not None and not in_place_bias:
+        out = add_bias(out, b[:, None])
+    return out, cols[None]
 
 
 @functools.lru_cache(maxsize=8)
@@ -82,10 +93,10 @@ class Conv2dFn(Function):
         oc, _, kh, kw = w.shape
         oh = out_size(h, kh, stride[0], padding[0], dilation[0])
         ow = out_size(wd, kw, stride[1], padding[1], dilation[1])
-        cols = im2col(x, (kh, kw), (oh, ow), stride, padding, dilation, groups)
         if groups == 1:
-            out = _weights_times_columns(w.reshape(oc, -1), cols[0], b)  # (OC, N*OH*OW)
+            out, cols = _patches_times_weights(x, w, b, (oh, ow), (stride, padding, dilation))
         else:
+            cols = im2col(x, (kh, kw), (oh, ow), stride, padding, dilation, groups)
             out = np.matmul(w.reshape(groups, oc // groups, -1), cols).reshape(oc, n * oh * ow)
             if b is not None:
                 out = add_bias(out, b[:, None])

@@ -219,9 +219,9 @@ def test_conv2d_empty_batch_gives_empty_output_and_zero_weight_gradient():
 @pytest.mark.parametrize("block_bytes", [1, 300])
 @pytest.mark.parametrize("bias_dtype", [np.float32, np.float64])
 def test_conv2d_forward_in_column_blocks_matches_the_loop_definition(monkeypatch, block_bytes, bias_dtype):
-    # Big batches multiply the weights by the patches a block of columns at a time (to stay in cache); the
-    # blocks, and the bias added to each, must join up exactly, whatever the bias dtype.
-    monkeypatch.setattr(conv_module, "_GEMM_BLOCK_BYTES", block_bytes)
+    # Big batches copy and multiply the patches a chunk of images at a time (to stay in cache); the chunks,
+    # and the bias added to each, must join up exactly, whatever the bias dtype.
+    monkeypatch.setattr(conv_module, "_CHUNK_BYTES", block_bytes)
     rng = np.random.default_rng(8)
     x = rng.standard_normal((3, 2, 7, 6)).astype(np.float32)
     w = rng.standard_normal((4, 2, 3, 2)).astype(np.float32)
