@@ -11,25 +11,36 @@ from microgradcnn._checks import check_int
 from microgradcnn.ops.conv_transpose import (
     Conv2dWeightFn,
     ConvTranspose2dFn,
+    conv2d_weight_from_input,
     conv2d_weight_kernel,
     restoring_padding,
 )
 from microgradcnn.ops.linalg import add_bias, bias_fits_in_place
-from microgradcnn.ops.window import IntPair, fill_columns, im2col, int_pair, out_size, padded_input
+from microgradcnn.ops.window import (
+    IntPair,
+    fill_columns,
+    im2col,
+    image_chunks,
+    int_pair,
+    out_size,
+    padded_input,
+)
 from microgradcnn.tensor import Array, Context, Function, Tensor
 
-# Chunks of the forward's im2col and GEMM: a chunk's patches (with its block of the output) take about this
-# many bytes, so the GEMM reads them from the L2 cache right after they were copied there, instead of a whole
-# batch's patches (KH*KW copies of the input) going out to DRAM and back between the copy and the product.
-_CHUNK_BYTES = 1 << 20
+# Patches up to this size are kept from forward for dW (cheaper than copying them again); bigger ones are
+# made again in backward, a chunk at a time: a batch-256 CIFAR-shaped CNN would otherwise hold 66 MB of them
+# (KH*KW copies of each conv's input) from forward to backward, more than PyTorch's whole step.
+_KEEP_PATCHES_BYTES = 16 << 20
 
 
 def _patches_times_weights(x: Array, w: Array, b: Array | None, out_hw: tuple[int, int],
-                           geometry: tuple[tuple[int, int], ...]) -> tuple[Array, Array]:
-    """groups=1 conv2d on arrays: (out (OC, N*OH*OW) = w2 @ cols (+ bias), cols (1, C*KH*KW, N*OH*OW)).
+                           geometry: tuple[tuple[int, int], ...], keep: bool) -> tuple[Array, Array | None]:
+    """groups=1 conv2d on arrays: out (OC, N*OH*OW) = w2 @ cols (+ bias), and cols (1, C*KH*KW, N*OH*OW)
+    or None.
 
-    The columns are the whole batch's im2col (kept for dW), filled a chunk of images at a time, and each
-    chunk is multiplied into its block of output columns, the bias added, while both are still in cache.
+    The columns are filled a chunk of images at a time (``window.image_chunks``), and each chunk multiplied
+    into its block of output columns, the bias added, while both are still in cache. With ``keep`` they are
+    the whole batch's im2col, returned for dW; without, one chunk's buffer reused by every chunk.
     """
     stride, padding, dilation = geometry
     n, c = x.shape[:2]
@@ -37,21 +48,22 @@ def _patches_times_weights(x: Array, w: Array, b: Array | None, out_hw: tuple[in
     k, per = c * kh * kw, out_hw[0] * out_hw[1]
     xp = padded_input(x, padding)
     w2 = w.reshape(oc, k)
-    cols = np.empty((k, n * per), dtype=x.dtype)
     out = np.empty((oc, n * per), dtype=np.result_type(x, w))
     in_place_bias = b is not None and bias_fits_in_place(out, b)
-    step = max(1, _CHUNK_BYTES // ((k * cols.itemsize + oc * out.itemsize) * per))
-    for first in range(0, n, step):
-        count = min(step, n - first)
+    chunks = image_chunks(n, (k * x.itemsize + oc * out.itemsize) * per)
+    width = n * per if keep or not chunks else chunks[0][1] * per
+    cols = np.empty((k, width), dtype=x.dtype)
+    for first, count in chunks:
         columns = slice(first * per, (first + count) * per)
-        fill_columns(cols[:, columns], xp, (kh, kw), out_hw, stride, dilation, first, count)
+        patches = cols[:, columns] if keep else cols[:, : count * per]
+        fill_columns(patches, xp, (kh, kw), out_hw, stride, dilation, first, count)
         block = out[:, columns]
-        np.matmul(w2, cols[:, columns], out=block)
+        np.matmul(w2, patches, out=block)
         if in_place_bias:
             block += b[:, None]  # while the block is still in cache
     if b is not None and not in_place_bias:
         out = add_bias(out, b[:, None])
-    return out, cols[None]
+    return out, cols[None] if keep else None
 
 
 @functools.lru_cache(maxsize=8)
@@ -93,16 +105,19 @@ class Conv2dFn(Function):
         oc, _, kh, kw = w.shape
         oh = out_size(h, kh, stride[0], padding[0], dilation[0])
         ow = out_size(wd, kw, stride[1], padding[1], dilation[1])
+        patch_bytes = x.itemsize * x.shape[1] * kh * kw * n * oh * ow
+        keep = ctx.needs_input_grad[1] and patch_bytes <= _KEEP_PATCHES_BYTES
         if groups == 1:
-            out, cols = _patches_times_weights(x, w, b, (oh, ow), (stride, padding, dilation))
+            out, cols = _patches_times_weights(x, w, b, (oh, ow), (stride, padding, dilation), keep)
         else:
             cols = im2col(x, (kh, kw), (oh, ow), stride, padding, dilation, groups)
             out = np.matmul(w.reshape(groups, oc // groups, -1), cols).reshape(oc, n * oh * ow)
             if b is not None:
                 out = add_bias(out, b[:, None])
-        # The patches are needed only for dW: a frozen weight does not keep ~KH*KW copies of the input alive.
-        # x itself is saved too (no copy): under create_graph dW is recomputed from it as a recorded op.
-        ctx.save_for_backward(x, w, cols if ctx.needs_input_grad[1] else None)
+        # The patches are needed only for dW: a frozen weight does not keep ~KH*KW copies of the input alive,
+        # nor does a big batch (dW makes them again). x itself is saved too (no copy): under create_graph dW
+        # is recomputed from it as a recorded op.
+        ctx.save_for_backward(x, w, cols if keep else None)
         return out.reshape(oc, n, oh, ow).transpose(1, 0, 2, 3)
 
     @staticmethod
@@ -121,9 +136,11 @@ class Conv2dFn(Function):
             dx = ConvTranspose2dFn.call(grad, w, output_padding=extra, **geometry)
         if needs[1]:
             # dW = sum over every image and output position of grad x patch; the array path reuses the
-            # forward's patches instead of building them again from x
+            # forward's patches when it kept them, and calls conv2d_weight's kernel directly when not
             if fast and cols is not None:
                 dw = conv2d_weight_kernel(cols, grad, w.shape, geometry["groups"])
+            elif fast:
+                dw = conv2d_weight_from_input(x, grad, tuple(w.shape), **geometry)
             else:
                 dw = Conv2dWeightFn.call(x, grad, weight_size=tuple(w.shape), **geometry)
         if len(needs) == 2:

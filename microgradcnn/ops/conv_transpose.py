@@ -16,7 +16,17 @@ import numpy as np
 from microgradcnn._checks import check_int
 from microgradcnn.ops import conv  # conv.Conv2dFn is read at call time: conv.py's backward uses these ops
 from microgradcnn.ops.linalg import add_bias
-from microgradcnn.ops.window import IntPair, col2im, im2col, int_pair, out_size, window_slices
+from microgradcnn.ops.window import (
+    IntPair,
+    col2im,
+    fill_columns,
+    im2col,
+    image_chunks,
+    int_pair,
+    out_size,
+    padded_input,
+    window_slices,
+)
 from microgradcnn.tensor import Array, Context, Function, Tensor
 
 Pair = tuple[int, int]
@@ -87,6 +97,33 @@ def conv2d_weight_kernel(cols: Array, grad: Array, weight_size: tuple[int, ...],
         # (the long N*OH*OW axis is then the inner one of both operands as stored)
         return np.dot(cols[0], g2[0].T).T.reshape(weight_size)
     return np.matmul(g2, cols.transpose(0, 2, 1)).reshape(weight_size)
+
+
+def conv2d_weight_from_input(x: Array, grad: Array, weight_size: tuple[int, ...], *, stride: Pair,
+                             padding: Pair, dilation: Pair, groups: int) -> Array:
+    """conv2d's weight gradient on arrays from the input x (N, C, H, W) itself and grad (N, OC, OH, OW).
+
+    groups=1 copies x's patches a chunk of images at a time (``window.image_chunks``) into one reused
+    buffer and sums the chunks' products, so neither a whole batch's patches nor their memory is needed;
+    a batch that fits in one chunk (and grouped convolutions) is one ``conv2d_weight_kernel`` call.
+    """
+    n, oc, oh, ow = grad.shape
+    kernel, per = tuple(weight_size[2:]), oh * ow
+    k = x.shape[1] * kernel[0] * kernel[1]
+    chunks = image_chunks(n, (k * x.itemsize + oc * grad.itemsize) * per)
+    if groups != 1 or len(chunks) <= 1:
+        cols = im2col(x, kernel, (oh, ow), stride, padding, dilation, groups)
+        return conv2d_weight_kernel(cols, grad, weight_size, groups)
+    xp = padded_input(x, padding)
+    g2 = grad.transpose(1, 0, 2, 3).reshape(oc, n * per)  # free in a conv2d output's order
+    buffer = np.empty((k, chunks[0][1] * per), dtype=x.dtype)
+    total = None
+    for first, count in chunks:
+        cols = buffer[:, : count * per]
+        fill_columns(cols, xp, kernel, (oh, ow), stride, dilation, first, count)
+        part = np.dot(cols, g2[:, first * per : (first + count) * per].T)  # (K, OC): the fast order, as above
+        total = part if total is None else np.add(total, part, out=total)
+    return total.T.reshape(weight_size)
 
 
 class ConvTranspose2dFn(Function):
@@ -162,10 +199,9 @@ class Conv2dWeightFn(Function):
         dilation: Pair,
         groups: int,
     ) -> Array:
-        kernel, out = weight_size[2:], grad_output.shape[2:]
-        cols = im2col(x, kernel, out, stride, padding, dilation, groups)
         ctx.save_for_backward(x, grad_output)
-        return conv2d_weight_kernel(cols, grad_output, weight_size, groups)
+        return conv2d_weight_from_input(x, grad_output, weight_size, stride=stride, padding=padding,
+                                        dilation=dilation, groups=groups)
 
     @staticmethod
     def backward(ctx: Context, grad: Any) -> tuple[Any, ...]:

@@ -118,6 +118,19 @@ def _patches(xp: Array, kernel: tuple[int, int], out: tuple[int, int], stride: t
     return np.ndarray((c, kh, kw, count, oh, ow), xp.dtype, xp, first * s_n, strides)
 
 
+# The convolution kernels copy patches a chunk of images at a time, about this many bytes of patches and
+# output per chunk, so that the GEMM reads each chunk from the L2 cache right after the copy put it there,
+# instead of a whole batch's patches (KH*KW copies of the input) going out to DRAM and back in between.
+CHUNK_BYTES = 1 << 20
+
+
+def image_chunks(n: int, bytes_per_image: int) -> list[tuple[int, int]]:
+    """(first, count) of the consecutive image chunks that cover a batch of ``n``: ``CHUNK_BYTES`` each at
+    most, one image at least."""
+    step = max(1, CHUNK_BYTES // max(1, bytes_per_image))
+    return [(first, min(step, n - first)) for first in range(0, n, step)]
+
+
 def padded_input(x: Array, padding: tuple[int, int]) -> Array:
     """``x`` padded with zeros, as the one plain buffer the ``_patches`` views need."""
     return np.ascontiguousarray(pad_hw(x, padding))
