@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from microgradcnn._checks import check_int
+from microgradcnn.ops import window
 from microgradcnn.ops.conv_transpose import (
     Conv2dWeightFn,
     ConvTranspose2dFn,
@@ -16,15 +17,7 @@ from microgradcnn.ops.conv_transpose import (
     restoring_padding,
 )
 from microgradcnn.ops.linalg import add_bias, bias_fits_in_place
-from microgradcnn.ops.window import (
-    IntPair,
-    fill_columns,
-    im2col,
-    image_chunks,
-    int_pair,
-    out_size,
-    padded_input,
-)
+from microgradcnn.ops.window import IntPair, im2col, int_pair, out_size
 from microgradcnn.tensor import Array, Context, Function, Tensor
 
 # Patches up to this size are kept from forward for dW (cheaper than copying them again); bigger ones are
@@ -46,17 +39,17 @@ def _patches_times_weights(x: Array, w: Array, b: Array | None, out_hw: tuple[in
     n, c = x.shape[:2]
     oc, _, kh, kw = w.shape
     k, per = c * kh * kw, out_hw[0] * out_hw[1]
-    xp = padded_input(x, padding)
+    xp = window.padded_input(x, padding)
     w2 = w.reshape(oc, k)
     out = np.empty((oc, n * per), dtype=np.result_type(x, w))
     in_place_bias = b is not None and bias_fits_in_place(out, b)
-    chunks = image_chunks(n, (k * x.itemsize + oc * out.itemsize) * per)
+    chunks = window.image_chunks(n, (k * x.itemsize + oc * out.itemsize) * per)
     width = n * per if keep or not chunks else chunks[0][1] * per
     cols = np.empty((k, width), dtype=x.dtype)
     for first, count in chunks:
         columns = slice(first * per, (first + count) * per)
         patches = cols[:, columns] if keep else cols[:, : count * per]
-        fill_columns(patches, xp, (kh, kw), out_hw, stride, dilation, first, count)
+        window.fill_columns(patches, xp, (kh, kw), out_hw, stride, dilation, first, count)
         block = out[:, columns]
         np.matmul(w2, patches, out=block)
         if in_place_bias:
