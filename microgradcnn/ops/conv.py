@@ -39,12 +39,17 @@ def _patches_times_weights(x: Array, w: Array, b: Array | None, out_hw: tuple[in
     n, c = x.shape[:2]
     oc, _, kh, kw = w.shape
     k, per = c * kh * kw, out_hw[0] * out_hw[1]
-    xp = window.padded_input(x, padding)
     w2 = w.reshape(oc, k)
-    out = np.empty((oc, n * per), dtype=np.result_type(x, w))
+    dtype = np.result_type(x, w)
+    chunks = window.image_chunks(n, (k * x.itemsize + oc * dtype.itemsize) * per)
+    if len(chunks) <= 1:  # one copy and one product, without the loop's slicing (~5 us at batch 1)
+        cols = im2col(x, (kh, kw), out_hw, stride, padding, dilation)
+        out = np.dot(w2, cols[0])
+        return (out if b is None else add_bias(out, b[:, None])), cols if keep else None
+    xp = window.padded_input(x, padding)
+    out = np.empty((oc, n * per), dtype=dtype)
     in_place_bias = b is not None and bias_fits_in_place(out, b)
-    chunks = window.image_chunks(n, (k * x.itemsize + oc * out.itemsize) * per)
-    width = n * per if keep or not chunks else chunks[0][1] * per
+    width = n * per if keep else chunks[0][1] * per
     cols = np.empty((k, width), dtype=x.dtype)
     for first, count in chunks:
         columns = slice(first * per, (first + count) * per)

@@ -100,13 +100,14 @@ def _running_sum(views: list[Array]) -> Array:
 
 
 @functools.lru_cache(maxsize=4)
-def _window_starts(planes: int, h: int, w: int) -> Array:
-    """Flat index of each 2x2 window's top-left element in ``planes`` h x w planes stored one after another.
+def _window_starts(planes_shape: tuple[int, int, int, int]) -> Array:
+    """Flat index of each 2x2 window's top-left element in (A, B, H, W) planes stored one after another.
 
-    Shape (planes, h // 2, w // 2), intp, read-only; cached because a training loop asks for the same one
+    Shape (A, B, H // 2, W // 2), intp, read-only; cached because a training loop asks for the same one
     every step (2 MiB for a batch-256 seed CNN: a few shapes at most are kept).
     """
-    plane_starts = np.arange(planes)[:, None, None] * (h * w)
+    a, b, h, w = planes_shape
+    plane_starts = np.arange(a * b).reshape(a, b, 1, 1) * (h * w)
     starts = plane_starts + np.arange(h // 2)[:, None] * (2 * w) + np.arange(w // 2) * 2
     starts.setflags(write=False)
     return starts
@@ -156,9 +157,7 @@ def _offset_type(w: int) -> Any:
 def _winners_from_offsets(offsets: Array, planes_shape: tuple[int, ...]) -> Array:
     """Flat indices into (A, B, H, W) planes (x's memory order) of the winners ``_max_pool_2x2`` recorded as
     offsets (A, B, OH, OW) from each window's top-left element: those elements' indices plus the offsets."""
-    a, b, h, w = planes_shape
-    starts = _window_starts(a * b, h, w).reshape(offsets.shape)
-    return np.add(starts, offsets, dtype=np.intp)
+    return _window_starts(planes_shape) + offsets  # intp: the starts' type wins over uint8's
 
 
 def _pool_planes(f: Array, hw: tuple[int, int], out: Array, offsets: Array | None) -> None:
