@@ -8,9 +8,11 @@ from typing import Any
 import numpy as np
 
 from microgradcnn._checks import check_int
+from microgradcnn.ops import window
 from microgradcnn.ops.conv_transpose import (
     Conv2dWeightFn,
     ConvTranspose2dFn,
+    conv2d_weight_from_input,
     conv2d_weight_kernel,
     restoring_padding,
 )
@@ -18,29 +20,48 @@ from microgradcnn.ops.linalg import add_bias, bias_fits_in_place
 from microgradcnn.ops.window import IntPair, im2col, int_pair, out_size
 from microgradcnn.tensor import Array, Context, Function, Tensor
 
-# Column blocks of the forward GEMM: OpenBLAS runs the (OC, C*KH*KW) x (C*KH*KW, N*OH*OW) product 2-3x
-# faster per column when a block's operands fit in the 2 MiB L2 than in one call over a batch that does not
-# (docs/benchmarks.md). The dW product is left whole: in blocks it was slower.
-_GEMM_BLOCK_BYTES = 1 << 19
+# Patches up to this size are kept from forward for dW (cheaper than copying them again); bigger ones are
+# made again in backward, a chunk at a time: a batch-256 CIFAR-shaped CNN would otherwise hold 66 MB of them
+# (KH*KW copies of each conv's input) from forward to backward, more than PyTorch's whole step.
+_KEEP_PATCHES_BYTES = 16 << 20
 
 
-def _weights_times_columns(w2: Array, cols: Array, bias: Array | None) -> Array:
-    """``w2 @ cols (+ bias[:, None])``: (OC, K) x (K, L) -> (OC, L), in column blocks that stay in cache."""
-    oc, k = w2.shape
-    step = max(1, _GEMM_BLOCK_BYTES // ((k + oc) * cols.itemsize))
-    if step >= cols.shape[1]:
-        out = np.dot(w2, cols)
-        return out if bias is None else add_bias(out, bias[:, None])
-    out = np.empty((oc, cols.shape[1]), dtype=np.result_type(w2, cols))
-    in_place_bias = bias is not None and bias_fits_in_place(out, bias)
-    for first in range(0, cols.shape[1], step):
-        block = out[:, first : first + step]
-        np.matmul(w2, cols[:, first : first + step], out=block)
+def _patches_times_weights(x: Array, w: Array, b: Array | None, out_hw: tuple[int, int],
+                           geometry: tuple[tuple[int, int], ...], keep: bool) -> tuple[Array, Array | None]:
+    """groups=1 conv2d on arrays: out (OC, N*OH*OW) = w2 @ cols (+ bias), and cols (1, C*KH*KW, N*OH*OW)
+    or None.
+
+    The columns are filled a chunk of images at a time (``window.image_chunks``), and each chunk multiplied
+    into its block of output columns, the bias added, while both are still in cache. With ``keep`` they are
+    the whole batch's im2col, returned for dW; without, one chunk's buffer reused by every chunk.
+    """
+    stride, padding, dilation = geometry
+    n, c = x.shape[:2]
+    oc, _, kh, kw = w.shape
+    k, per = c * kh * kw, out_hw[0] * out_hw[1]
+    w2 = w.reshape(oc, k)
+    dtype = np.result_type(x, w)
+    chunks = window.image_chunks(n, (k * x.itemsize + oc * dtype.itemsize) * per)
+    if len(chunks) <= 1:  # one copy and one product, without the loop's slicing (~5 us at batch 1)
+        cols = im2col(x, (kh, kw), out_hw, stride, padding, dilation)
+        out = np.dot(w2, cols[0])
+        return (out if b is None else add_bias(out, b[:, None])), cols if keep else None
+    xp = window.padded_input(x, padding)
+    out = np.empty((oc, n * per), dtype=dtype)
+    in_place_bias = b is not None and bias_fits_in_place(out, b)
+    width = n * per if keep else chunks[0][1] * per
+    cols = np.empty((k, width), dtype=x.dtype)
+    for first, count in chunks:
+        columns = slice(first * per, (first + count) * per)
+        patches = cols[:, columns] if keep else cols[:, : count * per]
+        window.fill_columns(patches, xp, (kh, kw), out_hw, stride, dilation, first, count)
+        block = out[:, columns]
+        np.matmul(w2, patches, out=block)
         if in_place_bias:
-            block += bias[:, None]  # while the block is still in cache
-    if bias is not None and not in_place_bias:
-        out = add_bias(out, bias[:, None])
-    return out
+            block += b[:, None]  # while the block is still in cache
+    if b is not None and not in_place_bias:
+        out = add_bias(out, b[:, None])
+    return out, cols[None] if keep else None
 
 
 @functools.lru_cache(maxsize=8)
@@ -82,16 +103,19 @@ class Conv2dFn(Function):
         oc, _, kh, kw = w.shape
         oh = out_size(h, kh, stride[0], padding[0], dilation[0])
         ow = out_size(wd, kw, stride[1], padding[1], dilation[1])
-        cols = im2col(x, (kh, kw), (oh, ow), stride, padding, dilation, groups)
+        patch_bytes = x.itemsize * x.shape[1] * kh * kw * n * oh * ow
+        keep = ctx.needs_input_grad[1] and patch_bytes <= _KEEP_PATCHES_BYTES
         if groups == 1:
-            out = _weights_times_columns(w.reshape(oc, -1), cols[0], b)  # (OC, N*OH*OW)
+            out, cols = _patches_times_weights(x, w, b, (oh, ow), (stride, padding, dilation), keep)
         else:
+            cols = im2col(x, (kh, kw), (oh, ow), stride, padding, dilation, groups)
             out = np.matmul(w.reshape(groups, oc // groups, -1), cols).reshape(oc, n * oh * ow)
             if b is not None:
                 out = add_bias(out, b[:, None])
-        # The patches are needed only for dW: a frozen weight does not keep ~KH*KW copies of the input alive.
-        # x itself is saved too (no copy): under create_graph dW is recomputed from it as a recorded op.
-        ctx.save_for_backward(x, w, cols if ctx.needs_input_grad[1] else None)
+        # The patches are needed only for dW: a frozen weight does not keep ~KH*KW copies of the input alive,
+        # nor does a big batch (dW makes them again). x itself is saved too (no copy): under create_graph dW
+        # is recomputed from it as a recorded op.
+        ctx.save_for_backward(x, w, cols if keep else None)
         return out.reshape(oc, n, oh, ow).transpose(1, 0, 2, 3)
 
     @staticmethod
@@ -110,9 +134,11 @@ class Conv2dFn(Function):
             dx = ConvTranspose2dFn.call(grad, w, output_padding=extra, **geometry)
         if needs[1]:
             # dW = sum over every image and output position of grad x patch; the array path reuses the
-            # forward's patches instead of building them again from x
+            # forward's patches when it kept them, and calls conv2d_weight's kernel directly when not
             if fast and cols is not None:
                 dw = conv2d_weight_kernel(cols, grad, w.shape, geometry["groups"])
+            elif fast:
+                dw = conv2d_weight_from_input(x, grad, tuple(w.shape), **geometry)
             else:
                 dw = Conv2dWeightFn.call(x, grad, weight_size=tuple(w.shape), **geometry)
         if len(needs) == 2:

@@ -100,13 +100,14 @@ def _running_sum(views: list[Array]) -> Array:
 
 
 @functools.lru_cache(maxsize=4)
-def _window_starts(planes: int, h: int, w: int) -> Array:
-    """Flat index of each 2x2 window's top-left element in ``planes`` h x w planes stored one after another.
+def _window_starts(planes_shape: tuple[int, int, int, int]) -> Array:
+    """Flat index of each 2x2 window's top-left element in (A, B, H, W) planes stored one after another.
 
-    Shape (planes, h // 2, w // 2), intp, read-only; cached because a training loop asks for the same one
+    Shape (A, B, H // 2, W // 2), intp, read-only; cached because a training loop asks for the same one
     every step (2 MiB for a batch-256 seed CNN: a few shapes at most are kept).
     """
-    plane_starts = np.arange(planes)[:, None, None] * (h * w)
+    a, b, h, w = planes_shape
+    plane_starts = np.arange(a * b).reshape(a, b, 1, 1) * (h * w)
     starts = plane_starts + np.arange(h // 2)[:, None] * (2 * w) + np.arange(w // 2) * 2
     starts.setflags(write=False)
     return starts
@@ -129,7 +130,9 @@ def _max_pool_2x2(x: Array, track: bool) -> tuple[Array, Array | None, tuple[int
     this works on the flat buffer instead, where every pass is a contiguous SIMD loop (~0.4 ns). ``out``
     and the winners are (A, B, OH, OW) in the returned axis order, x's memory order, so a conv2d output
     (stored channels-outer) is read without a copy. Winners, when tracked, are each window's first maximum
-    in row-major order as a flat index into those planes; backward is then one scatter.
+    in row-major order as its offset from the window's top-left element, in the smallest int that holds it
+    (uint8 below 255-wide rows: 1 byte kept per output until backward, not 8); ``_winners_from_offsets``
+    turns them into flat indices into those planes, for backward's one scatter.
     """
     order = _plane_order(x)
     planes = np.ascontiguousarray(x.transpose(order))  # no copy for a conv output or any NCHW array
@@ -137,47 +140,54 @@ def _max_pool_2x2(x: Array, track: bool) -> tuple[Array, Array | None, tuple[int
     count, size = a * b, h * w
     flat = planes.reshape(count, size)
     out = np.empty((count, h // 2, w // 2), dtype=x.dtype)
-    # winners, and the window starts of all planes: each chunk's winners index the whole buffer
-    every = (np.empty(out.shape, dtype=np.intp), _window_starts(count, h, w)) if track else None
+    offsets = np.empty(out.shape, dtype=_offset_type(w)) if track else None
     per = max(1, _CHUNK_BYTES // (size * x.itemsize))
     for first in range(0, count, per):
         chunk = slice(first, first + per)
-        tracked = None if every is None else (every[0][chunk], every[1][chunk])
-        _pool_planes(flat[chunk].reshape(-1), (h, w), out[chunk], tracked)
+        _pool_planes(flat[chunk].reshape(-1), (h, w), out[chunk], None if offsets is None else offsets[chunk])
     shape = (a, b, h // 2, w // 2)
-    return out.reshape(shape), None if every is None else every[0].reshape(shape), order
+    return out.reshape(shape), None if offsets is None else offsets.reshape(shape), order
 
 
-def _pool_planes(f: Array, hw: tuple[int, int], out: Array, tracked: tuple[Array, Array] | None) -> None:
-    """Fill ``out`` (M, OH, OW) from M consecutive h x w planes flattened into ``f``; with ``tracked``, a pair
-    (winners, starts) of (M, OH, OW) arrays, also fill ``winners``.
+def _offset_type(w: int) -> Any:
+    """The int type of a 2x2 window's winner offsets (0, 1, W or W + 1) for rows ``w`` long."""
+    return np.uint8 if w < 255 else np.int64
+
+
+def _winners_from_offsets(offsets: Array, planes_shape: tuple[int, ...]) -> Array:
+    """Flat indices into (A, B, H, W) planes (x's memory order) of the winners ``_max_pool_2x2`` recorded as
+    offsets (A, B, OH, OW) from each window's top-left element: those elements' indices plus the offsets."""
+    return _window_starts(planes_shape) + offsets  # intp: the starts' type wins over uint8's
+
+
+def _pool_planes(f: Array, hw: tuple[int, int], out: Array, offsets: Array | None) -> None:
+    """Fill ``out`` (M, OH, OW) from M consecutive h x w planes flattened into ``f``, and ``offsets`` (M, OH,
+    OW, of ``_offset_type(w)``) when given with each winner's offset from its window's top-left element.
 
     With W the row length: ``pair[k] = max(f[k], f[k+1])`` and ``quad[k] = max(pair[k], pair[k+W])``; the
     output is ``quad`` read at each window's top-left k (the other k are windows the pool does not use).
     The winner is the bottom pair only if strictly greater than the top one, and in the chosen pair the
-    right element only if strictly greater than the left: the first maximum in row-major order. Winners are
-    ``starts`` (each window's top-left flat index) plus the winner's offset from it.
+    right element only if strictly greater than the left: the first maximum in row-major order.
     """
     h, w = hw
     steps = (h * w, 2 * w, 2)  # from window top-left to the next plane, window row, window column
     pair = np.maximum(f[:-1], f[1:])
     quad = np.maximum(pair[:-w], pair[w:])
     np.copyto(out, np.ndarray(out.shape, f.dtype, quad, 0, tuple(s * f.itemsize for s in steps)))
-    if tracked is None:
+    if offsets is None:
         return
-    winners, starts = tracked
     right = f[1:] > f[:-1]  # right[k]: f[k+1] beats f[k]
     bottom = pair[w:] > pair[:-w]  # bottom[k]: the pair one row down beats the pair at k
     n = bottom.size
     # The winner's offset from k, for every k at once in contiguous small-int passes:
     # bottom ? W + right[k+W] : right[k]  ==  right[k] + bottom * (W + right[k+W] - right[k])  (mod 2**8)
-    small = np.uint8 if w < 255 else np.int64
+    small = _offset_type(w)
     offset = np.subtract(right[w:].view(np.uint8), right[:n].view(np.uint8), dtype=small)
     offset += small(w)
     offset *= bottom.view(np.uint8)
     offset += right[:n].view(np.uint8)
     at_starts = np.ndarray(out.shape, offset.dtype, offset, 0, tuple(s * offset.itemsize for s in steps))
-    np.add(starts, at_starts, out=winners)
+    np.copyto(offsets, at_starts)
 
 
 def _is_2x2(kernel_size: Pair, stride: Pair, padding: Pair) -> bool:
@@ -207,8 +217,8 @@ class MaxPool2dFn(Function):
         # ceil_mode adds a window only on an odd side; dilation changes every window: the general path
         odd = ceil_mode and (x.shape[2] % 2 or x.shape[3] % 2)
         if dilation == (1, 1) and not odd and _is_2x2(kernel_size, stride, padding):
-            out, winners, order = _max_pool_2x2(x, track)
-            ctx.save_for_backward(x.shape, winners, order)
+            out, offsets, order = _max_pool_2x2(x, track)
+            ctx.save_for_backward(x.shape, offsets, order, True)
             return out.transpose(order)  # (N, C, OH, OW), in x's memory order
         by_cols, by_rows, padded = _stages(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
         xp = _pad_to(x, padding, padded, -np.inf)  # padding never wins (every window holds a real element)
@@ -216,12 +226,14 @@ class MaxPool2dFn(Function):
         out, arg_row = _running_max([row_max[:, :, r, c] for r, c in by_rows], track)  # (N, C, OH, OW)
         if track:
             winners = _flat_winners(x.shape, out.shape, arg_row, arg_col, stride, padding, dilation)
-            ctx.save_for_backward(x.shape, winners, (0, 1, 2, 3))
+            ctx.save_for_backward(x.shape, winners, (0, 1, 2, 3), False)
         return out
 
     @staticmethod
     def backward(ctx: Context, grad: Array) -> tuple[Array]:
-        x_shape, winners, order = ctx.saved_tensors
+        x_shape, winners, order, as_offsets = ctx.saved_tensors
+        if as_offsets:  # the 2x2 path kept the winners as small offsets
+            winners = _winners_from_offsets(winners, tuple(x_shape[i] for i in order))
         # winners index x's planes in ``order`` (x's memory order for the 2x2 path): grad in that order too
         values = grad.transpose(order)
         (kh, kw), (sh, sw) = ctx.attrs["kernel_size"], ctx.attrs["stride"]

@@ -103,17 +103,47 @@ def scatter_windows(
 
 
 def _patches(xp: Array, kernel: tuple[int, int], out: tuple[int, int], stride: tuple[int, int],
-             dilation: tuple[int, int]) -> Array:
-    """The im2col patches of ``xp`` (N, C, Hp, Wp) as a strided view (C, KH, KW, N, OH, OW), no copy.
+             dilation: tuple[int, int], first: int = 0, count: int | None = None) -> Array:
+    """The im2col patches of images ``first .. first+count`` (all by default) of ``xp`` (N, C, Hp, Wp, one
+    plain buffer) as a strided view (C, KH, KW, count, OH, OW), no copy.
 
-    Element ``[c, i, j, n, p, q]`` is ``xp[n, c, s*p + d*i, s*q + d*j]``. Built with the ndarray constructor
-    over xp's buffer: ~4 us, where ``sliding_window_view`` costs ~40 us (10 % of a batch-1 step).
+    Element ``[c, i, j, n, p, q]`` is ``xp[first + n, c, s*p + d*i, s*q + d*j]``. Built with the ndarray
+    constructor over xp's buffer: ~4 us, where ``sliding_window_view`` costs ~40 us (10 % of a batch-1 step).
     """
     (kh, kw), (oh, ow), (sh, sw), (dh, dw) = kernel, out, stride, dilation
     n, c = xp.shape[:2]
     s_n, s_c, s_h, s_w = xp.strides
     strides = (s_c, s_h * dh, s_w * dw, s_n, s_h * sh, s_w * sw)
-    return np.ndarray((c, kh, kw, n, oh, ow), xp.dtype, xp, 0, strides)
+    count = n - first if count is None else count
+    return np.ndarray((c, kh, kw, count, oh, ow), xp.dtype, xp, first * s_n, strides)
+
+
+# The convolution kernels copy patches a chunk of images at a time, about this many bytes of patches and
+# output per chunk, so that the GEMM reads each chunk from the L2 cache right after the copy put it there,
+# instead of a whole batch's patches (KH*KW copies of the input) going out to DRAM and back in between.
+CHUNK_BYTES = 1 << 20
+
+
+def image_chunks(n: int, bytes_per_image: int) -> list[tuple[int, int]]:
+    """(first, count) of the consecutive image chunks that cover a batch of ``n``: ``CHUNK_BYTES`` each at
+    most, one image at least."""
+    step = max(1, CHUNK_BYTES // max(1, bytes_per_image))
+    return [(first, min(step, n - first)) for first in range(0, n, step)]
+
+
+def padded_input(x: Array, padding: tuple[int, int]) -> Array:
+    """``x`` padded with zeros, as the one plain buffer the ``_patches`` views need."""
+    return np.ascontiguousarray(pad_hw(x, padding))
+
+
+def fill_columns(cols: Array, xp: Array, kernel: tuple[int, int], out: tuple[int, int],
+                 stride: tuple[int, int], dilation: tuple[int, int], first: int, count: int) -> None:
+    """Copy the patches of images ``first .. first+count`` of the padded ``xp`` into ``cols``, their
+    (C*KH*KW, count*OH*OW) block of im2col's columns (a view of the whole matrix is fine)."""
+    c = xp.shape[1]
+    # copy=False: a view of cols or an error, never a silent copy the patches would land in
+    np.copyto(cols.reshape(c, kernel[0], kernel[1], count, out[0], out[1], copy=False),
+              _patches(xp, kernel, out, stride, dilation, first, count))
 
 
 def im2col(
@@ -132,8 +162,7 @@ def im2col(
     per group. The copy is also a snapshot: later edits of ``x`` do not reach it.
     """
     n = x.shape[0]
-    xp = np.ascontiguousarray(pad_hw(x, padding))  # the strided view needs one plain buffer
-    cols = _patches(xp, kernel, out, stride, dilation)
+    cols = _patches(padded_input(x, padding), kernel, out, stride, dilation)
     return cols.reshape(groups, cols.shape[0] // groups * kernel[0] * kernel[1], n * out[0] * out[1])
 
 

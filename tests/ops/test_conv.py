@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 import microgradcnn as mg
 from microgradcnn import functional as F
 from microgradcnn.ops import conv as conv_module
+from microgradcnn.ops import window as window_module
 from microgradcnn.testing import GradcheckError, gradcheck
 from microgradcnn.testing.strategies import conv2d_configs
 
@@ -216,19 +217,40 @@ def test_conv2d_empty_batch_gives_empty_output_and_zero_weight_gradient():
     np.testing.assert_array_equal(w.grad, np.zeros((3, 2, 2, 2)))
 
 
-@pytest.mark.parametrize("block_bytes", [1, 300])
+@pytest.mark.parametrize("keep_bytes", [0, 1 << 30])  # dW from patches made again / kept from forward
+@pytest.mark.parametrize("block_bytes", [1, 300, 1 << 20])
 @pytest.mark.parametrize("bias_dtype", [np.float32, np.float64])
-def test_conv2d_forward_in_column_blocks_matches_the_loop_definition(monkeypatch, block_bytes, bias_dtype):
-    # Big batches multiply the weights by the patches a block of columns at a time (to stay in cache); the
-    # blocks, and the bias added to each, must join up exactly, whatever the bias dtype.
-    monkeypatch.setattr(conv_module, "_GEMM_BLOCK_BYTES", block_bytes)
+def test_conv2d_in_image_chunks_matches_the_loop_definition(monkeypatch, keep_bytes, block_bytes, bias_dtype):
+    # Big batches copy and multiply the patches a chunk of images at a time (to stay in cache), in forward
+    # and, when forward kept no patches, in dW: the chunks, and the bias added to each, must join up exactly,
+    # whatever the bias dtype, and dW must not depend on whether the patches were kept.
+    monkeypatch.setattr(window_module, "CHUNK_BYTES", block_bytes)
+    monkeypatch.setattr(conv_module, "_KEEP_PATCHES_BYTES", keep_bytes)
     rng = np.random.default_rng(8)
-    x = rng.standard_normal((3, 2, 7, 6)).astype(np.float32)
-    w = rng.standard_normal((4, 2, 3, 2)).astype(np.float32)
+    x = rng.standard_normal((5, 2, 7, 6)).astype(np.float32)
+    w = mg.Tensor(rng.standard_normal((4, 2, 3, 2)).astype(np.float32), requires_grad=True)
     b = rng.standard_normal(4).astype(bias_dtype)
-    out = F.conv2d(x, w, b, padding=1)
-    assert out.dtype == np.result_type(x, w, b)
-    np.testing.assert_allclose(out.data, conv2d_loop(x, w, b, padding=1), rtol=1e-5, atol=1e-5)
+    out = F.conv2d(x, w, b, padding=1, stride=(2, 1))
+    assert out.dtype == np.result_type(x, w.data, b)
+    assert (out._ctx.saved_tensors[2] is None) == (keep_bytes == 0)
+    np.testing.assert_allclose(out.data, conv2d_loop(x, w.data, b, padding=1, stride=(2, 1)), rtol=1e-5,
+                               atol=1e-5)
+    g = rng.standard_normal(out.shape).astype(np.float32)
+    out.backward(g)
+    # dW[o, c, i, j] = sum over n, p, q of g[n, o, p, q] * xpad[n, c, 2p + i, q + j]
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    want = np.stack([np.stack([np.einsum("nopq,ncpq->oc", g, xp[:, :, i : i + 2 * out.shape[2] : 2,
+                                                                    j : j + out.shape[3]])
+                               for j in range(2)], axis=-1) for i in range(3)], axis=-2)
+    np.testing.assert_allclose(w.grad, want, rtol=1e-4, atol=1e-4)
+
+
+def test_conv2d_big_batch_keeps_no_patches_for_dw():
+    # A batch whose patches pass the threshold makes them again in backward instead of holding them
+    x = np.zeros((64, 16, 16, 16), dtype=np.float32)  # patches of a 3x3 conv: 9 * 1 MiB
+    w = mg.Tensor(np.zeros((4, 16, 3, 3), dtype=np.float32), requires_grad=True)
+    assert F.conv2d(x[:8], w, padding=1)._ctx.saved_tensors[2] is not None
+    assert F.conv2d(np.zeros((256, 16, 16, 16), dtype=np.float32), w, padding=1)._ctx.saved_tensors[2] is None
 
 
 def test_conv2d_refuses_a_backward_after_its_input_was_edited_in_place():

@@ -54,6 +54,16 @@ def test_conv_transpose2d_forward_matches_the_loop_definition(cfg):
     np.testing.assert_allclose(out.data, ref, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("short_row", [0, 1 << 30])  # every width through col2im / batch-innermost adds
+@given(cfg=conv_transpose2d_configs())
+def test_conv_transpose2d_both_kernel_layouts_match_the_loop_definition(short_row, cfg):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ct_module, "_SHORT_ROW", short_row)
+        out = _call(cfg)
+    ref = conv_transpose2d_loop(cfg["x"], cfg["weight"], cfg["bias"], *(cfg[k] for k in ATTRS))
+    np.testing.assert_allclose(out.data, ref, rtol=1e-10, atol=1e-10)
+
+
 def test_conv_transpose2d_output_size_formula():
     out = F.conv_transpose2d(np.zeros((2, 3, 5, 4)), np.zeros((3, 2, 3, 2)), stride=(2, 3), padding=(1, 2),
                              output_padding=(1, 0), dilation=(2, 1))

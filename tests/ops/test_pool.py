@@ -461,3 +461,21 @@ def test_adaptive_avg_pool2d_equals_torch(output_size):
     np.testing.assert_allclose(out.data, tout.detach().numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(t.grad, tx.grad.numpy(), rtol=1e-12, atol=1e-12)
 
+
+
+def test_max_pool2d_2x2_keeps_one_byte_per_output_until_backward():
+    # The fast path saves each winner's offset in its window (uint8), not an 8-byte flat index per output;
+    # the gradient still reaches each window's first maximum.
+    x = np.zeros((2, 3, 4, 6))
+    x[:, :, 1, 1] = x[:, :, 2, 4] = 1.0
+    t = mg.Tensor(x, requires_grad=True)
+    out = F.max_pool2d(t, 2)
+    offsets = out._ctx.saved_tensors[1]
+    assert offsets.dtype == np.uint8
+    assert offsets.shape == (2, 3, 2, 3)
+    out.sum().backward()
+    want = np.zeros_like(x)
+    want[:, :, 1, 1] = want[:, :, 2, 4] = 1.0
+    want[:, :, 0, 2] = want[:, :, 2, 0] = 1.0  # all-zero windows: their first element
+    want[:, :, 0, 4] = want[:, :, 2, 2] = 1.0
+    np.testing.assert_array_equal(t.grad, want)
