@@ -343,13 +343,26 @@ class Recorder:
         self._collect_graph()
         _npz(self.dir / epoch_file(epoch), self._snapshot(self.model))
 
-    def finish(self, model: Module, test_images: np.ndarray, test_labels: np.ndarray) -> None:
-        """At the end: the confusion matrix and the most confidently wrong test images."""
+    def finish(
+        self,
+        model: Module,
+        test_images: np.ndarray,
+        test_labels: np.ndarray,
+        *,
+        probabilities: np.ndarray | None = None,
+    ) -> None:
+        """At the end: the confusion matrix and the most confidently wrong test images.
+
+        ``probabilities`` (N, classes), the model's ``predict_proba`` of the test images when the caller has
+        them already (``train.fit`` from its last evaluation), saves a pass over the test set.
+        """
         from microgradcnn.train import predict_proba  # train imports this module's callers: import late
 
         self.close()
         labels = np.asarray(test_labels, dtype=np.int64)
-        proba = predict_proba(model, _as_input(np.asarray(test_images)))
+        if probabilities is None:
+            probabilities = predict_proba(model, _as_input(np.asarray(test_images)))
+        proba = np.asarray(probabilities)
         pred = proba.argmax(axis=1)
         n = max(10, int(labels.max(initial=0)) + 1, proba.shape[1])
         confusion = np.bincount(labels * n + pred, minlength=n * n).reshape(n, n)

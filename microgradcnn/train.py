@@ -271,13 +271,15 @@ class TrainResult:
 class Evaluation:
     """Metrics of a model on a labelled set: mean cross-entropy, accuracy (a fraction), confusion matrix.
 
-    ``confusion_matrix[i, j]`` counts images of true class i predicted as j; ``predictions`` is (N,).
+    ``confusion_matrix[i, j]`` counts images of true class i predicted as j; ``predictions`` is (N,);
+    ``probabilities`` (N, classes) are the softmax of the logits, as ``predict_proba`` gives them.
     """
 
     loss: float
     accuracy: float
     confusion_matrix: np.ndarray
     predictions: np.ndarray
+    probabilities: np.ndarray | None = None
 
     @property
     def per_class_accuracy(self) -> list[float | None]:
@@ -383,12 +385,13 @@ def evaluate(model: Module, images: np.ndarray, labels: np.ndarray, batch_size: 
     if len(labels) == 0:
         raise ValueError("evaluate: the set has no images, so there is nothing to evaluate")
     model.eval()
-    total_loss, preds = 0.0, []
+    total_loss, preds, probas = 0.0, [], []
     with no_grad():
         for x, y in datasets.iterate_batches(images, labels, batch_size, shuffle=False):
             logits = model(Tensor(x))
             total_loss += F.cross_entropy(logits, y, reduction="sum").item()
             preds.append(logits.data.argmax(axis=1))
+            probas.append(F.softmax(logits, axis=1).data)
     labels = np.asarray(labels, dtype=np.int64)
     predictions = np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
     n_classes = max(10, int(labels.max(initial=0)) + 1)
@@ -399,6 +402,7 @@ def evaluate(model: Module, images: np.ndarray, labels: np.ndarray, batch_size: 
         accuracy=float((predictions == labels).sum() / n),
         confusion_matrix=confusion.reshape(n_classes, n_classes).astype(np.int64),
         predictions=predictions,
+        probabilities=np.concatenate(probas),
     )
 
 
@@ -621,8 +625,8 @@ def fit(
             f"acc {h['train_accuracy']:.2%} | "
             f"test loss {h['test_loss']:.4f} acc {h['test_accuracy']:.2%} | {h['seconds']:.1f} s"
         )
-    if recorder is not None:
-        recorder.finish(model, test_x, test_y)
+    if recorder is not None:  # the last epoch's evaluation is of the final weights: no second test pass
+        recorder.finish(model, test_x, test_y, probabilities=metrics.probabilities)
     return result
 
 

@@ -7,6 +7,7 @@ import pytest
 from microgradcnn import checkpoint as ck
 from microgradcnn import nn
 from microgradcnn import train as training
+from microgradcnn.data import preprocess
 from microgradcnn.tensor import Tensor
 
 
@@ -198,6 +199,8 @@ def test_evaluate_metrics_match_a_hand_count():
     assert cm[2, 2] == 2
     assert cm[2, 0] == 1
     assert result.per_class_accuracy[:3] == [0.5, 1.0, pytest.approx(2 / 3)]
+    np.testing.assert_array_equal(result.probabilities, training.predict_proba(Fixed(logits), images))
+    assert result.probabilities[0, 0] == pytest.approx(1 / (1 + 9 * math.exp(-10)), rel=1e-5)
     assert result.per_class_accuracy[3] is None  # no images of class 3
     log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
     assert result.loss == pytest.approx(-log_p[np.arange(6), labels].mean(), rel=1e-5)
@@ -634,7 +637,9 @@ class CallLog:
     def on_epoch(self, epoch, metrics):
         self.calls.append(("epoch", epoch, metrics["epoch"]))
 
-    def finish(self, model, test_x, test_y):
+    def finish(self, model, test_x, test_y, *, probabilities):
+        # the last evaluation's probabilities, of the final weights: what a test pass would give now
+        np.testing.assert_array_equal(probabilities, training.predict_proba(model, preprocess(test_x)))
         self.calls.append(("finish", len(test_y)))
 
     def close(self):
