@@ -242,7 +242,13 @@ def test_config_fills_in_defaults_per_model_and_optimizer():
     seed, cnn2 = training.TrainConfig(), training.TrainConfig(model="cnn2", epochs=3)
     assert (seed.epochs, seed.lr, seed.lr_decay, seed.shift) == (8, 0.05, 0.7, 0)
     assert cnn2.epochs == 3  # given values win
-    assert (cnn2.lr_decay, cnn2.shift) == (training.MODEL_DEFAULTS["cnn2"]["lr_decay"], 2)
+    recipe = (cnn2.batch_size, cnn2.schedule, cnn2.lr, cnn2.lr_decay, cnn2.shift)
+    assert recipe == (16, "onecycle", 0.05, 1, 2)
+    assert (seed.batch_size, seed.schedule) == (32, "none")
+    # a decay without a schedule is schedule "none"'s, also for a model whose recipe has a schedule
+    assert training.TrainConfig(model="cnn2", lr_decay=0.8).schedule == "none"
+    with pytest.raises(ValueError, match="lr_decay applies to schedule 'none' only"):
+        training.TrainConfig(model="cnn2", lr_decay=0.8, schedule="onecycle")
     assert training.TrainConfig(optimizer="adam").lr == training.DEFAULT_LR["adam"]
 
 
