@@ -8,15 +8,17 @@ a full backward hook on every leaf module for exactly one step, so the other ste
 The run directory holds::
 
     run.json            the run's description (layers, interval, config), written at start
-    graph.svg           the model's graph (Graphviz), graph_nodes.json the statistics of each node
+    graph.svg           the model's graph (Graphviz, drawn while the first epoch trains), graph_nodes.json
+                        the statistics of each node
     steps.jsonl         one record per recorded step: loss, accuracy, learning rate, per-layer statistics
     epochs.jsonl        one record per epoch: train/test loss and accuracy (as fit's history)
     epoch_0003.npz      conv filters and feature maps of a few fixed test digits after epoch 3
     final.json, final.npz   the confusion matrix and the most confidently wrong test images
 
 Every record is appended as one complete line in a single ``write``, and whole files are written with
-``write_atomic``, so a Ctrl-C never leaves half a record; a reader (``read_records``) ignores a torn last
-line left by a crash. Records are keyed by step: ``start(step=S)`` on a resumed run
+``write_atomic`` (without ``fsync``: telemetry is not worth milliseconds a file), so a Ctrl-C or a killed
+process never leaves half a record; a reader (``read_records``) ignores a torn last line left by a crash
+of the machine. Records are keyed by step: ``start(step=S)`` on a resumed run
 drops every record beyond the checkpoint's step, so the files continue without duplicates.
 """
 
