@@ -9,13 +9,18 @@ from pathlib import Path
 from typing import IO
 
 
-def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
+def write_atomic(
+    path: str | os.PathLike[str], write: Callable[[IO[bytes]], None], *, fsync: bool = True
+) -> Path:
     """Create or replace the file at exactly ``path`` atomically and return it as a ``Path``.
 
     ``write(f)`` fills a temporary file in the same directory, which is flushed to disk and then renamed over
     ``path``. Readers see the old file or the new one, never a partial one, even if ``write`` raises or the
     process is interrupted (Ctrl-C included): the temporary file is removed and ``path`` is left as it was.
     Missing parent directories are created. The new file gets the mode a plain ``open()`` would give it.
+    ``fsync=False`` skips the flush to disk (milliseconds a file): as atomic for readers, Ctrl-C and a
+    killed process, but a crash of the machine may lose the new file; for files cheap to lose (training
+    telemetry), never for checkpoints.
 
     Raises:
         OSError: as the filesystem raises it, with ``path`` named in the message (a full disk, a read-only
@@ -34,7 +39,8 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.replace(tmp, target)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
@@ -45,9 +51,9 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
     return target
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, fsync: bool = True) -> Path:
     """``write_atomic`` for bytes already in memory."""
-    return write_atomic(path, lambda f: f.write(data))
+    return write_atomic(path, lambda f: f.write(data), fsync=fsync)
 
 
 def _naming(err: OSError, target: Path) -> OSError:

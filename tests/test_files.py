@@ -44,3 +44,16 @@ def test_error_names_the_target(tmp_path):
     with pytest.raises(OSError, match=r"afile/x\.npz") as info:
         write_bytes_atomic(blocker / "x.npz", b"1")
     assert info.value.filename == str(blocker / "x.npz")
+
+
+def test_fsync_false_replaces_as_atomically_without_the_flush_to_disk(tmp_path, monkeypatch):
+    synced = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    path = tmp_path / "log.bin"
+    write_bytes_atomic(path, b"old", fsync=False)
+    write_bytes_atomic(path, b"new", fsync=False)
+    assert path.read_bytes() == b"new"
+    assert synced == []
+    assert [p.name for p in tmp_path.iterdir()] == ["log.bin"]  # no temporary file left
+    write_bytes_atomic(path, b"durable")
+    assert len(synced) == 1  # the default still flushes

@@ -149,6 +149,15 @@ def test_a_run_in_progress_shows_what_is_there(tmp_path):
         report.build_report(tmp_path / "nowhere")
 
 
+def test_pictures_cut_short_by_a_crash_count_as_missing(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    telemetry.append_record(run / "epochs.jsonl", {"epoch": 1, "step": 10, "test_accuracy": 0.5})
+    (run / "epoch_0001.npz").write_bytes(b"")  # never flushed to disk (the recorder does not fsync)
+    page = report.build_report(run)  # no error: the epoch has no pictures, as if not written yet
+    assert "No epoch finished yet" in page
+
+
 def test_fifty_epochs_of_every_layer_stay_a_few_megabytes(tmp_path):
     run = synthetic_run(tmp_path / "run")
     page = report.build_report(run)

@@ -77,6 +77,25 @@ def test_dead_fraction_counts_units_zero_for_the_whole_batch():
     assert telemetry.dead_fraction(out) == 0.5  # units (0,0) and (1,1) never fire
 
 
+@pytest.mark.parametrize(
+    "a",
+    [
+        np.random.default_rng(0).standard_normal((4, 6, 5, 3)).astype(np.float32).transpose(0, 3, 1, 2),
+        np.maximum(np.random.default_rng(1).standard_normal((8, 300)), 0),  # float64, ReLU-like
+        (1000 + np.random.default_rng(2).standard_normal(5000)).astype(np.float32),  # mean >> spread
+        np.arange(-3, 9, dtype=np.float16).reshape(3, 4)[:, ::2],  # float16, strided
+        np.array([5, 5, 5]),  # ints, no spread
+    ],
+    ids=["channels-last view", "float64", "shifted", "float16 strided", "constant ints"],
+)
+def test_stats_are_the_float64_mean_std_and_norm(a):
+    d = np.asarray(a, dtype=np.float64)
+    got = telemetry._stats(a)
+    assert got["mean"] == pytest.approx(d.mean(), rel=1e-6, abs=1e-9)
+    assert got["std"] == pytest.approx(d.std(), rel=1e-4, abs=1e-9)  # shifted: 1e-4 of a std of 1
+    assert got["norm"] == pytest.approx(np.linalg.norm(d), rel=1e-6)
+
+
 def test_recorder_writes_every_file_and_statistics_per_layer(tmp_path):
     model = drive(telemetry.Recorder(tmp_path, every=2), epochs=2)
     steps = telemetry.read_records(tmp_path / "steps.jsonl")
@@ -166,7 +185,9 @@ def test_recorder_checks_its_arguments(tmp_path):
 @pytest.mark.needs("dot")
 def test_graph_node_statistics_match_the_rendered_nodes(tmp_path):
     x, y = tiny_set(8)
-    telemetry.Recorder(tmp_path).start(seed_cnn(relu=True, rng=np.random.default_rng(0)), x, y)
+    recorder = telemetry.Recorder(tmp_path)
+    recorder.start(seed_cnn(relu=True, rng=np.random.default_rng(0)), x, y)
+    recorder.close()  # dot draws while training goes on; close (or the first epoch's end) writes the graph
     svg = (tmp_path / "graph.svg").read_text()
     nodes = json.loads((tmp_path / "graph_nodes.json").read_text())
     drawn = re.findall(r'<g id="node\d+" class="node">\s*<title>(\w+)</title>(.*?)</g>', svg, re.S)

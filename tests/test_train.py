@@ -7,6 +7,7 @@ import pytest
 from microgradcnn import checkpoint as ck
 from microgradcnn import nn
 from microgradcnn import train as training
+from microgradcnn.data import preprocess
 from microgradcnn.tensor import Tensor
 
 
@@ -198,6 +199,8 @@ def test_evaluate_metrics_match_a_hand_count():
     assert cm[2, 2] == 2
     assert cm[2, 0] == 1
     assert result.per_class_accuracy[:3] == [0.5, 1.0, pytest.approx(2 / 3)]
+    np.testing.assert_array_equal(result.probabilities, training.predict_proba(Fixed(logits), images))
+    assert result.probabilities[0, 0] == pytest.approx(1 / (1 + 9 * math.exp(-10)), rel=1e-5)
     assert result.per_class_accuracy[3] is None  # no images of class 3
     log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
     assert result.loss == pytest.approx(-log_p[np.arange(6), labels].mean(), rel=1e-5)
@@ -239,7 +242,13 @@ def test_config_fills_in_defaults_per_model_and_optimizer():
     seed, cnn2 = training.TrainConfig(), training.TrainConfig(model="cnn2", epochs=3)
     assert (seed.epochs, seed.lr, seed.lr_decay, seed.shift) == (8, 0.05, 0.7, 0)
     assert cnn2.epochs == 3  # given values win
-    assert (cnn2.lr_decay, cnn2.shift) == (training.MODEL_DEFAULTS["cnn2"]["lr_decay"], 2)
+    recipe = (cnn2.batch_size, cnn2.schedule, cnn2.lr, cnn2.lr_decay, cnn2.shift)
+    assert recipe == (16, "onecycle", 0.05, 1, 2)
+    assert (seed.batch_size, seed.schedule) == (32, "none")
+    # a decay without a schedule is schedule "none"'s, also for a model whose recipe has a schedule
+    assert training.TrainConfig(model="cnn2", lr_decay=0.8).schedule == "none"
+    with pytest.raises(ValueError, match="lr_decay applies to schedule 'none' only"):
+        training.TrainConfig(model="cnn2", lr_decay=0.8, schedule="onecycle")
     assert training.TrainConfig(optimizer="adam").lr == training.DEFAULT_LR["adam"]
 
 
@@ -634,7 +643,9 @@ class CallLog:
     def on_epoch(self, epoch, metrics):
         self.calls.append(("epoch", epoch, metrics["epoch"]))
 
-    def finish(self, model, test_x, test_y):
+    def finish(self, model, test_x, test_y, *, probabilities):
+        # the last evaluation's probabilities, of the final weights: what a test pass would give now
+        np.testing.assert_array_equal(probabilities, training.predict_proba(model, preprocess(test_x)))
         self.calls.append(("finish", len(test_y)))
 
     def close(self):

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import zipfile
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -263,8 +264,8 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
-    except (FileNotFoundError, OSError, ValueError):  # missing, or being replaced right now
-        return {}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # missing, or empty or cut short by a
+        return {}  # crash of the machine (the recorder does not fsync it)
 
 
 # ---- the page -----------------------------------------------------------------------------------------
